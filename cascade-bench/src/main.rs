@@ -1,0 +1,3 @@
+//! `cascade-bench`: measures a Cascade deployment. Filled by the benchmark issue.
+
+fn main() {}

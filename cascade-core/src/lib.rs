@@ -1,0 +1,33 @@
+//! Core of Cascade, the hierarchical KV-cache store.
+//!
+//! This crate knows no concrete storage device. It defines what every tier must do
+//! ([`Tier`]), how blocks are named ([`BlockId`]) and found ([`Index`], [`ShardedIndex`]),
+//! how content becomes an id ([`Hasher`]), and the [`CascadeStore`] that places blocks
+//! in tiers ordered fastest first, demotes the least recently used ones when a tier
+//! fills, and promotes them back on reads. The process-heap [`MemoryTier`] lives here so
+//! the store is usable and testable without `/dev/shm`.
+
+pub mod alloc;
+pub mod block_id;
+pub mod config;
+pub mod error;
+pub mod hasher;
+pub mod index;
+pub mod memory;
+pub mod stats;
+pub mod store;
+pub mod tier;
+
+#[cfg(feature = "test-utils")]
+pub mod conformance;
+
+pub use alloc::{Extent, ExtentAllocator};
+pub use block_id::BlockId;
+pub use config::{CascadeConfig, TierConfig};
+pub use error::{Error, ErrorKind, Result};
+pub use hasher::Hasher;
+pub use index::{Index, Location, ShardedIndex};
+pub use memory::{MemoryTier, MemoryTierConfig};
+pub use stats::{StoreStats, TierStats};
+pub use store::{CascadeStore, PutOutcome};
+pub use tier::{Capability, Tier};

@@ -1,0 +1,181 @@
+//! The [`Tier`] trait: one storage level (GPU HBM, host memory, shared memory, files).
+
+use rayon::prelude::*;
+
+use crate::{BlockId, Error, ErrorKind, Result};
+
+/// What a tier can do; the store and the conformance kit read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Capability {
+    /// Blocks survive the process: reopening the tier finds them again.
+    pub persistent: bool,
+    /// Bytes live in device (GPU) memory rather than host memory.
+    pub device_memory: bool,
+    /// Largest single block the tier accepts, in bytes.
+    pub max_block_size: u64,
+}
+
+/// One storage level of the hierarchy.
+///
+/// Implementations are shared between threads (`&self` everywhere) and must keep these
+/// promises, which the conformance kit checks:
+/// - `used() <= capacity()` at every moment;
+/// - a successful `put` makes the block readable with the same bytes until `remove`,
+///   `clear`, or (for a non-persistent tier) the end of the process;
+/// - `put` of an id already held replaces it;
+/// - a full tier answers [`ErrorKind::TierFull`], a block that can never fit
+///   [`ErrorKind::TooLarge`], and bytes failing their checksum [`ErrorKind::Corrupt`].
+pub trait Tier: Send + Sync {
+    /// The kind string this tier is configured with (`"memory"`, `"shm"`, ...).
+    fn kind(&self) -> &str;
+
+    /// The instance name (unique within a store), used in stats and errors.
+    fn name(&self) -> &str;
+
+    /// What the tier can do.
+    fn capability(&self) -> Capability;
+
+    /// Total bytes the tier may hold.
+    fn capacity(&self) -> u64;
+
+    /// Bytes currently allocated to blocks (including any rounding the tier applies).
+    fn used(&self) -> u64;
+
+    /// Stores `data` under `id`, replacing an older block of the same id.
+    fn put(&self, id: BlockId, data: &[u8]) -> Result<()>;
+
+    /// Copies the block into the start of `out` and returns its length.
+    ///
+    /// Errors: [`ErrorKind::NotFound`]; [`ErrorKind::InvalidInput`] when `out` is shorter
+    /// than the block; [`ErrorKind::Corrupt`] when the bytes fail their checksum (the tier
+    /// then drops the block).
+    fn get(&self, id: BlockId, out: &mut [u8]) -> Result<usize>;
+
+    /// The stored length of `id`, or `None` when absent.
+    fn len_of(&self, id: BlockId) -> Option<u64>;
+
+    /// Whether `id` is stored.
+    fn contains(&self, id: BlockId) -> bool {
+        self.len_of(id).is_some()
+    }
+
+    /// Removes `id`; returns whether it was present.
+    fn remove(&self, id: BlockId) -> Result<bool>;
+
+    /// Stores many blocks; one result per item, in order. The default runs the puts in
+    /// parallel on the rayon pool.
+    fn put_batch(&self, items: &[(BlockId, &[u8])]) -> Vec<Result<()>> {
+        items
+            .par_iter()
+            .map(|(id, data)| self.put(*id, data))
+            .collect()
+    }
+
+    /// Reads many blocks into their buffers; one result (the length) per item, in order.
+    /// The default runs the gets in parallel on the rayon pool.
+    fn get_batch(&self, items: &mut [(BlockId, &mut [u8])]) -> Vec<Result<usize>> {
+        items
+            .par_iter_mut()
+            .map(|(id, out)| self.get(*id, out))
+            .collect()
+    }
+
+    /// Stores a block of `len` bytes that `fill` writes in place.
+    ///
+    /// Tiers that own addressable host memory override this so that a demotion or
+    /// promotion writes straight into their storage with no intermediate buffer. The
+    /// default fills a temporary buffer and calls [`Tier::put`].
+    fn put_with(
+        &self,
+        id: BlockId,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> Result<()>,
+    ) -> Result<()> {
+        let mut buffer = vec![0u8; len];
+        fill(&mut buffer)?;
+        self.put(id, &buffer)
+    }
+
+    /// Lends the block's bytes to `visit` without copying them out, where the tier can.
+    ///
+    /// The default copies into a temporary buffer first.
+    fn get_with(&self, id: BlockId, visit: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        let len = self.len_of(id).ok_or_else(|| Error::not_found(id))?;
+        let len = usize::try_from(len)
+            .map_err(|_| Error::new(ErrorKind::TooLarge, "block larger than the address space"))?;
+        let mut buffer = vec![0u8; len];
+        let got = self.get(id, &mut buffer)?;
+        visit(&buffer[..got])
+    }
+
+    /// Makes everything stored so far durable (persistent tiers) or does nothing.
+    fn flush(&self) -> Result<()>;
+
+    /// Removes every block.
+    fn clear(&self) -> Result<()>;
+
+    /// Every id held, with its length; the store rebuilds its index from this on open.
+    fn ids(&self) -> Vec<(BlockId, u64)>;
+
+    /// The host memory region holding the tier's blocks, when it has one that other tiers
+    /// may address directly (the shm pool, which the GPU tier registers with CUDA).
+    fn host_region(&self) -> Option<HostRegion> {
+        None
+    }
+
+    /// Called once by the store with the tier directly below this one, so a tier can
+    /// prepare direct transfers to it (the GPU tier registers the shm pool with CUDA).
+    fn attach_below(&self, below: &dyn Tier) -> Result<()> {
+        let _ = below;
+        Ok(())
+    }
+
+    /// Tier-specific figures (fragmentation, segments, ...) merged into the store's stats.
+    fn extra_stats(&self) -> Vec<(String, f64)> {
+        Vec::new()
+    }
+}
+
+/// A range of host memory owned by a tier, valid for as long as the tier lives.
+#[derive(Debug, Clone, Copy)]
+pub struct HostRegion {
+    /// First byte of the region.
+    pub base: *mut u8,
+    /// Length in bytes.
+    pub len: usize,
+}
+
+// SAFETY: a HostRegion is only an address range; whoever dereferences it must follow the
+// owning tier's rules, and the pointer itself may move between threads.
+unsafe impl Send for HostRegion {}
+// SAFETY: as above; sharing the address carries no access by itself.
+unsafe impl Sync for HostRegion {}
+
+/// Checks `len` against a tier's capacity and largest block; shared by tier crates so the
+/// error text is the same everywhere.
+pub fn check_block_fits(tier: &str, len: u64, max_block_size: u64) -> Result<()> {
+    if len > max_block_size {
+        return Err(Error::new(ErrorKind::TooLarge, "block larger than the tier can hold")
+            .with_context("tier", tier)
+            .with_context("block_bytes", len)
+            .with_context("max_block_bytes", max_block_size));
+    }
+    Ok(())
+}
+
+/// The error every tier returns for an output buffer shorter than the block.
+pub fn buffer_too_small(id: BlockId, need: u64, have: usize) -> Error {
+    Error::new(ErrorKind::InvalidInput, "output buffer too small for the block")
+        .with_context("id", id)
+        .with_context("block_bytes", need)
+        .with_context("buffer_bytes", have)
+}
+
+/// The error every tier returns when it has no room now.
+pub fn tier_full(tier: &str, need: u64, used: u64, capacity: u64) -> Error {
+    Error::new(ErrorKind::TierFull, "tier is full")
+        .with_context("tier", tier)
+        .with_context("need_bytes", need)
+        .with_context("used_bytes", used)
+        .with_context("capacity_bytes", capacity)
+}

@@ -1,0 +1,93 @@
+//! Cascade: a hierarchical KV-cache store for LLM inference.
+//!
+//! Blocks of attention keys and values live in tiers ordered fastest first (GPU HBM,
+//! `/dev/shm`, a parallel file system, or plugins), behind one sharded index, optionally
+//! named by their content so identical blocks are stored once.
+//!
+//! ```no_run
+//! let store = cascade::Cascade::open_default()?;
+//! let block = vec![7u8; 128 * 1024];
+//! let id = cascade::compute_block_id(&block);
+//! store.put(id, &block)?;
+//! let mut out = vec![0u8; block.len()];
+//! assert_eq!(store.get(id, &mut out)?, Some(block.len()));
+//! # Ok::<(), cascade::Error>(())
+//! ```
+//!
+//! Which tiers a build knows is chosen by cargo features: `shm`, `lustre`, `gpu`,
+//! `plugins` (see [`TierRegistry::builtin`]).
+
+pub mod registry;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use cascade_core::{
+    self as core, BlockId, CascadeConfig, CascadeStore, Capability, Error, ErrorKind, Hasher,
+    MemoryTier, MemoryTierConfig, PutOutcome, Result, StoreStats, Tier, TierConfig, TierStats,
+    config::{ByteSize, HasherKind},
+    store::StorePolicy,
+};
+pub use cascade_hash::{self as hash, compute_block_id};
+pub use registry::TierRegistry;
+
+/// The embedded default deployment (`cascade.toml` at the repository root).
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../cascade.toml");
+
+/// Entry points that build a [`CascadeStore`] from configuration.
+pub struct Cascade;
+
+impl Cascade {
+    /// Opens a store from a typed config with the tiers this build knows.
+    pub fn open(config: &CascadeConfig) -> Result<CascadeStore> {
+        Self::open_with_registry(config, &TierRegistry::builtin())
+    }
+
+    /// Opens a store using `registry` to build the tiers (for extra in-process kinds).
+    pub fn open_with_registry(config: &CascadeConfig, registry: &TierRegistry) -> Result<CascadeStore> {
+        config.validate()?;
+        let mut tiers: Vec<Arc<dyn Tier>> = Vec::with_capacity(config.tiers.len());
+        for (position, tier_config) in config.tiers.iter().enumerate() {
+            match registry.open(position, tier_config) {
+                Ok(tier) => tiers.push(tier),
+                Err(e) if e.kind() == ErrorKind::Unavailable && !tier_config.required => {
+                    tracing::warn!(
+                        tier = %tier_config.display_name(position),
+                        kind = %tier_config.kind,
+                        error = %e,
+                        "tier unavailable on this machine; continuing without it (required = false)"
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if tiers.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                "none of the configured tiers is available on this machine",
+            ));
+        }
+        let store = CascadeStore::new(tiers, StorePolicy::from(config))?;
+        Ok(store.with_hasher(hash::hasher_for(config.hasher)))
+    }
+
+    /// Opens a store from a TOML document.
+    pub fn open_toml_str(text: &str) -> Result<CascadeStore> {
+        Self::open(&CascadeConfig::from_toml_str(text)?)
+    }
+
+    /// Opens a store from a TOML file.
+    pub fn open_toml_file(path: impl AsRef<Path>) -> Result<CascadeStore> {
+        Self::open(&CascadeConfig::from_toml_file(path)?)
+    }
+
+    /// The embedded default deployment, parsed.
+    pub fn default_config() -> Result<CascadeConfig> {
+        CascadeConfig::from_toml_str(DEFAULT_CONFIG_TOML)
+    }
+
+    /// Opens the embedded default deployment. It needs no root, no GPU and no server.
+    pub fn open_default() -> Result<CascadeStore> {
+        Self::open(&Self::default_config()?)
+    }
+}
