@@ -23,7 +23,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use cascade_core::{
-    self as core, BlockId, CascadeConfig, CascadeStore, Capability, Error, ErrorKind, Hasher,
+    self as core, BlockId, Capability, CascadeConfig, CascadeStore, Error, ErrorKind, Hasher,
     MemoryTier, MemoryTierConfig, PutOutcome, Result, StoreStats, Tier, TierConfig, TierStats,
     config::{ByteSize, HasherKind},
     store::StorePolicy,
@@ -44,7 +44,10 @@ impl Cascade {
     }
 
     /// Opens a store using `registry` to build the tiers (for extra in-process kinds).
-    pub fn open_with_registry(config: &CascadeConfig, registry: &TierRegistry) -> Result<CascadeStore> {
+    pub fn open_with_registry(
+        config: &CascadeConfig,
+        registry: &TierRegistry,
+    ) -> Result<CascadeStore> {
         config.validate()?;
         let mut tiers: Vec<Arc<dyn Tier>> = Vec::with_capacity(config.tiers.len());
         for (position, tier_config) in config.tiers.iter().enumerate() {

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use cascade_core::{Error, MemoryTier, MemoryTierConfig, Result, Tier, TierConfig};
 
 /// Builds one tier from its config entry and its position in the order.
-pub type TierFactory = fn(name: String, position: usize, config: &TierConfig) -> Result<Arc<dyn Tier>>;
+pub type TierFactory =
+    fn(name: String, position: usize, config: &TierConfig) -> Result<Arc<dyn Tier>>;
 
 /// The kinds a build knows.
 #[derive(Clone, Default)]

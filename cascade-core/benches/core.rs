@@ -1,1 +1,165 @@
-fn main() {}
+//! Micro-benchmarks of the core: the sharded index against one `RwLock<HashMap>`, and
+//! store put/get of 128 KiB blocks on the memory tier against plain memcpy, each pair
+//! measured in the same run.
+//!
+//! `cargo bench -p cascade-core --bench core`
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cascade_core::config::ByteSize;
+use cascade_core::store::StorePolicy;
+use cascade_core::{
+    BlockId, CascadeStore, Index, Location, MemoryTier, MemoryTierConfig, ShardedIndex, Tier,
+};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use parking_lot::RwLock;
+
+const KEYS: u64 = 1 << 16;
+
+fn key(n: u64) -> BlockId {
+    BlockId::from_u128(u128::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835))
+}
+
+/// Runs `iters` operations split over `threads` threads and returns the wall time.
+fn parallel(threads: u64, iters: u64, op: impl Fn(u64) + Sync) -> Duration {
+    let per_thread = iters.div_ceil(threads);
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let op = &op;
+            scope.spawn(move || {
+                for i in 0..per_thread {
+                    op(t * per_thread + i);
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
+fn index(c: &mut Criterion) {
+    let sharded: ShardedIndex = ShardedIndex::new();
+    let single: RwLock<HashMap<BlockId, Location>> = RwLock::new(HashMap::new());
+    for n in 0..KEYS {
+        let loc = Location { tier: 0, len: n };
+        Index::insert(&sharded, key(n), loc);
+        single.write().insert(key(n), loc);
+    }
+    let mut group = c.benchmark_group("index");
+    group.throughput(Throughput::Elements(1));
+    for threads in [1u64, 2] {
+        group.bench_function(BenchmarkId::new("lookup/sharded", threads), |b| {
+            b.iter_custom(|iters| {
+                parallel(threads, iters, |i| {
+                    black_box(Index::get(&sharded, &key(i % KEYS)));
+                })
+            })
+        });
+        group.bench_function(BenchmarkId::new("lookup/rwlock-hashmap", threads), |b| {
+            b.iter_custom(|iters| {
+                parallel(threads, iters, |i| {
+                    black_box(single.read().get(&key(i % KEYS)).copied());
+                })
+            })
+        });
+        group.bench_function(BenchmarkId::new("insert/sharded", threads), |b| {
+            b.iter_custom(|iters| {
+                parallel(threads, iters, |i| {
+                    Index::insert(&sharded, key(i % KEYS), Location { tier: 1, len: i });
+                })
+            })
+        });
+        group.bench_function(BenchmarkId::new("insert/rwlock-hashmap", threads), |b| {
+            b.iter_custom(|iters| {
+                parallel(threads, iters, |i| {
+                    single
+                        .write()
+                        .insert(key(i % KEYS), Location { tier: 1, len: i });
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+const BLOCK: usize = 128 * 1024;
+const BLOCKS: usize = 512;
+
+fn store(c: &mut Criterion) {
+    let config = MemoryTierConfig {
+        capacity: ByteSize((BLOCK * BLOCKS * 2) as u64),
+        prefault: true,
+    };
+    let tier: Arc<dyn Tier> = Arc::new(MemoryTier::open("memory0", &config).expect("tier"));
+    let store = CascadeStore::new(
+        vec![tier],
+        StorePolicy {
+            dedup: false,
+            ..StorePolicy::default()
+        },
+    )
+    .expect("store");
+    let sources: Vec<Vec<u8>> = (0..BLOCKS).map(|n| vec![n as u8; BLOCK]).collect();
+    let mut targets: Vec<Vec<u8>> = (0..BLOCKS).map(|_| vec![1u8; BLOCK]).collect();
+    let mut out = vec![0u8; BLOCK];
+    for (n, data) in sources.iter().enumerate() {
+        store.put(key(n as u64), data).expect("warm-up put");
+    }
+
+    let mut group = c.benchmark_group("store-128KiB");
+    group.throughput(Throughput::Bytes(BLOCK as u64));
+    // Each store operation is paired with a memcpy of the same access pattern: puts copy
+    // from many sources into many slots, gets from many slots into one output buffer.
+    group.bench_function("memcpy (put pattern)", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for i in 0..iters as usize {
+                targets[i % BLOCKS].copy_from_slice(&sources[(i * 7) % BLOCKS]);
+            }
+            black_box(&targets);
+            start.elapsed()
+        })
+    });
+    group.bench_function("put (replace, memory tier)", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for i in 0..iters as usize {
+                store
+                    .put(key((i % BLOCKS) as u64), &sources[(i * 7) % BLOCKS])
+                    .expect("put");
+            }
+            start.elapsed()
+        })
+    });
+    group.bench_function("memcpy (get pattern)", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for i in 0..iters as usize {
+                out.copy_from_slice(&targets[i % BLOCKS]);
+                black_box(&out);
+            }
+            start.elapsed()
+        })
+    });
+    group.bench_function("get (memory tier)", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for i in 0..iters as usize {
+                black_box(store.get(key((i % BLOCKS) as u64), &mut out).expect("get"));
+            }
+            start.elapsed()
+        })
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    targets = index, store
+}
+criterion_main!(benches);

@@ -198,7 +198,13 @@ mod tests {
     fn allocates_rounded_and_counts_exactly() {
         let alloc = ExtentAllocator::new(1 << 20, 4096);
         let a = alloc.allocate(1);
-        assert_eq!(a, Some(Extent { offset: 0, len: 4096 }));
+        assert_eq!(
+            a,
+            Some(Extent {
+                offset: 0,
+                len: 4096
+            })
+        );
         let b = alloc.allocate(4097);
         assert_eq!(b.map(|e| e.len), Some(8192));
         assert_eq!(alloc.used(), 12288);
@@ -233,16 +239,28 @@ mod tests {
     #[test]
     fn rebuild_from_allocated_extents() {
         let used = [
-            Extent { offset: 4096, len: 4096 },
-            Extent { offset: 12288, len: 8192 },
+            Extent {
+                offset: 4096,
+                len: 4096,
+            },
+            Extent {
+                offset: 12288,
+                len: 8192,
+            },
         ];
         let alloc = ExtentAllocator::with_allocated(8 * 4096, 4096, &used);
         let alloc = alloc.expect("valid layout");
         assert_eq!(alloc.used(), 12288);
         assert_eq!(alloc.allocate(4096).map(|e| e.offset), Some(0));
         let overlapping = [
-            Extent { offset: 0, len: 8192 },
-            Extent { offset: 4096, len: 4096 },
+            Extent {
+                offset: 0,
+                len: 8192,
+            },
+            Extent {
+                offset: 4096,
+                len: 4096,
+            },
         ];
         assert!(ExtentAllocator::with_allocated(8 * 4096, 4096, &overlapping).is_none());
     }

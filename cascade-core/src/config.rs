@@ -149,12 +149,16 @@ impl CascadeConfig {
     /// Checks store-wide values; each tier checks its own settings when it opens.
     pub fn validate(&self) -> Result<()> {
         if self.tiers.is_empty() {
-            return Err(Error::config("tiers: at least one [[tiers]] entry is required"));
+            return Err(Error::config(
+                "tiers: at least one [[tiers]] entry is required",
+            ));
         }
         let mut names = std::collections::HashSet::new();
         for (position, tier) in self.tiers.iter().enumerate() {
             if tier.kind.trim().is_empty() {
-                return Err(Error::config(format!("tiers[{position}].kind: must not be empty")));
+                return Err(Error::config(format!(
+                    "tiers[{position}].kind: must not be empty"
+                )));
             }
             let name = tier.display_name(position);
             if !names.insert(name.clone()) {
@@ -244,7 +248,11 @@ mod tests {
             ("1 GiB", 1 << 30),
             ("2MiB", 2 << 20),
         ] {
-            assert_eq!(text.parse::<ByteSize>().ok(), Some(ByteSize(want)), "{text}");
+            assert_eq!(
+                text.parse::<ByteSize>().ok(),
+                Some(ByteSize(want)),
+                "{text}"
+            );
         }
         assert!("lots".parse::<ByteSize>().is_err());
     }

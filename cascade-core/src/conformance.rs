@@ -54,9 +54,15 @@ fn unit(tier: &dyn Tier) -> usize {
 
 fn read_back(tier: &dyn Tier, id: BlockId, want: &[u8]) {
     let mut out = vec![0xA5u8; want.len() + 7];
-    let n = tier.get(id, &mut out).unwrap_or_else(|e| panic!("{}: get {id}: {e}", tier.name()));
+    let n = tier
+        .get(id, &mut out)
+        .unwrap_or_else(|e| panic!("{}: get {id}: {e}", tier.name()));
     assert_eq!(n, want.len(), "{}: length of {id}", tier.name());
-    assert!(out[..n] == *want, "{}: bytes of {id} differ from what was put", tier.name());
+    assert!(
+        out[..n] == *want,
+        "{}: bytes of {id} differ from what was put",
+        tier.name()
+    );
     assert_eq!(tier.len_of(id), Some(want.len() as u64));
     assert!(tier.contains(id));
 }
@@ -74,8 +80,13 @@ pub fn round_trip_random_sizes(open: Opener<'_>) {
             _ => rng.random_range(1..=max),
         };
         let data = random_block(n, len);
-        tier.put(id(n), &data).unwrap_or_else(|e| panic!("{}: put {len} bytes: {e}", tier.name()));
-        assert!(tier.used() <= tier.capacity(), "{}: used exceeds capacity", tier.name());
+        tier.put(id(n), &data)
+            .unwrap_or_else(|e| panic!("{}: put {len} bytes: {e}", tier.name()));
+        assert!(
+            tier.used() <= tier.capacity(),
+            "{}: used exceeds capacity",
+            tier.name()
+        );
         blocks.push((id(n), data));
     }
     for (id, data) in &blocks {
@@ -103,19 +114,33 @@ pub fn replace_keeps_latest(open: Opener<'_>) {
     let newer = random_block(11, len / 2 + 1);
     tier.put(id(1), &newer).unwrap();
     read_back(&*tier, id(1), &newer);
-    assert_eq!(tier.ids().len(), 1, "{}: a replaced block is listed once", tier.name());
+    assert_eq!(
+        tier.ids().len(),
+        1,
+        "{}: a replaced block is listed once",
+        tier.name()
+    );
 }
 
 pub fn missing_and_short_buffer(open: Opener<'_>) {
     let tier = fresh(open);
     let mut out = vec![0u8; 16];
-    let err = tier.get(id(99), &mut out).expect_err("get of a missing id must fail");
+    let err = tier
+        .get(id(99), &mut out)
+        .expect_err("get of a missing id must fail");
     assert_eq!(err.kind(), ErrorKind::NotFound, "{}: {err}", tier.name());
     assert!(!tier.contains(id(99)));
     tier.put(id(2), &random_block(2, 4096)).unwrap();
     let mut short = vec![0u8; 100];
-    let err = tier.get(id(2), &mut short).expect_err("a short buffer must fail");
-    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{}: {err}", tier.name());
+    let err = tier
+        .get(id(2), &mut short)
+        .expect_err("a short buffer must fail");
+    assert_eq!(
+        err.kind(),
+        ErrorKind::InvalidInput,
+        "{}: {err}",
+        tier.name()
+    );
     read_back(&*tier, id(2), &random_block(2, 4096));
 }
 
@@ -124,12 +149,22 @@ pub fn remove_frees_space(open: Opener<'_>) {
     let data = random_block(3, unit(&*tier));
     tier.put(id(3), &data).unwrap();
     let used = tier.used();
-    assert!(used >= data.len() as u64, "{}: used counts the block", tier.name());
+    assert!(
+        used >= data.len() as u64,
+        "{}: used counts the block",
+        tier.name()
+    );
     assert!(tier.remove(id(3)).unwrap());
-    assert!(!tier.remove(id(3)).unwrap(), "{}: second remove", tier.name());
+    assert!(
+        !tier.remove(id(3)).unwrap(),
+        "{}: second remove",
+        tier.name()
+    );
     assert!(!tier.contains(id(3)));
     assert!(tier.used() < used, "{}: remove frees space", tier.name());
-    let err = tier.get(id(3), &mut vec![0u8; data.len()]).expect_err("removed");
+    let err = tier
+        .get(id(3), &mut vec![0u8; data.len()])
+        .expect_err("removed");
     assert_eq!(err.kind(), ErrorKind::NotFound);
 }
 
@@ -148,14 +183,26 @@ pub fn capacity_exhaustion(open: Opener<'_>) {
             }
             Err(e) => panic!("{}: put while filling: {e}", tier.name()),
         }
-        assert!(tier.used() <= tier.capacity(), "{}: used {} > capacity {}", tier.name(), tier.used(), tier.capacity());
+        assert!(
+            tier.used() <= tier.capacity(),
+            "{}: used {} > capacity {}",
+            tier.name(),
+            tier.used(),
+            tier.capacity()
+        );
     }
-    assert!(full, "{}: filling past capacity must answer TierFull", tier.name());
+    assert!(
+        full,
+        "{}: filling past capacity must answer TierFull",
+        tier.name()
+    );
     for (id, data) in &stored {
         read_back(&*tier, *id, data);
     }
     let huge = vec![0u8; (tier.capability().max_block_size.min(tier.capacity()) + 1) as usize];
-    let err = tier.put(id(5000), &huge).expect_err("a block larger than the tier");
+    let err = tier
+        .put(id(5000), &huge)
+        .expect_err("a block larger than the tier");
     assert!(
         matches!(err.kind(), ErrorKind::TooLarge),
         "{}: a block larger than capacity gives TooLarge, got {err}",
@@ -163,7 +210,8 @@ pub fn capacity_exhaustion(open: Opener<'_>) {
     );
     let (victim, _) = stored[0].clone();
     assert!(tier.remove(victim).unwrap());
-    tier.put(id(6000), &random_block(6000, len)).unwrap_or_else(|e| panic!("{}: put after remove: {e}", tier.name()));
+    tier.put(id(6000), &random_block(6000, len))
+        .unwrap_or_else(|e| panic!("{}: put after remove: {e}", tier.name()));
     for (id, data) in &stored[1..] {
         read_back(&*tier, *id, data);
     }
@@ -183,14 +231,19 @@ pub fn clear_empties(open: Opener<'_>) {
 pub fn batch_round_trip(open: Opener<'_>) {
     let tier = fresh(open);
     let len = unit(&*tier) / 2 + 3;
-    let blocks: Vec<(BlockId, Vec<u8>)> = (0..16).map(|n| (id(200 + n), random_block(200 + n, len))).collect();
+    let blocks: Vec<(BlockId, Vec<u8>)> = (0..16)
+        .map(|n| (id(200 + n), random_block(200 + n, len)))
+        .collect();
     let items: Vec<(BlockId, &[u8])> = blocks.iter().map(|(id, d)| (*id, d.as_slice())).collect();
     for result in tier.put_batch(&items) {
         result.unwrap();
     }
     let mut outs: Vec<Vec<u8>> = blocks.iter().map(|_| vec![0x5Au8; len]).collect();
-    let mut requests: Vec<(BlockId, &mut [u8])> =
-        blocks.iter().zip(outs.iter_mut()).map(|((id, _), out)| (*id, out.as_mut_slice())).collect();
+    let mut requests: Vec<(BlockId, &mut [u8])> = blocks
+        .iter()
+        .zip(outs.iter_mut())
+        .map(|((id, _), out)| (*id, out.as_mut_slice()))
+        .collect();
     for result in tier.get_batch(&mut requests) {
         assert_eq!(result.unwrap(), len);
     }
@@ -209,7 +262,8 @@ pub fn many_threads(open: Opener<'_>) {
                 for round in 0..12u64 {
                     let n = 10_000 + t * 100 + round;
                     let data = random_block(n, len + round as usize);
-                    tier.put(id(n), &data).unwrap_or_else(|e| panic!("{}: thread put: {e}", tier.name()));
+                    tier.put(id(n), &data)
+                        .unwrap_or_else(|e| panic!("{}: thread put: {e}", tier.name()));
                     read_back(&*tier, id(n), &data);
                     assert!(tier.used() <= tier.capacity());
                     if round % 3 == 0 {
@@ -219,7 +273,12 @@ pub fn many_threads(open: Opener<'_>) {
             });
         }
     });
-    assert_eq!(tier.ids().len(), 8 * 8, "{}: blocks left after threads", tier.name());
+    assert_eq!(
+        tier.ids().len(),
+        8 * 8,
+        "{}: blocks left after threads",
+        tier.name()
+    );
 }
 
 pub fn reopen_keeps_blocks(open: Opener<'_>) {
@@ -227,7 +286,14 @@ pub fn reopen_keeps_blocks(open: Opener<'_>) {
     if !tier.capability().persistent {
         return;
     }
-    let blocks: Vec<(BlockId, Vec<u8>)> = (0..10).map(|n| (id(300 + n), random_block(300 + n, 4096 * (n as usize + 1) + 5))).collect();
+    let blocks: Vec<(BlockId, Vec<u8>)> = (0..10)
+        .map(|n| {
+            (
+                id(300 + n),
+                random_block(300 + n, 4096 * (n as usize + 1) + 5),
+            )
+        })
+        .collect();
     for (id, data) in &blocks {
         tier.put(*id, data).unwrap();
     }
@@ -235,7 +301,11 @@ pub fn reopen_keeps_blocks(open: Opener<'_>) {
     tier.flush().unwrap();
     drop(tier);
     let reopened = open().expect("reopen failed");
-    assert!(!reopened.contains(blocks[0].0), "{}: a removed block came back after reopen", reopened.name());
+    assert!(
+        !reopened.contains(blocks[0].0),
+        "{}: a removed block came back after reopen",
+        reopened.name()
+    );
     for (id, data) in &blocks[1..] {
         read_back(&*reopened, *id, data);
     }
@@ -251,7 +321,10 @@ mod tests {
     #[test]
     fn memory_tier_passes_the_kit() {
         run_all(&|| {
-            let config = MemoryTierConfig { capacity: ByteSize::mib(8), prefault: false };
+            let config = MemoryTierConfig {
+                capacity: ByteSize::mib(8),
+                prefault: false,
+            };
             Ok(Arc::new(MemoryTier::open("memory0", &config)?) as Arc<dyn Tier>)
         });
     }

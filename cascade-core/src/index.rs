@@ -239,7 +239,14 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..2000u128 {
                         let id = BlockId::from_u128((t << 64) | i);
-                        Index::insert(&*index, id, Location { tier: t as usize, len: i as u64 });
+                        Index::insert(
+                            &*index,
+                            id,
+                            Location {
+                                tier: t as usize,
+                                len: i as u64,
+                            },
+                        );
                         assert_eq!(Index::get(&*index, &id).map(|l| l.len), Some(i as u64));
                     }
                 })

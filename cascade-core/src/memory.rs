@@ -64,8 +64,9 @@ impl MemoryTier {
         let name = name.into();
         let capacity = config.capacity.as_u64();
         if capacity == 0 {
-            return Err(Error::config("capacity must be greater than zero")
-                .with_context("tier", &name));
+            return Err(
+                Error::config("capacity must be greater than zero").with_context("tier", &name)
+            );
         }
         let len = usize::try_from(capacity).map_err(|_| {
             Error::config("capacity exceeds the address space").with_context("tier", &name)
@@ -103,7 +104,9 @@ impl MemoryTier {
     unsafe fn extent_mut(&self, extent: Extent, len: usize) -> &mut [u8] {
         debug_assert!(extent.offset as usize + len <= self.region_len());
         // SAFETY: the extent lies inside the region and the caller owns it exclusively.
-        unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr().add(extent.offset as usize), len) }
+        unsafe {
+            std::slice::from_raw_parts_mut(self.base.as_ptr().add(extent.offset as usize), len)
+        }
     }
 
     /// # Safety
@@ -114,10 +117,20 @@ impl MemoryTier {
         unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(extent.offset as usize), len) }
     }
 
-    fn store(&self, id: BlockId, len: usize, fill: &mut dyn FnMut(&mut [u8]) -> Result<()>) -> Result<()> {
+    fn store(
+        &self,
+        id: BlockId,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> Result<()>,
+    ) -> Result<()> {
         check_block_fits(&self.name, len as u64, self.allocator.capacity())?;
         let extent = self.allocator.allocate(len as u64).ok_or_else(|| {
-            tier_full(&self.name, len as u64, self.allocator.used(), self.allocator.capacity())
+            tier_full(
+                &self.name,
+                len as u64,
+                self.allocator.used(),
+                self.allocator.capacity(),
+            )
         })?;
         // SAFETY: the extent was just allocated and is not published yet.
         let target = unsafe { self.extent_mut(extent, len) };

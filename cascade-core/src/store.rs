@@ -99,7 +99,10 @@ impl CascadeStore {
             ),
         };
         let store = Self {
-            recency: tiers.iter().map(|_| Mutex::new(LinkedHashMap::new())).collect(),
+            recency: tiers
+                .iter()
+                .map(|_| Mutex::new(LinkedHashMap::new()))
+                .collect(),
             tier_counters: tiers.iter().map(|_| TierCounters::default()).collect(),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             index: ShardedIndex::new(),
@@ -144,7 +147,13 @@ impl CascadeStore {
                     tier.remove(id)?;
                     continue;
                 }
-                self.index.insert(id, Location { tier: position, len });
+                self.index.insert(
+                    id,
+                    Location {
+                        tier: position,
+                        len,
+                    },
+                );
                 self.recency[position].lock().insert(id, len);
                 self.account_add(position, len);
             }
@@ -318,9 +327,8 @@ impl CascadeStore {
             return Ok(true);
         }
         let source = &self.tiers[tier];
-        let moved = self.tiers[target].put_with(id, len as usize, &mut |buf| {
-            source.get(id, buf).map(|_| ())
-        });
+        let moved = self.tiers[target]
+            .put_with(id, len as usize, &mut |buf| source.get(id, buf).map(|_| ()));
         match moved {
             Ok(()) => {
                 self.index.insert(id, Location { tier: target, len });
@@ -432,7 +440,13 @@ impl CascadeStore {
         if self.tiers[target].put(id, bytes).is_err() {
             return;
         }
-        self.index.insert(id, Location { tier: target, len: from.len });
+        self.index.insert(
+            id,
+            Location {
+                tier: target,
+                len: from.len,
+            },
+        );
         self.account_sub(from.tier, from.len);
         self.untrack(from.tier, &id);
         self.account_add(target, from.len);
@@ -498,7 +512,9 @@ impl CascadeStore {
                 .collect();
             let pending: Vec<usize> = (0..items.len()).filter(|&i| results[i].is_none()).collect();
             let total: u64 = pending.iter().map(|&i| items[i].1.len() as u64).sum();
-            let all_fit = pending.iter().all(|&i| self.accepts(0, items[i].1.len() as u64));
+            let all_fit = pending
+                .iter()
+                .all(|&i| self.accepts(0, items[i].1.len() as u64));
             if !pending.is_empty() && all_fit && self.make_room(0, total).unwrap_or(false) {
                 let batch: Vec<(BlockId, &[u8])> = pending.iter().map(|&i| items[i]).collect();
                 let outcomes = self.tiers[0].put_batch(&batch);
@@ -532,14 +548,19 @@ impl CascadeStore {
                         groups[at.tier].push((i, at));
                         results.push(None);
                     }
-                    Some(at) => results.push(Some(Err(crate::tier::buffer_too_small(*id, at.len, out.len())))),
+                    Some(at) => results.push(Some(Err(crate::tier::buffer_too_small(
+                        *id,
+                        at.len,
+                        out.len(),
+                    )))),
                     None => {
                         bump(&self.counters.misses, 1);
                         results.push(Some(Ok(None)));
                     }
                 }
             }
-            let mut slots: Vec<Option<&mut (BlockId, &mut [u8])>> = items.iter_mut().map(Some).collect();
+            let mut slots: Vec<Option<&mut (BlockId, &mut [u8])>> =
+                items.iter_mut().map(Some).collect();
             for (tier, members) in groups.iter().enumerate() {
                 if members.is_empty() {
                     continue;
@@ -549,7 +570,9 @@ impl CascadeStore {
                     .filter_map(|(i, _)| slots[*i].take().map(|(id, out)| (*id, &mut **out)))
                     .collect();
                 let outcomes = self.tiers[tier].get_batch(&mut batch);
-                for ((i, at), ((id, out), outcome)) in members.iter().zip(batch.iter().zip(outcomes)) {
+                for ((i, at), ((id, out), outcome)) in
+                    members.iter().zip(batch.iter().zip(outcomes))
+                {
                     results[*i] = match outcome {
                         Ok(n) => {
                             bump(&self.tier_counters[tier].hits, 1);
@@ -617,8 +640,12 @@ impl CascadeStore {
             tier.clear()?;
             self.recency[position].lock().clear();
             let counters = &self.tier_counters[position];
-            counters.blocks.store(0, std::sync::atomic::Ordering::Relaxed);
-            counters.bytes.store(0, std::sync::atomic::Ordering::Relaxed);
+            counters
+                .blocks
+                .store(0, std::sync::atomic::Ordering::Relaxed);
+            counters
+                .bytes
+                .store(0, std::sync::atomic::Ordering::Relaxed);
         }
         self.index.clear_all();
         Ok(())
@@ -643,7 +670,14 @@ impl CascadeStore {
 impl std::fmt::Debug for CascadeStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CascadeStore")
-            .field("tiers", &self.tiers.iter().map(|t| t.name().to_string()).collect::<Vec<_>>())
+            .field(
+                "tiers",
+                &self
+                    .tiers
+                    .iter()
+                    .map(|t| t.name().to_string())
+                    .collect::<Vec<_>>(),
+            )
             .field("blocks", &self.index.count())
             .finish()
     }

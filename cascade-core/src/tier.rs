@@ -155,20 +155,25 @@ unsafe impl Sync for HostRegion {}
 /// error text is the same everywhere.
 pub fn check_block_fits(tier: &str, len: u64, max_block_size: u64) -> Result<()> {
     if len > max_block_size {
-        return Err(Error::new(ErrorKind::TooLarge, "block larger than the tier can hold")
-            .with_context("tier", tier)
-            .with_context("block_bytes", len)
-            .with_context("max_block_bytes", max_block_size));
+        return Err(
+            Error::new(ErrorKind::TooLarge, "block larger than the tier can hold")
+                .with_context("tier", tier)
+                .with_context("block_bytes", len)
+                .with_context("max_block_bytes", max_block_size),
+        );
     }
     Ok(())
 }
 
 /// The error every tier returns for an output buffer shorter than the block.
 pub fn buffer_too_small(id: BlockId, need: u64, have: usize) -> Error {
-    Error::new(ErrorKind::InvalidInput, "output buffer too small for the block")
-        .with_context("id", id)
-        .with_context("block_bytes", need)
-        .with_context("buffer_bytes", have)
+    Error::new(
+        ErrorKind::InvalidInput,
+        "output buffer too small for the block",
+    )
+    .with_context("id", id)
+    .with_context("block_bytes", need)
+    .with_context("buffer_bytes", have)
 }
 
 /// The error every tier returns when it has no room now.
