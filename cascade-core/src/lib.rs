@@ -14,6 +14,8 @@ pub mod error;
 pub mod hasher;
 pub mod index;
 pub mod memory;
+#[cfg(feature = "plugins")]
+pub mod plugin;
 pub mod stats;
 pub mod store;
 pub mod tier;
