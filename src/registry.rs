@@ -26,6 +26,8 @@ impl TierRegistry {
     pub fn builtin() -> Self {
         let mut registry = Self::new();
         registry.register(cascade_core::memory::KIND, open_memory);
+        #[cfg(feature = "plugins")]
+        registry.register(cascade_core::plugin::KIND, open_plugin);
         registry
     }
 
@@ -55,4 +57,13 @@ impl TierRegistry {
 fn open_memory(name: String, position: usize, config: &TierConfig) -> Result<Arc<dyn Tier>> {
     let settings: MemoryTierConfig = config.parse_settings(position)?;
     Ok(Arc::new(MemoryTier::open(name, &settings)?))
+}
+
+/// `kind = "plugin"`: loads the library named by `path` (and only that file) and hands
+/// the entry's other settings to the plugin as TOML text.
+#[cfg(feature = "plugins")]
+fn open_plugin(name: String, position: usize, config: &TierConfig) -> Result<Arc<dyn Tier>> {
+    Ok(Arc::new(cascade_core::plugin::open_tier(
+        name, position, config,
+    )?))
 }
