@@ -28,6 +28,8 @@ impl TierRegistry {
         registry.register(cascade_core::memory::KIND, open_memory);
         #[cfg(feature = "plugins")]
         registry.register(cascade_core::plugin::KIND, open_plugin);
+        #[cfg(feature = "shm")]
+        registry.register(cascade_shm::KIND, open_shm);
         registry
     }
 
@@ -66,4 +68,41 @@ fn open_plugin(name: String, position: usize, config: &TierConfig) -> Result<Arc
     Ok(Arc::new(cascade_core::plugin::open_tier(
         name, position, config,
     )?))
+}
+
+#[cfg(feature = "shm")]
+fn open_shm(name: String, position: usize, config: &TierConfig) -> Result<Arc<dyn Tier>> {
+    let settings: cascade_shm::ShmTierConfig = config.parse_settings(position)?;
+    Ok(Arc::new(cascade_shm::ShmTier::open(name, &settings)?))
+}
+
+#[cfg(all(test, feature = "shm"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shm_kind_opens_from_toml_and_keeps_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("facade.pool");
+        let text = format!(
+            "[[tiers]]\nkind = \"shm\"\ncapacity = \"4 MiB\"\npath = {:?}\n",
+            path.display().to_string()
+        );
+        let config = cascade_core::CascadeConfig::from_toml_str(&text).unwrap();
+        let registry = TierRegistry::builtin();
+        assert!(registry.kinds().contains(&"shm"));
+        let id = cascade_core::BlockId::from_u128(42);
+        {
+            let tier = registry.open(0, &config.tiers[0]).unwrap();
+            assert_eq!(tier.kind(), "shm");
+            tier.put(id, b"kv").unwrap();
+        }
+        let tier = registry.open(0, &config.tiers[0]).unwrap();
+        let mut out = [0u8; 2];
+        assert_eq!(tier.get(id, &mut out).unwrap(), 2);
+        assert_eq!(&out, b"kv");
+        let bad = cascade_core::TierConfig::new("shm").with("capacty", "4 MiB");
+        let err = registry.open(0, &bad).err().unwrap();
+        assert!(err.to_string().contains("capacty"), "{err}");
+    }
 }

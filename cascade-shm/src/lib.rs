@@ -1,3 +1,39 @@
-//! Shared-memory tier of Cascade: a pre-faulted mmap pool on /dev/shm that survives restarts.
+//! Shared-memory tier of Cascade: a pre-faulted mmap pool on `/dev/shm` that survives
+//! restarts.
 //!
-//! Filled by its own issue; this crate compiles so the workspace and facade features build.
+//! [`ShmTier`] keeps blocks in one file mapped into memory, by default
+//! `/dev/shm/cascade-<uid>-<tier name>.pool`. The file holds a header (magic, format
+//! version, layout), a slot table (one record per block: id, extent, length, xxh3-64
+//! checksum, commit word), and the data region, carved by
+//! [`cascade_core::ExtentAllocator`]. Because the file outlives the process, a later
+//! open finds every block committed before, verifies their checksums in parallel, and
+//! drops whatever a crash left half-written. One process at a time may open a pool
+//! (an advisory `flock`); a second opener gets [`cascade_core::ErrorKind::Busy`].
+//!
+//! The pool's data region is exposed through [`Tier::host_region`] so the GPU tier can
+//! register it with CUDA and copy blocks without staging.
+//!
+//! ```no_run
+//! use cascade_core::{BlockId, Tier, config::ByteSize};
+//! use cascade_shm::{ShmTier, ShmTierConfig};
+//!
+//! let config = ShmTierConfig::new("/dev/shm/example.pool", ByteSize::mib(64));
+//! let tier = ShmTier::open("shm0", &config)?;
+//! tier.put(BlockId::from_u128(1), b"kv bytes")?;
+//! let mut out = [0u8; 8];
+//! assert_eq!(tier.get(BlockId::from_u128(1), &mut out)?, 8);
+//! # Ok::<(), cascade_core::Error>(())
+//! ```
+//!
+//! [`Tier::host_region`]: cascade_core::Tier::host_region
+
+mod config;
+mod layout;
+mod pool;
+mod recover;
+mod slots;
+mod tier;
+
+pub use config::{DEFAULT_DIR, ShmTierConfig, default_path};
+pub use layout::FORMAT_VERSION;
+pub use tier::{KIND, ShmTier};

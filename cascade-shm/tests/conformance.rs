@@ -1,0 +1,28 @@
+//! The conformance kit every tier must pass, run against a pool on /dev/shm.
+
+mod common;
+
+use std::sync::Arc;
+
+use cascade_core::Tier;
+use cascade_shm::ShmTier;
+
+#[test]
+fn shm_tier_passes_the_kit() {
+    let dir = common::pool_dir();
+    let config = common::config(dir.path(), 8);
+    cascade_core::conformance::run_all(&|| {
+        Ok(Arc::new(ShmTier::open("shm0", &config)?) as Arc<dyn Tier>)
+    });
+}
+
+#[test]
+fn shm_tier_passes_the_kit_without_prefault_and_with_verified_reads() {
+    let dir = common::pool_dir();
+    let mut config = common::config(dir.path(), 8);
+    config.prefault = false;
+    config.verify_on_read = true;
+    cascade_core::conformance::run_all(&|| {
+        Ok(Arc::new(ShmTier::open("shm0", &config)?) as Arc<dyn Tier>)
+    });
+}
