@@ -30,6 +30,8 @@ impl TierRegistry {
         registry.register(cascade_core::plugin::KIND, open_plugin);
         #[cfg(feature = "shm")]
         registry.register(cascade_shm::KIND, open_shm);
+        #[cfg(feature = "gpu")]
+        registry.register(cascade_gpu::KIND, open_gpu);
         registry
     }
 
@@ -104,5 +106,49 @@ mod tests {
         let bad = cascade_core::TierConfig::new("shm").with("capacty", "4 MiB");
         let err = registry.open(0, &bad).err().unwrap();
         assert!(err.to_string().contains("capacty"), "{err}");
+    }
+}
+
+#[cfg(feature = "gpu")]
+fn open_gpu(name: String, position: usize, config: &TierConfig) -> Result<Arc<dyn Tier>> {
+    let settings: cascade_gpu::GpuTierConfig = config.parse_settings(position)?;
+    Ok(Arc::new(cascade_gpu::GpuTier::open(name, &settings)?))
+}
+
+#[cfg(all(test, feature = "gpu"))]
+mod gpu_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use cascade_core::ErrorKind;
+
+    const GPU_OVER_MEMORY: &str = r#"
+        [[tiers]]
+        kind = "gpu"
+        capacity = "64 MiB"
+        streams = 2
+        required = REQUIRED
+
+        [[tiers]]
+        kind = "memory"
+        capacity = "16 MiB"
+    "#;
+
+    #[test]
+    fn gpu_kind_is_registered_and_typed_when_absent() {
+        assert!(super::TierRegistry::builtin().kinds().contains(&"gpu"));
+        if cascade_gpu::driver_present() {
+            eprintln!(
+                "skipped: a CUDA driver is present; the no-driver path is not reachable here"
+            );
+            return;
+        }
+        let required = GPU_OVER_MEMORY.replace("REQUIRED", "true");
+        let err = crate::Cascade::open_toml_str(&required).expect_err("no GPU here");
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        let optional = GPU_OVER_MEMORY.replace("REQUIRED", "false");
+        let store =
+            crate::Cascade::open_toml_str(&optional).expect("an optional GPU tier is skipped");
+        assert_eq!(store.tiers().len(), 1);
+        assert_eq!(store.tiers()[0].kind(), "memory");
     }
 }
