@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use cascade_core::tier::{
     Capability, HostRegion, Tier, buffer_too_small, check_block_fits, tier_full,
@@ -138,6 +139,8 @@ pub struct GpuTier {
     staging: StagingPool,
     crew: CopyCrew,
     registered: RwLock<Vec<HostRegistration>>,
+    staged_bytes: AtomicU64,
+    direct_bytes: AtomicU64,
     blocks: ShardedIndex<Arc<Slot>>,
     allocator: Arc<ExtentAllocator>,
     slab: DeviceSlab,
@@ -179,6 +182,8 @@ impl GpuTier {
             staging,
             crew,
             registered: RwLock::new(Vec::new()),
+            staged_bytes: AtomicU64::new(0),
+            direct_bytes: AtomicU64::new(0),
             blocks: ShardedIndex::new(),
             allocator: Arc::new(ExtentAllocator::new(slab.len() as u64, ALIGNMENT)),
             slab,
@@ -209,6 +214,23 @@ impl GpuTier {
             .iter()
             .map(HostRegistration::len)
             .sum()
+    }
+
+    /// Bytes moved through the pinned staging buffers so far (sources or destinations
+    /// in pageable memory).
+    pub fn staged_bytes(&self) -> u64 {
+        self.staged_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Bytes moved by DMA straight to or from the caller's memory so far (device,
+    /// pinned or registered memory).
+    pub fn direct_bytes(&self) -> u64 {
+        self.direct_bytes.load(Ordering::Relaxed)
+    }
+
+    fn count(&self, counter: &AtomicU64, items: &[(usize, Side, Arc<Slot>)]) {
+        let bytes: usize = items.iter().map(|(_, side, _)| side.len()).sum();
+        counter.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     /// Stores a block copied from device memory (a KV block an engine holds on a GPU).
@@ -323,6 +345,7 @@ impl GpuTier {
         let mut copies = Vec::with_capacity(group);
         let mut landed = Vec::with_capacity(group);
         let mut staged: Vec<(usize, Side, Arc<Slot>)> = Vec::new();
+        let mut direct = 0u64;
         for (i, &(_, side)) in items.iter().enumerate() {
             let routed = router
                 .route(side)
@@ -331,6 +354,7 @@ impl GpuTier {
                 Err(e) => results[i] = Some(Err(e)),
                 Ok((Route::Staged, slot)) => staged.push((i, side, slot)),
                 Ok((Route::Direct, slot)) => {
+                    direct += side.len() as u64;
                     copies.push(DmaCopy {
                         dst: self.device_addr(&slot),
                         src: side.addr(),
@@ -347,6 +371,7 @@ impl GpuTier {
         if !copies.is_empty() {
             flight.push(&copies, landed)?;
         }
+        self.direct_bytes.fetch_add(direct, Ordering::Relaxed);
         self.upload_staged(&mut flight, staged)?;
         flight.land(|blocks| {
             for (i, slot) in blocks {
@@ -364,6 +389,7 @@ impl GpuTier {
         flight: &mut Flight<'_, Vec<(usize, Arc<Slot>)>>,
         staged: Vec<(usize, Side, Arc<Slot>)>,
     ) -> Result<()> {
+        self.count(&self.staged_bytes, &staged);
         let cap = self.staging.buffer_len();
         let mut pending = staged.into_iter().peekable();
         let mut offset = 0usize;
@@ -441,6 +467,7 @@ impl GpuTier {
         let mut copies = Vec::with_capacity(group);
         let mut landed = Vec::with_capacity(group);
         let mut staged: Vec<(usize, Side, Arc<Slot>)> = Vec::new();
+        let mut direct = 0u64;
         for (i, &(id, side)) in items.iter().enumerate() {
             let Some(slot) = self.blocks.with(&id, Arc::clone) else {
                 results[i] = Some(Err(Error::not_found(id)));
@@ -454,6 +481,7 @@ impl GpuTier {
                 Err(e) => results[i] = Some(Err(e)),
                 Ok(Route::Staged) => staged.push((i, side, slot)),
                 Ok(Route::Direct) => {
+                    direct += slot.len as u64;
                     copies.push(DmaCopy {
                         dst: side.addr(),
                         src: self.device_addr(&slot),
@@ -471,6 +499,7 @@ impl GpuTier {
         if !copies.is_empty() {
             flight.push(&copies, landed)?;
         }
+        self.direct_bytes.fetch_add(direct, Ordering::Relaxed);
         self.download_staged(staged, results)?;
         let landed = flight.land(|blocks| {
             for (i, len) in blocks {
@@ -488,6 +517,7 @@ impl GpuTier {
         staged: Vec<(usize, Side, Arc<Slot>)>,
         results: &mut [Option<Result<usize>>],
     ) -> Result<()> {
+        self.count(&self.staged_bytes, &staged);
         let cap = self.staging.buffer_len();
         let mut in_flight: VecDeque<InFlight<'_>> = VecDeque::new();
         let mut pending = staged.iter().peekable();
@@ -742,6 +772,8 @@ impl Tier for GpuTier {
         vec![
             ("fragmentation".into(), self.allocator.fragmentation()),
             ("registered_bytes".into(), self.registered_bytes() as f64),
+            ("staged_bytes".into(), self.staged_bytes() as f64),
+            ("direct_bytes".into(), self.direct_bytes() as f64),
             (
                 "batch_copy".into(),
                 f64::from(u8::from(self.uses_batch_copy())),

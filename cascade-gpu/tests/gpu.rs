@@ -167,10 +167,10 @@ fn many_streams_at_once() {
     assert_eq!(tier.used(), 0);
 }
 
-/// Blocks demoted from the GPU into a memory tier below (registered with CUDA) and
-/// promoted back on read, through the store.
-#[test]
-fn demotion_and_promotion_through_the_store() {
+/// Blocks demoted from the GPU into the tier below (its host memory registered with
+/// CUDA, so demotion is one DMA into the pool) and promoted back on read, through the
+/// store.
+fn demote_and_promote(below: Arc<dyn Tier>) {
     let config = GpuTierConfig {
         capacity: ByteSize::mib(4),
         ..small_config()
@@ -179,29 +179,22 @@ fn demotion_and_promotion_through_the_store() {
         return;
     };
     let gpu = Arc::new(gpu);
-    let below = Arc::new(
-        MemoryTier::open(
-            "mem0",
-            &MemoryTierConfig {
-                capacity: ByteSize::mib(64),
-                prefault: true,
-            },
-        )
-        .unwrap(),
-    );
+    let pool_len = below.host_region().map(|r| r.len).unwrap();
     let store = CascadeStore::new(
         vec![gpu.clone() as Arc<dyn Tier>, below.clone()],
         StorePolicy::default(),
     )
     .unwrap();
-    assert!(
-        gpu.registered_bytes() >= 64 << 20,
-        "the memory tier's region is registered"
+    assert_eq!(
+        gpu.registered_bytes(),
+        pool_len,
+        "the pool below is registered"
     );
     let len = 512 << 10;
     let blocks: Vec<(BlockId, Vec<u8>)> = (0..24)
         .map(|n| (id(500 + n), random_block(500 + n, len)))
         .collect();
+    let staged_before = gpu.staged_bytes();
     for (id, data) in &blocks {
         store.put(*id, data).unwrap();
         assert!(gpu.used() <= gpu.capacity());
@@ -213,6 +206,12 @@ fn demotion_and_promotion_through_the_store() {
     assert!(
         demoted >= 16,
         "a 4 MiB GPU tier holds at most 8 blocks of 512 KiB; {demoted} demoted"
+    );
+    // The puts came from pageable vectors (staged); the demotions went straight into the
+    // registered pool and staged nothing.
+    assert_eq!(
+        gpu.staged_bytes() - staged_before,
+        (blocks.len() * len) as u64
     );
     for (id, data) in &blocks {
         let mut out = vec![0x3Cu8; len];
@@ -228,6 +227,32 @@ fn demotion_and_promotion_through_the_store() {
         assert_eq!(store.get(*id, &mut out).unwrap(), Some(len));
         assert!(out == *data);
     }
+}
+
+#[test]
+fn demotion_and_promotion_with_memory_below() {
+    let below = MemoryTier::open(
+        "mem0",
+        &MemoryTierConfig {
+            capacity: ByteSize::mib(64),
+            prefault: true,
+        },
+    )
+    .unwrap();
+    demote_and_promote(Arc::new(below));
+}
+
+#[test]
+fn demotion_and_promotion_with_shm_below() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = cascade_shm::ShmTierConfig {
+        path: Some(dir.path().join("gpu-test.pool")),
+        capacity: ByteSize::mib(64),
+        ..cascade_shm::ShmTierConfig::default()
+    };
+    demote_and_promote(Arc::new(
+        cascade_shm::ShmTier::open("shm0", &config).unwrap(),
+    ));
 }
 
 /// Device-resident I/O: blocks put from one device buffer and read into another.
