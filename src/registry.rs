@@ -32,6 +32,11 @@ impl TierRegistry {
         registry.register(cascade_shm::KIND, open_shm);
         #[cfg(feature = "gpu")]
         registry.register(cascade_gpu::KIND, open_gpu);
+        #[cfg(feature = "lustre")]
+        {
+            registry.register(cascade_lustre::KIND, open_file);
+            registry.register(cascade_lustre::ALIAS, open_file);
+        }
         registry
     }
 
@@ -107,6 +112,12 @@ mod tests {
         let err = registry.open(0, &bad).err().unwrap();
         assert!(err.to_string().contains("capacty"), "{err}");
     }
+}
+
+#[cfg(feature = "lustre")]
+fn open_file(name: String, position: usize, config: &TierConfig) -> Result<Arc<dyn Tier>> {
+    let settings: cascade_lustre::FileTierConfig = config.parse_settings(position)?;
+    Ok(Arc::new(cascade_lustre::FileTier::open(name, &settings)?))
 }
 
 #[cfg(feature = "gpu")]

@@ -1,0 +1,2 @@
+//! Placeholder, replaced by the measured bench.
+fn main() {}

@@ -1,0 +1,594 @@
+//! The tier's shared state and its write, read, remove and flush paths.
+//!
+//! Every mutation (append, remove, compaction's moves, clear) runs under the one writer
+//! lock, so the index, the byte counts and the delete log change in sequence order.
+//! Reads never take it: they clone the index entry (which holds the segment's open file)
+//! and read with `pread`, so a segment deleted by compaction meanwhile still serves them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cascade_core::tier::{buffer_too_small, tier_full};
+use cascade_core::{BlockId, Error, ErrorKind, Result, ShardedIndex};
+use cascade_hash::checksum;
+use parking_lot::{Mutex, RwLock};
+
+use crate::compact::Signal;
+use crate::deletes::{DeleteLog, Kill};
+use crate::format::{HEADER_LEN, PAGE, RecordHeader, RecordMeta, record_span};
+use crate::io::{self, AlignedBuf, with_scratch};
+use crate::lustre::Striping;
+use crate::segment::Segment;
+
+/// Longest run of records written with one vectored call (and staged, under O_DIRECT).
+const RUN_LIMIT: u64 = 32 << 20;
+/// Longest run of adjacent records read with one vectored call.
+const READ_RUN_LIMIT: u64 = 16 << 20;
+/// Zeros for record padding.
+static ZEROS: [u8; PAGE as usize] = [0u8; PAGE as usize];
+
+/// Where a block lives.
+#[derive(Clone)]
+pub struct Entry {
+    /// Its segment (the open file keeps serving reads even after the file is deleted).
+    pub segment: Arc<Segment>,
+    /// The record as written.
+    pub record: RecordMeta,
+}
+
+/// State only mutations touch.
+pub struct Writer {
+    /// The segment appends go to.
+    pub active: Arc<Segment>,
+    /// Number of the next segment this writer creates.
+    pub next_number: u64,
+    /// Last sequence handed out.
+    pub last_seq: u64,
+    /// This writer's delete log.
+    pub deletes: DeleteLog,
+    /// Staging for O_DIRECT writes, kept between uses.
+    pub staging: AlignedBuf,
+    /// Segments sealed (or written by compaction) since the last flush.
+    pub unsynced: Vec<Arc<Segment>>,
+    /// Directory entries changed since the last flush.
+    pub dir_dirty: bool,
+}
+
+/// Counters for `extra_stats`.
+#[derive(Default)]
+pub struct Counters {
+    /// Segments rewritten by compaction.
+    pub compactions: AtomicU64,
+    /// Blocks dropped because their bytes failed the checksum.
+    pub corrupt_dropped: AtomicU64,
+}
+
+/// Everything a tier instance shares with its compaction thread.
+pub struct Inner {
+    /// Instance name.
+    pub name: String,
+    /// The directory.
+    pub dir: PathBuf,
+    /// This writer's id.
+    pub writer_id: String,
+    /// Segment files are opened with O_DIRECT.
+    pub direct: bool,
+    /// Bytes of live records allowed.
+    pub capacity: u64,
+    /// Size at which segments are sealed.
+    pub segment_size: u64,
+    /// Dead fraction that makes a sealed segment a compaction candidate.
+    pub threshold: f64,
+    /// Lustre striping of new segments.
+    pub striping: Option<Striping>,
+    /// id -> record.
+    pub index: ShardedIndex<Entry>,
+    /// Every segment on disk that this instance knows, by file name.
+    pub segments: RwLock<BTreeMap<String, Arc<Segment>>>,
+    /// The writer lock.
+    pub writer: Mutex<Writer>,
+    /// Bytes of live records.
+    pub used: AtomicU64,
+    /// Wakes the compaction thread.
+    pub signal: Arc<Signal>,
+    /// Counters.
+    pub counters: Counters,
+    /// Held for the tier's life: the flock that says this writer id is in use.
+    pub _lock: std::fs::File,
+}
+
+/// One record to append.
+pub struct Item<'a> {
+    /// The block.
+    pub id: BlockId,
+    /// Its bytes.
+    pub data: &'a [u8],
+    /// Its sequence.
+    pub seq: u64,
+    /// xxh3-64 of `data`.
+    pub checksum: u64,
+}
+
+/// The same error again (errors are not `Clone`; a failed run fails each of its items).
+fn copy_error(e: &Error) -> Error {
+    let mut copy = Error::new(e.kind(), e.message());
+    for (key, value) in e.context() {
+        copy = copy.with_context(key, value);
+    }
+    copy
+}
+
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+impl Inner {
+    /// A sequence above every earlier one; close to the clock, so that writers sharing a
+    /// directory order their writes to one id by time.
+    pub fn next_seq(w: &mut Writer) -> u64 {
+        w.last_seq = (w.last_seq + 1).max(now_nanos());
+        w.last_seq
+    }
+
+    /// Seals the active segment and starts a new one.
+    pub fn roll(&self, w: &mut Writer) -> Result<()> {
+        let number = w.next_number;
+        let fresh = Arc::new(Segment::create(
+            &self.dir,
+            &self.writer_id,
+            number,
+            self.direct,
+            self.striping,
+        )?);
+        w.next_number += 1;
+        w.dir_dirty = true;
+        let old = std::mem::replace(&mut w.active, Arc::clone(&fresh));
+        self.segments.write().insert(fresh.name.clone(), fresh);
+        if let Err(e) = old.seal() {
+            // Still readable: the next open scans it instead of reading a footer.
+            tracing::warn!(segment = %old.path.display(), error = %e, "sealing a full segment failed");
+        }
+        w.unsynced.push(Arc::clone(&old));
+        self.maybe_wake(&old);
+        Ok(())
+    }
+
+    /// Appends `items` in order, rolling segments as they fill; one result per item:
+    /// the segment and record written. Live-byte counts are the caller's business.
+    pub fn append(
+        &self,
+        w: &mut Writer,
+        items: &[Item<'_>],
+    ) -> Vec<Result<(Arc<Segment>, RecordMeta)>> {
+        let mut results = Vec::with_capacity(items.len());
+        let mut start = 0;
+        while start < items.len() {
+            let seg_end = w.active.end.load(Ordering::Acquire);
+            let mut end = start;
+            let mut bytes = 0u64;
+            while end < items.len() {
+                let span = record_span(items[end].data.len() as u64);
+                let fits = seg_end + bytes + span <= self.segment_size;
+                // A record larger than a whole segment gets an empty segment to itself.
+                let alone = end == start && seg_end == PAGE;
+                if !(fits || alone) || (end > start && bytes + span > RUN_LIMIT) {
+                    break;
+                }
+                bytes += span;
+                end += 1;
+            }
+            if end == start {
+                if let Err(e) = self.roll(w) {
+                    results.extend(items[start..].iter().map(|_| Err(copy_error(&e))));
+                    break;
+                }
+                continue;
+            }
+            let run = &items[start..end];
+            match self.write_run(w, run, seg_end) {
+                Ok(metas) => {
+                    let segment = Arc::clone(&w.active);
+                    segment.records.lock().extend_from_slice(&metas);
+                    segment.end.store(seg_end + bytes, Ordering::Release);
+                    results.extend(metas.into_iter().map(|m| Ok((Arc::clone(&segment), m))));
+                }
+                Err(e) => {
+                    // Cut what a failed write may have left, so the next append (and a
+                    // later footer) start right after the last good record.
+                    let _ = w.active.file.set_len(seg_end);
+                    results.extend(run.iter().map(|_| Err(copy_error(&e))));
+                }
+            }
+            start = end;
+        }
+        results
+    }
+
+    /// One vectored write of `run` at `at` in the active segment.
+    fn write_run(&self, w: &mut Writer, run: &[Item<'_>], at: u64) -> Result<Vec<RecordMeta>> {
+        let nonce = w.active.nonce;
+        let mut metas = Vec::with_capacity(run.len());
+        let mut headers = Vec::with_capacity(run.len());
+        let mut offset = at;
+        for item in run {
+            let len = item.data.len() as u64;
+            let header = RecordHeader {
+                id: item.id,
+                seq: item.seq,
+                len,
+                checksum: item.checksum,
+            };
+            headers.push(header.encode(nonce));
+            metas.push(RecordMeta {
+                id: item.id,
+                seq: item.seq,
+                offset,
+                len,
+                checksum: item.checksum,
+            });
+            offset += record_span(len);
+        }
+        let total = (offset - at) as usize;
+        let result = if self.direct {
+            let staging = w.staging.get(total, false);
+            let mut cursor = 0;
+            for (item, header) in run.iter().zip(&headers) {
+                let span = record_span(item.data.len() as u64) as usize;
+                staging[cursor..cursor + HEADER_LEN].copy_from_slice(header);
+                let body = cursor + HEADER_LEN;
+                staging[body..body + item.data.len()].copy_from_slice(item.data);
+                staging[body + item.data.len()..cursor + span].fill(0);
+                cursor += span;
+            }
+            io::write_all_vectored_at(&w.active.file, &[w.staging.as_slice()], at)
+        } else {
+            let mut bufs: Vec<&[u8]> = Vec::with_capacity(run.len() * 3);
+            for (item, header) in run.iter().zip(&headers) {
+                let pad =
+                    (record_span(item.data.len() as u64) as usize) - HEADER_LEN - item.data.len();
+                bufs.push(header);
+                bufs.push(item.data);
+                bufs.push(&ZEROS[..pad]);
+            }
+            io::write_all_vectored_at(&w.active.file, &bufs, at)
+        };
+        result.map_err(|e| {
+            let full = matches!(
+                e.raw_os_error(),
+                Some(libc::ENOSPC) | Some(libc::EFBIG) | Some(libc::EDQUOT)
+            );
+            let message = if full {
+                "writing a segment failed: the filesystem is full (blocks stored before are kept)"
+            } else {
+                "writing a segment failed"
+            };
+            Error::io(message, e)
+                .with_context("tier", &self.name)
+                .with_context("path", w.active.path.display())
+        })?;
+        Ok(metas)
+    }
+
+    /// Stores blocks: capacity check, one grouped append, index update.
+    pub fn put_many(&self, items: &[(BlockId, &[u8])], checksums: &[u64]) -> Vec<Result<()>> {
+        let mut results: Vec<Option<Result<()>>> = (0..items.len()).map(|_| None).collect();
+        let mut w = self.writer.lock();
+        let mut accepted = Vec::with_capacity(items.len());
+        let mut positions = Vec::with_capacity(items.len());
+        for (position, ((id, data), sum)) in items.iter().zip(checksums).enumerate() {
+            let span = record_span(data.len() as u64);
+            let used = self.used.load(Ordering::Acquire);
+            if used + span > self.capacity {
+                results[position] = Some(Err(tier_full(&self.name, span, used, self.capacity)));
+                continue;
+            }
+            self.used.fetch_add(span, Ordering::AcqRel);
+            let seq = Inner::next_seq(&mut w);
+            accepted.push(Item {
+                id: *id,
+                data,
+                seq,
+                checksum: *sum,
+            });
+            positions.push(position);
+        }
+        let placed = self.append(&mut w, &accepted);
+        for ((position, item), outcome) in positions.into_iter().zip(&accepted).zip(placed) {
+            let span = record_span(item.data.len() as u64);
+            results[position] = Some(match outcome {
+                Ok((segment, record)) => {
+                    segment.live.fetch_add(span, Ordering::AcqRel);
+                    let entry = Entry { segment, record };
+                    if let Some(old) = self.index.insert_value(item.id, entry) {
+                        self.release(&old);
+                    }
+                    Ok(())
+                }
+                Err(e) => {
+                    self.used.fetch_sub(span, Ordering::AcqRel);
+                    Err(e)
+                }
+            });
+        }
+        drop(w);
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::new(ErrorKind::Io, "put was not attempted"))))
+            .collect()
+    }
+
+    /// Accounts a record the index no longer points at.
+    pub fn release(&self, old: &Entry) {
+        let span = record_span(old.record.len);
+        self.used.fetch_sub(span, Ordering::AcqRel);
+        old.segment.live.fetch_sub(span, Ordering::AcqRel);
+        self.maybe_wake(&old.segment);
+    }
+
+    /// Wakes the compactor when `segment` became a candidate.
+    pub fn maybe_wake(&self, segment: &Segment) {
+        if self.is_candidate(segment) {
+            self.signal.wake();
+        }
+    }
+
+    /// Sealed, ours to rewrite, and dead enough.
+    pub fn is_candidate(&self, segment: &Segment) -> bool {
+        segment.owned
+            && segment.sealed.load(Ordering::Acquire)
+            && !segment.retired.load(Ordering::Acquire)
+            && segment.dead_fraction() >= self.threshold
+    }
+
+    /// Removes `id` (writing a delete-log entry first, so it stays removed after reopen).
+    /// With `only`, removes it only while it is still that record (dropping a corrupt
+    /// one must not remove a newer version).
+    pub fn remove_entry(
+        &self,
+        w: &mut Writer,
+        id: BlockId,
+        only: Option<(&Arc<Segment>, u64)>,
+    ) -> Result<bool> {
+        let Some(entry) = self.index.with(&id, Entry::clone) else {
+            return Ok(false);
+        };
+        if let Some((segment, offset)) = only {
+            if !Arc::ptr_eq(&entry.segment, segment) || entry.record.offset != offset {
+                return Ok(false);
+            }
+        }
+        w.deletes.append(Kill {
+            id,
+            seq: entry.record.seq,
+        })?;
+        self.index.remove_value(&id);
+        self.release(&entry);
+        Ok(true)
+    }
+
+    /// Drops a block whose bytes failed verification and builds the error to return.
+    fn corrupt(&self, entry: &Entry, why: &str) -> Error {
+        let id = entry.record.id;
+        let dropped = {
+            let mut w = self.writer.lock();
+            self.remove_entry(&mut w, id, Some((&entry.segment, entry.record.offset)))
+        };
+        if matches!(dropped, Ok(true)) {
+            self.counters
+                .corrupt_dropped
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::warn!(tier = %self.name, %id, segment = %entry.segment.path.display(), why, "corrupt block dropped");
+        Error::new(
+            ErrorKind::Corrupt,
+            "stored block failed verification and was dropped",
+        )
+        .with_context("tier", &self.name)
+        .with_context("id", id)
+        .with_context("reason", why)
+        .with_context("segment", entry.segment.path.display())
+        .with_context("offset", entry.record.offset)
+    }
+
+    /// Checks a record header read back against the index entry.
+    fn header_matches(entry: &Entry, bytes: &[u8]) -> bool {
+        RecordHeader::decode(bytes, Some(entry.segment.nonce)).is_ok_and(|h| {
+            h.id == entry.record.id
+                && h.seq == entry.record.seq
+                && h.len == entry.record.len
+                && h.checksum == entry.record.checksum
+        })
+    }
+
+    /// Reads and verifies one record into `out` (at least the record's length); on
+    /// failure the block is dropped, `out` is zeroed and the error is `Corrupt`.
+    pub fn read_entry(&self, entry: &Entry, out: &mut [u8]) -> Result<usize> {
+        let len = entry.record.len as usize;
+        if out.len() < len {
+            return Err(buffer_too_small(
+                entry.record.id,
+                entry.record.len,
+                out.len(),
+            ));
+        }
+        let out = &mut out[..len];
+        let file = &entry.segment.file;
+        let offset = entry.record.offset;
+        let verdict: Result<Option<&str>> = if self.direct {
+            with_scratch(|buf| {
+                let bytes = io::read_aligned(file, buf, offset, HEADER_LEN + len)
+                    .map_err(|e| self.read_error(entry, e))?;
+                if bytes.len() < HEADER_LEN + len {
+                    return Ok(Some("segment file truncated"));
+                }
+                if !Self::header_matches(entry, &bytes[..HEADER_LEN]) {
+                    return Ok(Some("record header damaged"));
+                }
+                out.copy_from_slice(&bytes[HEADER_LEN..]);
+                Ok(None)
+            })
+        } else {
+            let mut header = [0u8; HEADER_LEN];
+            let got = io::read_vectored_at(file, &mut [&mut header, out], offset)
+                .map_err(|e| self.read_error(entry, e))?;
+            if got < HEADER_LEN + len {
+                Ok(Some("segment file truncated"))
+            } else if !Self::header_matches(entry, &header) {
+                Ok(Some("record header damaged"))
+            } else {
+                Ok(None)
+            }
+        };
+        let problem = match verdict? {
+            Some(problem) => Some(problem),
+            None if checksum(out) != entry.record.checksum => Some("checksum mismatch"),
+            None => None,
+        };
+        match problem {
+            None => Ok(len),
+            Some(why) => {
+                out.fill(0);
+                Err(self.corrupt(entry, why))
+            }
+        }
+    }
+
+    fn read_error(&self, entry: &Entry, e: std::io::Error) -> Error {
+        Error::io("reading a segment failed", e)
+            .with_context("tier", &self.name)
+            .with_context("segment", entry.segment.path.display())
+    }
+
+    /// Reads a run of adjacent records of one segment with one vectored call, straight
+    /// into the callers' buffers (each exactly its record's length).
+    pub fn read_run(&self, run: Vec<(usize, Entry, &mut [u8])>) -> Vec<(usize, Result<usize>)> {
+        if run.len() == 1 || self.direct {
+            return run
+                .into_iter()
+                .map(|(i, entry, out)| (i, self.read_entry(&entry, out)))
+                .collect();
+        }
+        let start = run[0].1.record.offset;
+        let mut headers = vec![[0u8; HEADER_LEN]; run.len()];
+        let pads: Vec<usize> = run
+            .iter()
+            .map(|(_, e, _)| {
+                record_span(e.record.len) as usize - HEADER_LEN - e.record.len as usize
+            })
+            .collect();
+        let mut pad_space = vec![0u8; pads.iter().sum()];
+        let mut run = run;
+        let expected: usize = run
+            .iter()
+            .map(|(_, e, _)| record_span(e.record.len) as usize)
+            .sum();
+        let segment = Arc::clone(&run[0].1.segment);
+        let got = {
+            let mut bufs: Vec<&mut [u8]> = Vec::with_capacity(run.len() * 3);
+            let mut rest: &mut [u8] = &mut pad_space;
+            for ((header, (_, _, out)), pad) in headers.iter_mut().zip(run.iter_mut()).zip(&pads) {
+                let (mine, tail) = rest.split_at_mut(*pad);
+                rest = tail;
+                bufs.push(header);
+                bufs.push(out);
+                bufs.push(mine);
+            }
+            io::read_vectored_at(&segment.file, &mut bufs, start).ok()
+        };
+        if got != Some(expected) {
+            // Short or failed: let each record report its own outcome.
+            return run
+                .into_iter()
+                .map(|(i, entry, out)| (i, self.read_entry(&entry, out)))
+                .collect();
+        }
+        run.into_iter()
+            .zip(&headers)
+            .map(|((i, entry, out), header)| {
+                let len = out.len();
+                let why = if !Self::header_matches(&entry, header) {
+                    Some("record header damaged")
+                } else if checksum(out) != entry.record.checksum {
+                    Some("checksum mismatch")
+                } else {
+                    None
+                };
+                match why {
+                    None => (i, Ok(len)),
+                    Some(why) => {
+                        out.fill(0);
+                        (i, Err(self.corrupt(&entry, why)))
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// Groups found entries into runs of adjacent records of one segment.
+    pub fn plan_runs<'a>(
+        mut found: Vec<(usize, Entry, &'a mut [u8])>,
+    ) -> Vec<Vec<(usize, Entry, &'a mut [u8])>> {
+        found.sort_by_key(|(_, e, _)| (Arc::as_ptr(&e.segment) as usize, e.record.offset));
+        let mut runs: Vec<Vec<(usize, Entry, &'a mut [u8])>> = Vec::new();
+        let mut run_bytes = 0u64;
+        for item in found {
+            let joins = runs
+                .last()
+                .and_then(|run| run.last())
+                .is_some_and(|(_, last, _)| {
+                    Arc::ptr_eq(&last.segment, &item.1.segment)
+                        && last.record.end() == item.1.record.offset
+                        && run_bytes + record_span(item.1.record.len) <= READ_RUN_LIMIT
+                });
+            let span = record_span(item.1.record.len);
+            match runs.last_mut() {
+                Some(run) if joins => {
+                    run.push(item);
+                    run_bytes += span;
+                }
+                _ => {
+                    runs.push(vec![item]);
+                    run_bytes = span;
+                }
+            }
+        }
+        runs
+    }
+
+    /// fsync of everything written so far: the active segment, segments sealed since the
+    /// last flush, the delete log, and the directory when files were created or deleted.
+    pub fn flush(&self) -> Result<()> {
+        let mut w = self.writer.lock();
+        let sync_error = |segment: &Segment, e: std::io::Error| {
+            Error::io("fsync of a segment failed", e)
+                .with_context("tier", &self.name)
+                .with_context("path", segment.path.display())
+        };
+        w.active
+            .file
+            .sync_data()
+            .map_err(|e| sync_error(&w.active, e))?;
+        while let Some(segment) = w.unsynced.last() {
+            if !segment.retired.load(Ordering::Acquire) {
+                segment
+                    .file
+                    .sync_data()
+                    .map_err(|e| sync_error(segment, e))?;
+            }
+            w.unsynced.pop();
+        }
+        w.deletes.sync()?;
+        if w.dir_dirty {
+            io::sync_dir(&self.dir).map_err(|e| {
+                Error::io("fsync of the tier directory failed", e)
+                    .with_context("path", self.dir.display())
+            })?;
+            w.dir_dirty = false;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,655 @@
+//! [`FileTier`]: opening a directory (recovery) and the [`Tier`] implementation.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cascade_core::tier::check_block_fits;
+use cascade_core::{BlockId, Capability, Error, ErrorKind, Result, ShardedIndex, Tier};
+use parking_lot::{Mutex, RwLock};
+use rayon::prelude::*;
+
+use crate::compact::{self, CompactionReport, Compactor, Signal};
+use crate::config::FileTierConfig;
+use crate::deletes::{self, DELETE_SUFFIX, DeleteLog, Kill};
+use crate::format::{FORMAT_VERSION, HEADER_LEN, PAGE, record_span};
+use crate::io::{self, AlignedBuf};
+use crate::lustre;
+use crate::segment::{LoadReport, Segment, parse_segment_file_name};
+use crate::store::{Counters, Entry, Inner, Writer};
+
+/// Name of the file that marks a directory as a file tier and records its format.
+pub const FORMAT_FILE: &str = "CASCADE-FILE-TIER";
+const LOCK_SUFFIX: &str = ".lock";
+
+/// What opening a directory found, for logs and measurements.
+#[derive(Debug, Clone, Default)]
+pub struct OpenReport {
+    /// Segment files read.
+    pub segments: usize,
+    /// Segments without a valid footer, whose records were scanned.
+    pub scanned_segments: usize,
+    /// Blocks in the index after open.
+    pub blocks: usize,
+    /// Bytes cut off torn tails.
+    pub torn_bytes: u64,
+    /// Damaged pages skipped inside segments.
+    pub damaged_pages: u64,
+    /// Wall time of the open.
+    pub elapsed: Duration,
+}
+
+/// Blocks aggregated into large segment files in a directory (any POSIX filesystem;
+/// striped on Lustre). See the crate documentation for the format and the guarantees.
+pub struct FileTier {
+    inner: Arc<Inner>,
+    compactor: Option<Compactor>,
+    report: OpenReport,
+}
+
+fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
+    Error::io(what.to_string(), e).with_context("path", path.display())
+}
+
+/// Creates the format marker, or checks the one present.
+fn check_format(dir: &Path) -> Result<()> {
+    let path = dir.join(FORMAT_FILE);
+    let prefix = "cascade file tier format ";
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let version = text
+                .trim()
+                .strip_prefix(prefix)
+                .and_then(|v| v.parse::<u32>().ok());
+            match version {
+                Some(FORMAT_VERSION) => Ok(()),
+                found => Err(Error::new(
+                    ErrorKind::Incompatible,
+                    "directory holds a file tier of another format version; use a matching Cascade build or another path",
+                )
+                .with_context("path", dir.display())
+                .with_context("found", found.map_or_else(|| format!("{:?}", text.trim()), |v| v.to_string()))
+                .with_context("supported_version", FORMAT_VERSION)),
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let tmp = dir.join(format!("{FORMAT_FILE}.tmp.{}", std::process::id()));
+            std::fs::write(&tmp, format!("{prefix}{FORMAT_VERSION}\n"))
+                .map_err(|e| io_error("cannot write the format marker", &tmp, e))?;
+            std::fs::rename(&tmp, &path)
+                .map_err(|e| io_error("cannot install the format marker", &path, e))?;
+            io::sync_dir(dir).map_err(|e| io_error("fsync of the tier directory failed", dir, e))
+        }
+        Err(e) => Err(io_error("cannot read the format marker", &path, e)),
+    }
+}
+
+/// The files of a tier directory, by writer.
+#[derive(Default)]
+struct Listing {
+    segments: BTreeMap<String, Vec<(u64, PathBuf)>>,
+    deletes: BTreeMap<String, PathBuf>,
+    locks: HashSet<String>,
+}
+
+fn list(dir: &Path) -> Result<Listing> {
+    let mut listing = Listing::default();
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| io_error("cannot list the tier directory", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| io_error("cannot list the tier directory", dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some((writer, number)) = parse_segment_file_name(&name) {
+            listing
+                .segments
+                .entry(writer)
+                .or_default()
+                .push((number, entry.path()));
+        } else if let Some(writer) = name.strip_suffix(DELETE_SUFFIX) {
+            listing.deletes.insert(writer.to_string(), entry.path());
+        } else if let Some(writer) = name.strip_suffix(LOCK_SUFFIX) {
+            listing.locks.insert(writer.to_string());
+        }
+    }
+    Ok(listing)
+}
+
+/// Opens (creating) `<writer>.lock` and takes its flock; `None` when another live tier
+/// holds it.
+fn lock_writer(dir: &Path, writer: &str) -> Result<Option<File>> {
+    let path = dir.join(format!("{writer}{LOCK_SUFFIX}"));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| io_error("cannot open a writer lock", &path, e))?;
+    match io::try_lock(&file) {
+        Ok(true) => Ok(Some(file)),
+        Ok(false) => Ok(None),
+        Err(e) => Err(io_error("cannot lock a writer lock", &path, e)),
+    }
+}
+
+impl FileTier {
+    /// Opens the tier in `config.path`, creating the directory when missing, and rebuilds
+    /// the index from the segments found there (its own and other writers').
+    pub fn open(name: impl Into<String>, config: &FileTierConfig) -> Result<Self> {
+        let started = Instant::now();
+        let name = name.into();
+        config
+            .validate()
+            .map_err(|e| e.with_context("tier", &name))?;
+        let dir = config.path.clone();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| io_error("cannot create the tier directory", &dir, e))?;
+        check_format(&dir)?;
+        let direct = config.direct_io
+            && {
+                let ok = io::direct_io_supported(&dir);
+                if !ok {
+                    tracing::warn!(dir = %dir.display(), "O_DIRECT refused by this filesystem; using buffered I/O");
+                }
+                ok
+            };
+        let striping = lustre::striping_for(&dir, config.stripe_count, config.stripe_size.as_u64());
+        let writer_id = config.effective_writer_id();
+        let lock = lock_writer(&dir, &writer_id)?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Busy,
+                "another live tier uses this writer id on this directory",
+            )
+            .with_context("path", dir.display())
+            .with_context("writer_id", &writer_id)
+        })?;
+        let listing = list(&dir)?;
+
+        // Writers whose lock nobody holds are gone: their segments become ours to seal,
+        // compact and delete, and their delete logs are merged into ours.
+        let mut dead_locks = Vec::new();
+        let mut dead: HashSet<String> = HashSet::new();
+        let others: HashSet<&String> = listing
+            .segments
+            .keys()
+            .chain(listing.deletes.keys())
+            .filter(|w| **w != writer_id)
+            .collect();
+        for other in others {
+            if !listing.locks.contains(other) {
+                dead.insert(other.clone());
+            } else if let Some(file) = lock_writer(&dir, other)? {
+                dead_locks.push(file);
+                dead.insert(other.clone());
+            }
+        }
+        let owned = |writer: &str| writer == writer_id || dead.contains(writer);
+
+        let paths: Vec<(String, PathBuf)> = listing
+            .segments
+            .iter()
+            .flat_map(|(w, files)| files.iter().map(move |(_, p)| (w.clone(), p.clone())))
+            .collect();
+        let loaded: Vec<Result<Option<(Segment, LoadReport)>>> = paths
+            .par_iter()
+            .map(|(writer, path)| Segment::load(path, writer, direct, owned(writer)))
+            .collect();
+        let mut report = OpenReport::default();
+        let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(loaded.len());
+        for (result, (_, path)) in loaded.into_iter().zip(&paths) {
+            match result {
+                Ok(Some((segment, load))) => {
+                    report.segments += 1;
+                    report.scanned_segments += usize::from(load.scanned);
+                    report.torn_bytes += load.torn_bytes;
+                    report.damaged_pages += load.damaged_pages;
+                    if segment.records.lock().is_empty() && segment.owned {
+                        let _ = std::fs::remove_file(&segment.path);
+                    } else {
+                        segments.push(Arc::new(segment));
+                    }
+                }
+                Ok(None) => {}
+                // Deleted meanwhile by another writer's compaction: its copies are newer.
+                Err(e) if e.kind() == ErrorKind::Unavailable => {
+                    tracing::warn!(path = %path.display(), "segment vanished during open");
+                }
+                Err(e) => return Err(e.with_context("tier", &name)),
+            }
+        }
+
+        // Delete logs: every writer's kills apply; ours and dead writers' are kept.
+        let mut kills: HashMap<BlockId, u64> = HashMap::new();
+        let mut kept_kills: HashMap<BlockId, u64> = HashMap::new();
+        let mut own_log_clean = false;
+        for (writer, path) in &listing.deletes {
+            let (entries, valid_len) = deletes::read(path)?;
+            let mine = owned(writer);
+            if *writer == writer_id {
+                let file_len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+                own_log_clean = valid_len == file_len;
+            }
+            for kill in entries {
+                let seq = kills.entry(kill.id).or_insert(0);
+                *seq = (*seq).max(kill.seq);
+                if mine {
+                    let seq = kept_kills.entry(kill.id).or_insert(0);
+                    *seq = (*seq).max(kill.seq);
+                }
+            }
+        }
+
+        // The newest record of each id not killed wins.
+        let mut newest: HashMap<BlockId, (usize, usize, u64)> = HashMap::new();
+        let mut oldest_seq: HashMap<BlockId, u64> = HashMap::new();
+        let mut last_seq = kills.values().copied().max().unwrap_or(0);
+        for (s, segment) in segments.iter().enumerate() {
+            let records = segment.records.lock();
+            for (r, record) in records.iter().enumerate() {
+                last_seq = last_seq.max(record.seq);
+                let oldest = oldest_seq.entry(record.id).or_insert(u64::MAX);
+                *oldest = (*oldest).min(record.seq);
+                if kills.get(&record.id).is_some_and(|&k| k >= record.seq) {
+                    continue;
+                }
+                // Equal sequences are copies made by compaction: either serves.
+                let newer = newest
+                    .get(&record.id)
+                    .is_none_or(|&(_, _, seq)| record.seq > seq);
+                if newer {
+                    newest.insert(record.id, (s, r, record.seq));
+                }
+            }
+        }
+        let index = ShardedIndex::new();
+        let mut used = 0u64;
+        for (id, (s, r, _)) in &newest {
+            let segment = &segments[*s];
+            let record = segment.records.lock()[*r];
+            let span = record_span(record.len);
+            segment.live.fetch_add(span, Ordering::Relaxed);
+            used += span;
+            index.insert_value(
+                *id,
+                Entry {
+                    segment: Arc::clone(segment),
+                    record,
+                },
+            );
+        }
+        report.blocks = newest.len();
+        if used > config.capacity.as_u64() {
+            tracing::warn!(tier = %name, used, capacity = config.capacity.as_u64(), "directory holds more than the capacity; puts fail until blocks are removed");
+        }
+
+        // Our delete log keeps only kills that still hide a record on disk.
+        let needed: Vec<Kill> = kept_kills
+            .iter()
+            .filter(|(id, seq)| oldest_seq.get(id).is_some_and(|oldest| oldest <= seq))
+            .map(|(id, seq)| Kill { id: *id, seq: *seq })
+            .collect();
+        let own_log = dir.join(format!("{writer_id}{DELETE_SUFFIX}"));
+        let dead_logs: Vec<&PathBuf> = listing
+            .deletes
+            .iter()
+            .filter(|(w, _)| dead.contains(*w))
+            .map(|(_, p)| p)
+            .collect();
+        let deletes = if own_log_clean && dead_logs.is_empty() && needed.len() == kept_kills.len() {
+            DeleteLog::open_append(&own_log)?
+        } else {
+            let log = DeleteLog::create(&own_log, &needed)?;
+            io::sync_dir(&dir)
+                .map_err(|e| io_error("fsync of the tier directory failed", &dir, e))?;
+            for path in dead_logs {
+                let _ = std::fs::remove_file(path);
+            }
+            log
+        };
+        // Lock files of dead writers that left nothing behind.
+        for writer in &dead {
+            let has_segments = segments.iter().any(|s| s.writer == *writer);
+            if !has_segments && listing.locks.contains(writer) {
+                let _ = std::fs::remove_file(dir.join(format!("{writer}{LOCK_SUFFIX}")));
+            }
+        }
+        drop(dead_locks);
+
+        let next_number = listing
+            .segments
+            .get(&writer_id)
+            .and_then(|files| files.iter().map(|(n, _)| *n).max())
+            .map_or(0, |n| n + 1);
+        let active = Arc::new(Segment::create(
+            &dir,
+            &writer_id,
+            next_number,
+            direct,
+            striping,
+        )?);
+        let mut map = BTreeMap::new();
+        for segment in &segments {
+            map.insert(segment.name.clone(), Arc::clone(segment));
+        }
+        map.insert(active.name.clone(), Arc::clone(&active));
+        for segment in &segments {
+            if !direct {
+                io::advise_sequential(&segment.file);
+            }
+        }
+        let signal = Arc::new(Signal::default());
+        let inner = Arc::new(Inner {
+            name,
+            dir,
+            writer_id,
+            direct,
+            capacity: config.capacity.as_u64(),
+            segment_size: config.segment_bytes(),
+            threshold: config.compaction_threshold,
+            striping,
+            index,
+            segments: RwLock::new(map),
+            writer: Mutex::new(Writer {
+                active,
+                next_number: next_number + 1,
+                last_seq,
+                deletes,
+                staging: AlignedBuf::default(),
+                unsynced: Vec::new(),
+                dir_dirty: true,
+            }),
+            used: AtomicU64::new(used),
+            signal: Arc::clone(&signal),
+            counters: Counters::default(),
+            _lock: lock,
+        });
+        let compactor = if config.background_compaction {
+            let compactor = Compactor::start(Arc::downgrade(&inner), signal)?;
+            if segments.iter().any(|s| inner.is_candidate(s)) {
+                inner.signal.wake();
+            }
+            Some(compactor)
+        } else {
+            None
+        };
+        report.elapsed = started.elapsed();
+        tracing::debug!(tier = %inner.name, ?report, "file tier opened");
+        Ok(Self {
+            inner,
+            compactor,
+            report,
+        })
+    }
+
+    /// What the open found.
+    pub fn open_report(&self) -> &OpenReport {
+        &self.report
+    }
+
+    /// The tier's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The writer id in this tier's segment file names.
+    pub fn writer_id(&self) -> &str {
+        &self.inner.writer_id
+    }
+
+    /// Whether segment files are opened with O_DIRECT.
+    pub fn direct_io(&self) -> bool {
+        self.inner.direct
+    }
+
+    /// The segment files this tier knows, sorted by name.
+    pub fn segment_paths(&self) -> Vec<PathBuf> {
+        self.inner
+            .segments
+            .read()
+            .values()
+            .map(|s| s.path.clone())
+            .collect()
+    }
+
+    /// Rewrites every sealed segment whose dead fraction reached the threshold, now, on
+    /// the calling thread (the background thread does the same on its own).
+    pub fn compact(&self) -> Result<CompactionReport> {
+        compact::compact(&self.inner)
+    }
+
+    /// Seals the active segment now and starts a new one, so that its dead space can be
+    /// compacted (tests and tools; normally segments seal when full).
+    pub fn seal_active(&self) -> Result<()> {
+        let mut w = self.inner.writer.lock();
+        if w.active.records.lock().is_empty() {
+            return Ok(());
+        }
+        self.inner.roll(&mut w)
+    }
+
+    /// Flushes, then drops every segment file's pages from the page cache
+    /// (`posix_fadvise(DONTNEED)`), so the next reads come from the device: what a cold
+    /// read benchmark needs.
+    pub fn drop_page_cache(&self) -> Result<()> {
+        self.inner.flush()?;
+        let segments: Vec<Arc<Segment>> = self.inner.segments.read().values().cloned().collect();
+        for segment in segments {
+            io::drop_file_cache(&segment.file)
+                .map_err(|e| io_error("posix_fadvise failed", &segment.path, e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FileTier {
+    fn drop(&mut self) {
+        // Stop compaction first so it cannot race the final seal.
+        self.compactor = None;
+        let inner = &self.inner;
+        let w = inner.writer.lock();
+        if w.active.records.lock().is_empty() {
+            let _ = std::fs::remove_file(&w.active.path);
+        } else if let Err(e) = w.active.seal() {
+            tracing::warn!(tier = %inner.name, error = %e, "sealing the active segment at close failed; the next open scans it");
+        }
+    }
+}
+
+impl Tier for FileTier {
+    fn kind(&self) -> &str {
+        crate::KIND
+    }
+
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    fn capability(&self) -> Capability {
+        Capability {
+            persistent: true,
+            device_memory: false,
+            max_block_size: self.max_block_size(),
+        }
+    }
+
+    fn capacity(&self) -> u64 {
+        self.inner.capacity
+    }
+
+    fn used(&self) -> u64 {
+        self.inner.used.load(Ordering::Acquire)
+    }
+
+    fn put(&self, id: BlockId, data: &[u8]) -> Result<()> {
+        check_block_fits(&self.inner.name, data.len() as u64, self.max_block_size())?;
+        let sum = cascade_hash::checksum(data);
+        self.inner
+            .put_many(&[(id, data)], &[sum])
+            .pop()
+            .unwrap_or_else(|| Err(Error::new(ErrorKind::Io, "put produced no result")))
+    }
+
+    fn put_batch(&self, items: &[(BlockId, &[u8])]) -> Vec<Result<()>> {
+        let max = self.max_block_size();
+        let checksums: Vec<u64> = items
+            .par_iter()
+            .map(|(_, d)| cascade_hash::checksum(d))
+            .collect();
+        let mut fitting = Vec::with_capacity(items.len());
+        let mut sums = Vec::with_capacity(items.len());
+        let mut results: Vec<Option<Result<()>>> = (0..items.len()).map(|_| None).collect();
+        let mut positions = Vec::with_capacity(items.len());
+        for (position, ((id, data), sum)) in items.iter().zip(checksums).enumerate() {
+            match check_block_fits(&self.inner.name, data.len() as u64, max) {
+                Ok(()) => {
+                    fitting.push((*id, *data));
+                    sums.push(sum);
+                    positions.push(position);
+                }
+                Err(e) => results[position] = Some(Err(e)),
+            }
+        }
+        for (position, result) in positions
+            .into_iter()
+            .zip(self.inner.put_many(&fitting, &sums))
+        {
+            results[position] = Some(result);
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::new(ErrorKind::Io, "put was not attempted"))))
+            .collect()
+    }
+
+    fn get(&self, id: BlockId, out: &mut [u8]) -> Result<usize> {
+        let entry = self
+            .inner
+            .index
+            .with(&id, Entry::clone)
+            .ok_or_else(|| Error::not_found(id))?;
+        self.inner.read_entry(&entry, out)
+    }
+
+    fn get_batch(&self, items: &mut [(BlockId, &mut [u8])]) -> Vec<Result<usize>> {
+        let mut results: Vec<Option<Result<usize>>> = (0..items.len()).map(|_| None).collect();
+        let mut found = Vec::with_capacity(items.len());
+        for (position, (id, out)) in items.iter_mut().enumerate() {
+            match self.inner.index.with(id, Entry::clone) {
+                None => results[position] = Some(Err(Error::not_found(*id))),
+                Some(entry) if (out.len() as u64) < entry.record.len => {
+                    results[position] = Some(Err(cascade_core::tier::buffer_too_small(
+                        *id,
+                        entry.record.len,
+                        out.len(),
+                    )));
+                }
+                Some(entry) => {
+                    let len = entry.record.len as usize;
+                    found.push((position, entry, &mut out[..len]));
+                }
+            }
+        }
+        let runs = Inner::plan_runs(found);
+        let outcomes: Vec<(usize, Result<usize>)> = runs
+            .into_par_iter()
+            .flat_map_iter(|run| self.inner.read_run(run))
+            .collect();
+        for (position, outcome) in outcomes {
+            results[position] = Some(outcome);
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::new(ErrorKind::Io, "get was not attempted"))))
+            .collect()
+    }
+
+    fn len_of(&self, id: BlockId) -> Option<u64> {
+        self.inner.index.with(&id, |e| e.record.len)
+    }
+
+    fn remove(&self, id: BlockId) -> Result<bool> {
+        let mut w = self.inner.writer.lock();
+        self.inner.remove_entry(&mut w, id, None)
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.inner.flush()
+    }
+
+    fn clear(&self) -> Result<()> {
+        let inner = &self.inner;
+        let mut w = inner.writer.lock();
+        let segments: Vec<Arc<Segment>> = std::mem::take(&mut *inner.segments.write())
+            .into_values()
+            .collect();
+        inner.index.clear_all();
+        inner.used.store(0, Ordering::Release);
+        for segment in &segments {
+            segment.retired.store(true, Ordering::Release);
+            match std::fs::remove_file(&segment.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error("cannot delete a segment", &segment.path, e)),
+            }
+        }
+        w.unsynced.clear();
+        w.deletes.reset()?;
+        let number = w.next_number;
+        let fresh = Arc::new(Segment::create(
+            &inner.dir,
+            &inner.writer_id,
+            number,
+            inner.direct,
+            inner.striping,
+        )?);
+        w.next_number += 1;
+        inner
+            .segments
+            .write()
+            .insert(fresh.name.clone(), Arc::clone(&fresh));
+        w.active = fresh;
+        io::sync_dir(&inner.dir)
+            .map_err(|e| io_error("fsync of the tier directory failed", &inner.dir, e))?;
+        w.dir_dirty = false;
+        Ok(())
+    }
+
+    fn ids(&self) -> Vec<(BlockId, u64)> {
+        let mut ids = Vec::with_capacity(self.inner.index.count());
+        self.inner
+            .index
+            .for_each(|id, e| ids.push((*id, e.record.len)));
+        ids
+    }
+
+    fn extra_stats(&self) -> Vec<(String, f64)> {
+        let segments: Vec<Arc<Segment>> = self.inner.segments.read().values().cloned().collect();
+        let data: u64 = segments.iter().map(|s| s.data_bytes()).sum();
+        let live: u64 = segments
+            .iter()
+            .map(|s| s.live.load(Ordering::Relaxed))
+            .sum();
+        vec![
+            ("segments".into(), segments.len() as f64),
+            ("dead_bytes".into(), data.saturating_sub(live) as f64),
+            (
+                "compactions".into(),
+                self.inner.counters.compactions.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "corrupt_dropped".into(),
+                self.inner.counters.corrupt_dropped.load(Ordering::Relaxed) as f64,
+            ),
+        ]
+    }
+}
+
+impl FileTier {
+    /// Largest payload: the capacity less one record header, on whole pages.
+    fn max_block_size(&self) -> u64 {
+        (self.inner.capacity - self.inner.capacity % PAGE).saturating_sub(HEADER_LEN as u64)
+    }
+}

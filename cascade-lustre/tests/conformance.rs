@@ -1,0 +1,131 @@
+//! The conformance kit, on buffered and direct I/O, and reopening after a drop.
+
+use std::sync::Arc;
+
+use cascade_core::config::ByteSize;
+use cascade_core::conformance::{random_block, run_all};
+use cascade_core::{BlockId, ErrorKind, Tier};
+use cascade_lustre::{FileTier, FileTierConfig};
+
+fn config(dir: &std::path::Path) -> FileTierConfig {
+    let mut config = FileTierConfig::new(dir);
+    config.capacity = ByteSize::mib(16);
+    config.segment_size = ByteSize::mib(2);
+    config.writer_id = Some("test".into());
+    config
+}
+
+#[test]
+fn buffered_tier_passes_the_kit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    run_all(&|| Ok(Arc::new(FileTier::open("file0", &config)?) as Arc<dyn Tier>));
+}
+
+#[test]
+fn direct_io_tier_passes_the_kit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.direct_io = true;
+    run_all(&|| Ok(Arc::new(FileTier::open("file0", &config)?) as Arc<dyn Tier>));
+}
+
+#[test]
+fn blocks_survive_drop_and_reopen_across_many_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let blocks: Vec<(BlockId, Vec<u8>)> = (0..40u64)
+        .map(|n| {
+            (
+                BlockId::from_u128(u128::from(n) + 1),
+                random_block(n, 100_000 + n as usize * 13),
+            )
+        })
+        .collect();
+    {
+        let tier = FileTier::open("file0", &config).unwrap();
+        let items: Vec<(BlockId, &[u8])> =
+            blocks.iter().map(|(id, d)| (*id, d.as_slice())).collect();
+        for result in tier.put_batch(&items[..20]) {
+            result.unwrap();
+        }
+        for (id, data) in &blocks[20..] {
+            tier.put(*id, data).unwrap();
+        }
+        assert!(tier.segment_paths().len() > 1, "2 MiB segments roll");
+        assert!(tier.remove(blocks[5].0).unwrap());
+        tier.put(blocks[6].0, b"replaced").unwrap();
+    }
+    let tier = FileTier::open("file0", &config).unwrap();
+    assert_eq!(
+        tier.open_report().scanned_segments,
+        0,
+        "a clean close seals every segment"
+    );
+    assert!(!tier.contains(blocks[5].0));
+    let mut out = vec![0u8; 200_000];
+    assert_eq!(tier.get(blocks[6].0, &mut out).unwrap(), 8);
+    assert_eq!(&out[..8], b"replaced");
+    for (id, data) in blocks
+        .iter()
+        .filter(|(id, _)| *id != blocks[5].0 && *id != blocks[6].0)
+    {
+        let n = tier.get(*id, &mut out).unwrap();
+        assert_eq!(&out[..n], &data[..]);
+    }
+    assert_eq!(tier.ids().len(), 39);
+}
+
+#[test]
+fn a_second_live_tier_with_the_same_writer_is_busy_and_other_writers_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let first = FileTier::open("file0", &config).unwrap();
+    let err = FileTier::open("file1", &config).err().map(|e| e.kind());
+    assert_eq!(err, Some(ErrorKind::Busy));
+    first
+        .put(BlockId::from_u128(1), b"from the first writer")
+        .unwrap();
+    first.flush().unwrap();
+    let mut other = config.clone();
+    other.writer_id = Some("rank-2".into());
+    let second = FileTier::open("file1", &other).unwrap();
+    let mut out = vec![0u8; 64];
+    let n = second.get(BlockId::from_u128(1), &mut out).unwrap();
+    assert_eq!(&out[..n], b"from the first writer");
+    second
+        .put(BlockId::from_u128(2), b"from the second")
+        .unwrap();
+    drop(second);
+    drop(first);
+    let reopened = FileTier::open("file0", &config).unwrap();
+    assert_eq!(reopened.ids().len(), 2);
+}
+
+#[test]
+fn another_format_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(cascade_lustre::FORMAT_FILE),
+        "cascade file tier format 99\n",
+    )
+    .unwrap();
+    let err = FileTier::open("file0", &config(dir.path()))
+        .err()
+        .map(|e| e.kind());
+    assert_eq!(err, Some(ErrorKind::Incompatible));
+}
+
+#[test]
+fn missing_path_is_a_config_error_naming_it() {
+    let settings = toml::Table::new();
+    let tier = cascade_core::TierConfig {
+        kind: "file".into(),
+        name: None,
+        required: true,
+        settings,
+    };
+    let err = tier.parse_settings::<FileTierConfig>(0).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("path"), "{err}");
+}
