@@ -1,0 +1,66 @@
+"""Cascade: a hierarchical KV-cache store for LLM inference.
+
+KV blocks live in tiers ordered fastest first (GPU HBM, ``/dev/shm``, a parallel file
+system) behind one sharded index, optionally named by their content so identical blocks
+are stored once. The API follows the documented Cascade module::
+
+    import numpy as np
+    import cascade
+
+    config = cascade.CascadeConfig()
+    store = cascade.CascadeStore(config)
+    data = np.random.randint(0, 256, 128 * 1024, dtype=np.uint8)
+    block_id = cascade.compute_block_id(data)
+    store.put(block_id, data)
+    out = np.zeros_like(data)
+    found, size = store.get(block_id, out)
+
+Every call that copies or does I/O releases the GIL. Errors are ``CascadeError``
+subclasses, one per error kind.
+"""
+
+from ._native import (
+    BusyError,
+    CascadeConfig,
+    CascadeError,
+    CascadeStore,
+    ConfigError,
+    CorruptError,
+    IncompatibleError,
+    InvalidInputError,
+    IoError,
+    NotFoundError,
+    PluginError,
+    TierFullError,
+    TierUnavailableWarning,
+    TooLargeError,
+    UnavailableError,
+    UnsupportedError,
+    __version__,
+    compute_block_id,
+    compute_block_ids,
+    tier_kinds,
+)
+
+__all__ = [
+    "BusyError",
+    "CascadeConfig",
+    "CascadeError",
+    "CascadeStore",
+    "ConfigError",
+    "CorruptError",
+    "IncompatibleError",
+    "InvalidInputError",
+    "IoError",
+    "NotFoundError",
+    "PluginError",
+    "TierFullError",
+    "TierUnavailableWarning",
+    "TooLargeError",
+    "UnavailableError",
+    "UnsupportedError",
+    "__version__",
+    "compute_block_id",
+    "compute_block_ids",
+    "tier_kinds",
+]

@@ -1,0 +1,129 @@
+"""Typing stubs of the `cascade` module (the native half is `cascade._native`)."""
+
+import os
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Optional, Union
+
+from typing_extensions import Buffer, Self
+
+__version__: str
+
+# Anything exporting a C-contiguous buffer: numpy arrays, bytes, bytearray, memoryview.
+BufferLike = Buffer
+# A writable C-contiguous buffer: numpy arrays, bytearray, writable memoryviews.
+WritableBuffer = Buffer
+# 32 hex characters, as returned by compute_block_id.
+BlockId = str
+
+class CascadeError(Exception):
+    """Base class of every error raised by Cascade."""
+
+    kind: str
+    """The error kind's stable name: "not_found", "tier_full", ..."""
+    context: dict[str, str]
+    """Details (ids, sizes, paths, tier names; "index" for a batch item)."""
+
+class NotFoundError(CascadeError): ...
+class TierFullError(CascadeError): ...
+class TooLargeError(CascadeError, ValueError): ...
+class CorruptError(CascadeError): ...
+class IoError(CascadeError, OSError): ...
+class ConfigError(CascadeError, ValueError): ...
+class UnavailableError(CascadeError, RuntimeError): ...
+class PluginError(CascadeError): ...
+class InvalidInputError(CascadeError, ValueError): ...
+class IncompatibleError(CascadeError): ...
+class BusyError(CascadeError): ...
+class UnsupportedError(CascadeError, NotImplementedError): ...
+
+class TierUnavailableWarning(RuntimeWarning):
+    """A configured tier could not be opened on this machine and the store opened
+    without it."""
+
+class CascadeConfig:
+    """Settings of a store. Tiers, fastest first: GPU when gpu_capacity_bytes > 0,
+    shared memory when shm_capacity_bytes > 0, a file tier when lustre_path is set."""
+
+    gpu_capacity_bytes: int
+    gpu_device_id: int
+    gpu_required: bool
+    shm_capacity_bytes: int
+    shm_path: str
+    lustre_path: str
+    lustre_capacity_bytes: int
+    dedup_enabled: bool
+    promote_on_read: bool
+    hasher: str
+    num_io_threads: int
+    def __init__(
+        self,
+        *,
+        gpu_capacity_bytes: int = 0,
+        gpu_device_id: int = 0,
+        gpu_required: bool = False,
+        shm_capacity_bytes: int = 1073741824,
+        shm_path: str = "",
+        lustre_path: str = "",
+        lustre_capacity_bytes: int = 0,
+        dedup_enabled: bool = True,
+        promote_on_read: bool = True,
+        hasher: str = "sha256",
+        num_io_threads: int = 0,
+    ) -> None: ...
+    def to_toml(self) -> str:
+        """The deployment this config opens, as Cascade TOML."""
+
+class CascadeStore:
+    """A hierarchical KV-block store. Calls release the GIL while copying."""
+
+    def __init__(self, config: Optional[CascadeConfig] = None) -> None: ...
+    @classmethod
+    def from_toml(cls, path: Union[str, os.PathLike[str]]) -> CascadeStore: ...
+    @classmethod
+    def from_toml_str(cls, text: str) -> CascadeStore: ...
+    def put(self, block_id: BlockId, data: BufferLike) -> bool:
+        """Stores `data`; True once stored (dedup: an id already stored copies nothing)."""
+    def put_content(self, data: BufferLike) -> BlockId:
+        """Hashes `data` with the configured hasher, stores it, returns the id."""
+    def get(self, block_id: BlockId, out: WritableBuffer) -> tuple[bool, int]:
+        """Copies the block into `out`; (found, size), (False, 0) when absent."""
+    def contains(self, block_id: BlockId) -> bool: ...
+    def __contains__(self, block_id: BlockId) -> bool: ...
+    def size_of(self, block_id: BlockId) -> Optional[int]: ...
+    def remove(self, block_id: BlockId) -> bool: ...
+    def put_batch(self, block_ids: Sequence[BlockId], blocks: Sequence[BufferLike]) -> int:
+        """Stores many blocks in one call; returns how many are stored."""
+    def get_batch(
+        self, block_ids: Sequence[BlockId], outs: Sequence[WritableBuffer]
+    ) -> list[Optional[int]]:
+        """Reads many blocks in one call; size per block, None when absent."""
+    def lookup_prefix(self, keys: Sequence[BlockId]) -> int:
+        """How many leading keys of a token-prefix chain are stored."""
+    def get_stats(self) -> dict[str, Any]: ...
+    def ids(self) -> list[BlockId]: ...
+    @property
+    def tiers(self) -> list[str]:
+        """Names of the tiers that opened, fastest first."""
+    def clear(self) -> None: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+    @property
+    def closed(self) -> bool: ...
+    def __len__(self) -> int: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> bool: ...
+
+def compute_block_id(data: BufferLike) -> BlockId:
+    """The documented content id: SHA-256 of the bytes, first 16 bytes as 32 hex chars."""
+
+def compute_block_ids(blocks: Sequence[BufferLike]) -> list[BlockId]:
+    """compute_block_id of each block, hashed in parallel."""
+
+def tier_kinds() -> list[str]:
+    """The tier kinds compiled into this build, sorted."""

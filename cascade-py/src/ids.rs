@@ -1,0 +1,69 @@
+//! Block ids as Python sees them (32 hex characters) and content hashing.
+
+use pyo3::prelude::*;
+use pyo3::types::PyString;
+
+use cascade::{BlockId, Hasher};
+
+use crate::buffer::{Access, HostBuffer};
+use crate::errors::{IntoPy, invalid_input};
+
+/// Parses a block id argument: a 32-character hex string.
+pub fn parse(obj: &Bound<'_, PyAny>) -> PyResult<BlockId> {
+    let Ok(text) = obj.cast::<PyString>() else {
+        let type_name = obj
+            .get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|_| "?".to_string());
+        return Err(invalid_input(format!(
+            "block id must be a str of 32 hex characters, got {type_name}"
+        )));
+    };
+    BlockId::parse_hex(&text.to_cow()?).py_err()
+}
+
+/// Parses a list of block ids.
+pub fn parse_all(list: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<BlockId>> {
+    let items = sequence(list, what)?;
+    items.iter().map(parse).collect()
+}
+
+/// The items of a list or tuple argument.
+pub fn sequence<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    if obj.is_instance_of::<PyString>() {
+        return Err(invalid_input(format!("{what} must be a list, not a str")));
+    }
+    let len = obj
+        .len()
+        .map_err(|_| invalid_input(format!("{what} must be a list or tuple")))?;
+    let mut items = Vec::with_capacity(len);
+    for item in obj.try_iter()? {
+        items.push(item?);
+    }
+    Ok(items)
+}
+
+/// `compute_block_id(data) -> str`: the documented content id, the first 16 bytes of
+/// SHA-256 of the bytes, as 32 lowercase hex characters. Accepts any C-contiguous
+/// buffer (numpy array, bytes, bytearray, memoryview); hashes without holding the GIL.
+#[pyfunction]
+pub fn compute_block_id(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<String> {
+    let buffer = HostBuffer::take(data, Access::Read, "data")?;
+    let bytes = buffer.bytes();
+    Ok(py.detach(|| cascade::compute_block_id(bytes)).to_hex())
+}
+
+/// `compute_block_ids(blocks) -> list[str]`: `compute_block_id` of each block, hashed
+/// in parallel without the GIL.
+#[pyfunction]
+pub fn compute_block_ids(py: Python<'_>, blocks: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    let buffers = sequence(blocks, "blocks")?
+        .iter()
+        .enumerate()
+        .map(|(i, b)| HostBuffer::take(b, Access::Read, &format!("blocks[{i}]")))
+        .collect::<PyResult<Vec<_>>>()?;
+    let slices: Vec<&[u8]> = buffers.iter().map(HostBuffer::bytes).collect();
+    let ids = py.detach(|| cascade::hash::Sha256Hasher.block_ids(&slices));
+    Ok(ids.iter().map(BlockId::to_hex).collect())
+}

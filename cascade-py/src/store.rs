@@ -1,0 +1,352 @@
+//! `CascadeStore`: the tiered store, called from any number of Python threads.
+
+use std::sync::{Arc, RwLock};
+
+use pyo3::prelude::*;
+use pyo3::types::PyType;
+
+use cascade::{BlockId, Cascade, CascadeConfig, CascadeStore, ErrorKind};
+
+use crate::buffer::{Access, HostBuffer, check_disjoint};
+use crate::config::PyConfig;
+use crate::convert::to_python;
+use crate::errors::{IntoPy, kind_error, to_py, warn_tier_unavailable};
+use crate::ids;
+
+/// A hierarchical KV-block store: tiers fastest first (GPU, shared memory, files)
+/// behind one sharded index.
+///
+/// Every method that copies or does I/O releases the GIL, so Python threads calling the
+/// same store run in parallel. Blocks go in from any C-contiguous buffer (numpy arrays,
+/// bytes, bytearray, memoryview) without an intermediate copy and come back into
+/// writable buffers. Block ids are 32-character hex strings (`compute_block_id`).
+///
+/// The store is closed when it is garbage-collected, by `close()`, or at the end of a
+/// `with` block; persistent tiers (shared memory, files) keep their blocks for the next
+/// store opened on them.
+#[pyclass(name = "CascadeStore", module = "cascade", frozen)]
+pub struct PyStore {
+    inner: RwLock<Option<Arc<CascadeStore>>>,
+}
+
+impl PyStore {
+    fn store(&self) -> PyResult<Arc<CascadeStore>> {
+        let guard = self
+            .inner
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        guard
+            .clone()
+            .ok_or_else(|| kind_error(ErrorKind::InvalidInput, "the store is closed"))
+    }
+
+    /// Opens `config`, warning about each configured tier that was skipped as
+    /// unavailable (`required = false`) and about `notes` from the config mapping.
+    fn open(py: Python<'_>, config: CascadeConfig, notes: Vec<String>) -> PyResult<Self> {
+        let store = py.detach(|| Cascade::open(&config)).py_err()?;
+        let opened: Vec<String> = store.tiers().iter().map(|t| t.name().to_string()).collect();
+        let mut warnings = notes;
+        for (position, tier) in config.tiers.iter().enumerate() {
+            let name = tier.display_name(position);
+            if opened.contains(&name) {
+                continue;
+            }
+            let what = if tier.kind == "gpu" {
+                format!("no usable GPU: the GPU tier {name:?} could not be opened on this machine")
+            } else {
+                format!(
+                    "tier {name:?} (kind {:?}) is unavailable on this machine",
+                    tier.kind
+                )
+            };
+            warnings.push(what);
+        }
+        for warning in warnings {
+            let message = format!("{warning}; continuing with tiers: {}", opened.join(", "));
+            warn_tier_unavailable(py, &message)?;
+        }
+        Ok(Self {
+            inner: RwLock::new(Some(Arc::new(store))),
+        })
+    }
+}
+
+#[pymethods]
+impl PyStore {
+    /// Opens a store from a `CascadeConfig` (default: `CascadeConfig()`).
+    #[new]
+    #[pyo3(signature = (config = None))]
+    fn new(py: Python<'_>, config: Option<PyConfig>) -> PyResult<Self> {
+        let mapped = config.unwrap_or_default().to_cascade()?;
+        Self::open(py, mapped.config, mapped.warnings)
+    }
+
+    /// Opens a store from a Cascade TOML file (`[[tiers]]` entries, see cascade.toml).
+    #[classmethod]
+    fn from_toml(
+        _cls: &Bound<'_, PyType>,
+        py: Python<'_>,
+        path: std::path::PathBuf,
+    ) -> PyResult<Self> {
+        let config = CascadeConfig::from_toml_file(&path).py_err()?;
+        Self::open(py, config, Vec::new())
+    }
+
+    /// Opens a store from a TOML document given as a string.
+    #[classmethod]
+    fn from_toml_str(_cls: &Bound<'_, PyType>, py: Python<'_>, text: &str) -> PyResult<Self> {
+        let config = CascadeConfig::from_toml_str(text).py_err()?;
+        Self::open(py, config, Vec::new())
+    }
+
+    /// Stores `data` (any C-contiguous buffer) under `block_id`. Returns True once the
+    /// block is stored; with dedup on, an id already stored copies nothing (counted in
+    /// `get_stats()["dedup_hits"]`). Raises `TierFullError` / `TooLargeError` when no
+    /// tier can take it.
+    fn put(
+        &self,
+        py: Python<'_>,
+        block_id: &Bound<'_, PyAny>,
+        data: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        let id = ids::parse(block_id)?;
+        let buffer = HostBuffer::take(data, Access::Read, "data")?;
+        let store = self.store()?;
+        let bytes = buffer.bytes();
+        py.detach(|| store.put(id, bytes)).py_err()?;
+        Ok(true)
+    }
+
+    /// Hashes `data` with the configured hasher, stores it under that id, and returns
+    /// the id.
+    fn put_content(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<String> {
+        let buffer = HostBuffer::take(data, Access::Read, "data")?;
+        let store = self.store()?;
+        let bytes = buffer.bytes();
+        let (id, _) = py.detach(|| store.put_content(bytes)).py_err()?;
+        Ok(id.to_hex())
+    }
+
+    /// Copies the block into the start of `out` (a writable C-contiguous buffer).
+    /// Returns `(found, size)`: `(False, 0)` when the block is not stored. Raises
+    /// `InvalidInputError` when `out` is smaller than the block (nothing is copied) and
+    /// `CorruptError` when its stored bytes fail their checksum.
+    fn get(
+        &self,
+        py: Python<'_>,
+        block_id: &Bound<'_, PyAny>,
+        out: &Bound<'_, PyAny>,
+    ) -> PyResult<(bool, usize)> {
+        let id = ids::parse(block_id)?;
+        let mut buffer = HostBuffer::take(out, Access::Write, "out")?;
+        let store = self.store()?;
+        let bytes = buffer.bytes_mut();
+        let found = py.detach(|| store.get(id, bytes)).py_err()?;
+        Ok(found.map_or((false, 0), |n| (true, n)))
+    }
+
+    /// Whether `block_id` is stored.
+    fn contains(&self, block_id: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Ok(self.store()?.contains(ids::parse(block_id)?))
+    }
+
+    fn __contains__(&self, block_id: &Bound<'_, PyAny>) -> PyResult<bool> {
+        self.contains(block_id)
+    }
+
+    /// The stored size of `block_id` in bytes, or None.
+    fn size_of(&self, block_id: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
+        Ok(self.store()?.len_of(ids::parse(block_id)?))
+    }
+
+    /// Removes `block_id`; returns whether it was stored.
+    fn remove(&self, py: Python<'_>, block_id: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let id = ids::parse(block_id)?;
+        let store = self.store()?;
+        py.detach(|| store.remove(id)).py_err()
+    }
+
+    /// Stores many blocks in one call (one crossing into Rust, placed in parallel).
+    /// `block_ids` and `blocks` are lists of equal length. Returns how many blocks are
+    /// stored after the call (new or deduplicated). If some block fails, the others are
+    /// still stored and the first failure is raised, its `context["index"]` naming it.
+    fn put_batch(
+        &self,
+        py: Python<'_>,
+        block_ids: &Bound<'_, PyAny>,
+        blocks: &Bound<'_, PyAny>,
+    ) -> PyResult<usize> {
+        let ids = ids::parse_all(block_ids, "block_ids")?;
+        let blocks = ids::sequence(blocks, "blocks")?;
+        same_length(ids.len(), blocks.len(), "blocks")?;
+        let buffers = blocks
+            .iter()
+            .enumerate()
+            .map(|(i, b)| HostBuffer::take(b, Access::Read, &format!("blocks[{i}]")))
+            .collect::<PyResult<Vec<_>>>()?;
+        let store = self.store()?;
+        let items: Vec<(BlockId, &[u8])> = ids
+            .iter()
+            .copied()
+            .zip(buffers.iter().map(HostBuffer::bytes))
+            .collect();
+        let results = py.detach(|| store.put_batch(&items));
+        let stored = results.iter().filter(|r| r.is_ok()).count();
+        first_error(results.into_iter().map(|r| r.map(|_| ())))?;
+        Ok(stored)
+    }
+
+    /// Reads many blocks in one call into their output buffers (lists of equal length;
+    /// the outputs must not overlap). Returns one entry per block: its size, or None when
+    /// it is not stored. The first failure (an output too small, a corrupt block) is
+    /// raised after all the other blocks were read.
+    fn get_batch(
+        &self,
+        py: Python<'_>,
+        block_ids: &Bound<'_, PyAny>,
+        outs: &Bound<'_, PyAny>,
+    ) -> PyResult<Vec<Option<usize>>> {
+        let ids = ids::parse_all(block_ids, "block_ids")?;
+        let outs = ids::sequence(outs, "outs")?;
+        same_length(ids.len(), outs.len(), "outs")?;
+        let mut buffers = outs
+            .iter()
+            .enumerate()
+            .map(|(i, b)| HostBuffer::take(b, Access::Write, &format!("outs[{i}]")))
+            .collect::<PyResult<Vec<_>>>()?;
+        check_disjoint(&buffers, "outs")?;
+        let store = self.store()?;
+        let mut items: Vec<(BlockId, &mut [u8])> = ids
+            .iter()
+            .copied()
+            .zip(buffers.iter_mut().map(HostBuffer::bytes_mut))
+            .collect();
+        let results = py.detach(|| store.get_batch(&mut items));
+        let sizes: Vec<Option<usize>> = results
+            .iter()
+            .map(|r| r.as_ref().ok().copied().flatten())
+            .collect();
+        first_error(results.into_iter().map(|r| r.map(|_| ())))?;
+        Ok(sizes)
+    }
+
+    /// How many leading keys of a token-prefix chain are stored: the number of blocks
+    /// an engine can load instead of recomputing.
+    fn lookup_prefix(&self, keys: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let keys = ids::parse_all(keys, "keys")?;
+        Ok(self.store()?.lookup_prefix(&keys))
+    }
+
+    /// Counters of the store and of each tier, as a dict (blocks, bytes, hits, misses,
+    /// puts, dedup_hits, dedup_bytes_saved, evictions, demotions, promotions, tiers).
+    fn get_stats(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let store = self.store()?;
+        let stats = py.detach(|| store.stats());
+        to_python(py, &stats)
+    }
+
+    /// Every stored block id.
+    fn ids(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        let store = self.store()?;
+        let ids = py.detach(|| store.ids());
+        Ok(ids.iter().map(BlockId::to_hex).collect())
+    }
+
+    /// Names of the tiers that opened, fastest first.
+    #[getter]
+    fn tiers(&self) -> PyResult<Vec<String>> {
+        Ok(self
+            .store()?
+            .tiers()
+            .iter()
+            .map(|t| t.name().to_string())
+            .collect())
+    }
+
+    /// Removes every block from every tier.
+    fn clear(&self, py: Python<'_>) -> PyResult<()> {
+        let store = self.store()?;
+        py.detach(|| store.clear()).py_err()
+    }
+
+    /// Makes everything stored so far durable (persistent tiers write back and sync).
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        let store = self.store()?;
+        py.detach(|| store.flush()).py_err()
+    }
+
+    /// Flushes and closes the store; later calls raise. Calls still running in other
+    /// threads finish first. Closing twice does nothing.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let taken = self
+            .inner
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(store) = taken {
+            py.detach(move || {
+                let flushed = store.flush();
+                drop(store);
+                flushed
+            })
+            .py_err()?;
+        }
+        Ok(())
+    }
+
+    /// Whether `close()` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .is_none()
+    }
+
+    fn __len__(&self) -> PyResult<usize> {
+        let stats = self.store()?.stats();
+        Ok(usize::try_from(stats.blocks).unwrap_or(usize::MAX))
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        match self.store() {
+            Ok(store) => format!(
+                "<CascadeStore tiers={:?} blocks={}>",
+                self.tiers().unwrap_or_default(),
+                store.stats().blocks
+            ),
+            Err(_) => "<CascadeStore closed>".to_string(),
+        }
+    }
+}
+
+fn same_length(ids: usize, other: usize, what: &str) -> PyResult<()> {
+    if ids == other {
+        Ok(())
+    } else {
+        Err(kind_error(
+            ErrorKind::InvalidInput,
+            format!("block_ids has {ids} entries but {what} has {other}"),
+        ))
+    }
+}
+
+/// Raises the first failed item of a batch, naming its position.
+fn first_error(results: impl Iterator<Item = cascade::Result<()>>) -> PyResult<()> {
+    for (index, result) in results.enumerate() {
+        if let Err(e) = result {
+            return Err(to_py(e.with_context("index", index)));
+        }
+    }
+    Ok(())
+}

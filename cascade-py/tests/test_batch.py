@@ -1,0 +1,103 @@
+"""Batch calls: one crossing into Rust for many blocks, per-item outcomes."""
+
+import numpy as np
+import pytest
+
+import cascade
+from conftest import KIB, random_block
+
+
+def test_put_batch_then_get_batch(store, rng):
+    blocks = [random_block(rng, 32 * KIB) for _ in range(40)]
+    ids = cascade.compute_block_ids(blocks)
+    assert store.put_batch(ids, blocks) == 40
+    outs = [np.zeros(32 * KIB, dtype=np.uint8) for _ in blocks]
+    assert store.get_batch(ids, outs) == [32 * KIB] * 40
+    for block, out in zip(blocks, outs):
+        assert np.array_equal(block, out)
+
+
+def test_batch_accepts_tuples_and_mixed_buffers(store, rng):
+    blocks = [random_block(rng, KIB) for _ in range(3)]
+    ids = tuple(cascade.compute_block_ids(blocks))
+    store.put_batch(ids, (blocks[0], blocks[1].tobytes(), bytearray(blocks[2].tobytes())))
+    outs = (bytearray(KIB), np.zeros(KIB, np.uint8), memoryview(bytearray(KIB)))
+    assert store.get_batch(ids, outs) == [KIB] * 3
+    assert bytes(outs[0]) == blocks[0].tobytes()
+    assert np.array_equal(outs[1], blocks[1])
+    assert bytes(outs[2]) == blocks[2].tobytes()
+
+
+def test_get_batch_reports_missing_blocks_as_none(store, rng):
+    block = random_block(rng, KIB)
+    block_id = cascade.compute_block_id(block)
+    store.put(block_id, block)
+    outs = [np.zeros(KIB, np.uint8), np.zeros(KIB, np.uint8)]
+    assert store.get_batch(["1" * 32, block_id], outs) == [None, KIB]
+    assert np.array_equal(outs[1], block)
+    assert store.get_stats()["misses"] == 1
+
+
+def test_batch_dedup_counts(store, rng):
+    block = random_block(rng, KIB)
+    block_id = cascade.compute_block_id(block)
+    store.put(block_id, block)
+    assert store.put_batch([block_id, block_id], [block, block]) == 2
+    stats = store.get_stats()
+    assert stats["blocks"] == 1
+    assert stats["dedup_hits"] >= 2
+
+
+def test_batch_slices_of_one_big_array(store, rng):
+    # An engine's KV pool: one array, blocks are rows. Rows of a C-contiguous 2-D array
+    # are themselves contiguous and go in without a copy.
+    pool = rng.integers(0, 256, (16, 8 * KIB), dtype=np.uint8)
+    ids = [f"{i:032x}" for i in range(16)]
+    store.put_batch(ids, list(pool))
+    back = np.zeros_like(pool)
+    assert store.get_batch(ids, list(back)) == [8 * KIB] * 16
+    assert np.array_equal(back, pool)
+
+
+def test_empty_batches(store):
+    assert store.put_batch([], []) == 0
+    assert store.get_batch([], []) == []
+
+
+def test_length_mismatch_is_invalid_input(store):
+    with pytest.raises(cascade.InvalidInputError, match="2 entries"):
+        store.put_batch(["0" * 32, "1" * 32], [b"x"])
+    with pytest.raises(cascade.InvalidInputError):
+        store.get_batch(["0" * 32], [])
+
+
+def test_overlapping_outputs_are_refused(store, rng):
+    block = random_block(rng, KIB)
+    ids = cascade.compute_block_ids([block, block[::-1].copy()])
+    store.put_batch(ids, [block, block[::-1].copy()])
+    shared = np.zeros(2 * KIB, np.uint8)
+    with pytest.raises(cascade.InvalidInputError, match="share memory"):
+        store.get_batch(ids, [shared[: KIB + 1], shared[KIB:]])
+    with pytest.raises(cascade.InvalidInputError, match="share memory"):
+        store.get_batch(ids, [shared, shared])
+    # Adjacent, non-overlapping views of one array are fine.
+    assert store.get_batch(ids, [shared[:KIB], shared[KIB:]]) == [KIB, KIB]
+
+
+def test_one_bad_item_raises_but_the_rest_are_read(store, rng):
+    blocks = [random_block(rng, KIB) for _ in range(3)]
+    ids = cascade.compute_block_ids(blocks)
+    store.put_batch(ids, blocks)
+    outs = [np.zeros(KIB, np.uint8), np.zeros(10, np.uint8), np.zeros(KIB, np.uint8)]
+    with pytest.raises(cascade.InvalidInputError) as info:
+        store.get_batch(ids, outs)
+    assert info.value.context["index"] == "1"
+    assert np.array_equal(outs[0], blocks[0])
+    assert np.array_equal(outs[2], blocks[2])
+
+
+def test_bad_id_in_batch_stores_nothing(store, rng):
+    blocks = [random_block(rng, KIB) for _ in range(2)]
+    with pytest.raises(cascade.InvalidInputError):
+        store.put_batch([cascade.compute_block_id(blocks[0]), "nope"], blocks)
+    assert len(store) == 0
