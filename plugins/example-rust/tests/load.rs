@@ -1,0 +1,29 @@
+//! The cdylib loaded from disk by the host loader runs the conformance kit.
+
+use std::sync::Arc;
+
+use cascade_core::plugin::PluginLibrary;
+use cascade_core::{BlockId, ErrorKind, Tier};
+
+#[test]
+fn the_built_cdylib_passes_the_conformance_kit() {
+    let path = cascade_plugin_memory::built_library()
+        .expect("cargo builds the cdylib before this package's tests");
+    let library = PluginLibrary::load(&path).unwrap();
+    assert_eq!(library.name(), cascade_plugin_memory::NAME);
+    cascade_core::conformance::run_all(&|| {
+        Ok(Arc::new(library.create("rs0", "capacity = \"16 MiB\"")?) as Arc<dyn Tier>)
+    });
+}
+
+#[test]
+fn errors_cross_from_the_cdylib_with_kind_and_text() {
+    let path = cascade_plugin_memory::built_library().unwrap();
+    let library = PluginLibrary::load(path).unwrap();
+    let err = library.create("rs1", "capacity = \"lots\"").err().unwrap();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(err.to_string().contains("invalid byte size"), "{err}");
+    let tier = library.create("rs1", "capacity = 1024").unwrap();
+    let err = tier.put(BlockId::from_u128(1), &[0u8; 2048]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::TooLarge, "{err}");
+}
