@@ -37,6 +37,23 @@ pub fn parse_settings<T: DeserializeOwned>(settings: &str) -> Result<T> {
     toml::from_str(settings).map_err(|e| Error::config(format!("invalid plugin settings: {e}")))
 }
 
+/// Finds the cdylib `lib<lib_name>.so` that cargo built for the program running now:
+/// beside a test or bench executable (in `target/<profile>/deps/`) or one folder up
+/// (`target/<profile>/`). Plugin crates use it in their tests and benches, which cargo
+/// builds after the package's cdylib. `None` when it is in neither place.
+pub fn find_built_cdylib(lib_name: &str) -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    let file = format!(
+        "{}{lib_name}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    );
+    [dir.join(&file), dir.parent()?.join(&file)]
+        .into_iter()
+        .find(|candidate| candidate.is_file())
+}
+
 /// Exports a tier type as a Cascade plugin.
 ///
 /// `$name` is the plugin's name as a C string literal (`c"redis"`); `$create` is a

@@ -27,18 +27,8 @@ pub fn create(settings: &str) -> Result<MemoryTier> {
 
 cascade_plugin_sdk::export_tier!(c"memory-rs", create);
 
-/// Where cargo puts this plugin's cdylib for the program running now: next to the
-/// `deps/` folder holding a test or bench executable (`target/<profile>/`), or next to
-/// an executable built in `target/<profile>/` itself. `None` when it is not there.
+/// This plugin's cdylib as cargo built it for the running test or bench (see
+/// [`cascade_plugin_sdk::find_built_cdylib`]).
 pub fn built_library() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let dir = exe.parent()?;
-    let file = format!(
-        "{}cascade_plugin_memory{}",
-        std::env::consts::DLL_PREFIX,
-        std::env::consts::DLL_SUFFIX
-    );
-    [dir.join(&file), dir.parent()?.join(&file)]
-        .into_iter()
-        .find(|candidate| candidate.is_file())
+    cascade_plugin_sdk::find_built_cdylib("cascade_plugin_memory")
 }

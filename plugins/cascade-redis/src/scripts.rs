@@ -1,0 +1,47 @@
+//! Lua scripts run inside the server, so that the capacity check and the bookkeeping
+//! of a put or remove are one atomic step for every node sharing the prefix.
+//!
+//! Keys (all under one hash tag, so a script touches a single slot):
+//! - `{prefix}:b:<id hex>`: the block, an 8-byte little-endian xxh3-64 checksum of the
+//!   payload followed by the payload;
+//! - `{prefix}:len`: a hash from id hex to payload length (listing and `len_of`);
+//! - `{prefix}:used`: the sum of payload lengths.
+
+/// KEYS: block, len hash, used. ARGV: id hex, value, capacity, payload length.
+/// Returns 0 when stored, -1 when the tier would exceed its capacity.
+pub const PUT: &str = r"
+local old = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+local used = tonumber(redis.call('GET', KEYS[3]) or '0')
+local len = tonumber(ARGV[4])
+if used - old + len > tonumber(ARGV[3]) then
+  return -1
+end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], len)
+redis.call('INCRBY', KEYS[3], len - old)
+return 0
+";
+
+/// KEYS: block, len hash, used. ARGV: id hex. Returns 1 when removed, 0 when absent.
+pub const REMOVE: &str = r"
+local old = redis.call('HGET', KEYS[2], ARGV[1])
+if not old then
+  return 0
+end
+redis.call('UNLINK', KEYS[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('DECRBY', KEYS[3], tonumber(old))
+return 1
+";
+
+/// KEYS: len hash, used. ARGV: block key prefix (`{prefix}:b:`).
+/// Returns the number of blocks removed.
+pub const CLEAR: &str = r"
+local ids = redis.call('HKEYS', KEYS[1])
+for _, id in ipairs(ids) do
+  redis.call('UNLINK', ARGV[1] .. id)
+end
+redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[2], 0)
+return #ids
+";

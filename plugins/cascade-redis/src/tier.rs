@@ -1,0 +1,274 @@
+//! [`RedisTier`]: blocks as Redis strings, bookkeeping in Lua scripts run by the server.
+
+use std::time::Duration;
+
+use cascade_core::tier::{Capability, Tier, buffer_too_small, check_block_fits, tier_full};
+use cascade_core::{BlockId, Error, ErrorKind, Result};
+use redis::{Commands, Script};
+
+use crate::config::RedisTierConfig;
+use crate::scripts;
+
+/// The kind of checksum header in front of every stored payload.
+const HEADER: usize = 8;
+
+type Pool = r2d2::Pool<redis::Client>;
+type Connection = r2d2::PooledConnection<redis::Client>;
+
+/// A tier whose blocks live in a Redis (or Valkey) server, shared by every node that
+/// names the same server and prefix.
+pub struct RedisTier {
+    name: String,
+    config: RedisTierConfig,
+    pool: Pool,
+    len_key: String,
+    used_key: String,
+    block_prefix: String,
+    put_script: Script,
+    remove_script: Script,
+    clear_script: Script,
+}
+
+fn redis_error(context: &str, e: redis::RedisError) -> Error {
+    let kind = if e.is_connection_refusal() || e.is_connection_dropped() || e.is_timeout() {
+        ErrorKind::Unavailable
+    } else {
+        ErrorKind::Io
+    };
+    Error::new(kind, format!("redis {context}: {e}"))
+}
+
+impl RedisTier {
+    /// Connects to the server and checks it answers.
+    ///
+    /// Errors: [`ErrorKind::Config`] for a bad URL or setting, [`ErrorKind::Unavailable`]
+    /// when the server cannot be reached within `connect_timeout_secs`.
+    pub fn open(name: impl Into<String>, config: RedisTierConfig) -> Result<Self> {
+        let name = name.into();
+        if config.capacity.as_u64() == 0 {
+            return Err(
+                Error::config("capacity must be greater than zero").with_context("tier", &name)
+            );
+        }
+        if config.pool_size == 0 {
+            return Err(Error::config("pool_size must be at least 1").with_context("tier", &name));
+        }
+        if config.prefix.is_empty() || config.prefix.contains(['{', '}']) {
+            return Err(
+                Error::config("prefix must be non-empty and free of `{` and `}`")
+                    .with_context("tier", &name),
+            );
+        }
+        let client = redis::Client::open(config.url.as_str()).map_err(|e| {
+            Error::config(format!("invalid redis url {:?}: {e}", config.url))
+                .with_context("tier", &name)
+        })?;
+        let pool = r2d2::Pool::builder()
+            .max_size(config.pool_size)
+            .min_idle(Some(1))
+            .connection_timeout(Duration::from_secs(config.connect_timeout_secs.max(1)))
+            // A PING before every call would double the round trips; broken connections
+            // are found by the call itself and dropped by the pool.
+            .test_on_check_out(false)
+            .build(client)
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Unavailable,
+                    format!("cannot connect to redis at {}: {e}", config.url),
+                )
+                .with_context("tier", &name)
+            })?;
+        let tag = format!("{{{}}}", config.prefix);
+        Ok(Self {
+            len_key: format!("{tag}:len"),
+            used_key: format!("{tag}:used"),
+            block_prefix: format!("{tag}:b:"),
+            name,
+            config,
+            pool,
+            put_script: Script::new(scripts::PUT),
+            remove_script: Script::new(scripts::REMOVE),
+            clear_script: Script::new(scripts::CLEAR),
+        })
+    }
+
+    fn connection(&self) -> Result<Connection> {
+        self.pool.get().map_err(|e| {
+            Error::new(
+                ErrorKind::Unavailable,
+                format!("no redis connection to {}: {e}", self.config.url),
+            )
+            .with_context("tier", &self.name)
+        })
+    }
+
+    fn block_key(&self, hex: &str) -> String {
+        format!("{}{hex}", self.block_prefix)
+    }
+
+    fn fail(&self, context: &str, e: redis::RedisError) -> Error {
+        redis_error(context, e).with_context("tier", &self.name)
+    }
+
+    fn remove_hex(&self, conn: &mut Connection, hex: &str) -> Result<bool> {
+        let removed: i64 = self
+            .remove_script
+            .key(self.block_key(hex))
+            .key(&self.len_key)
+            .key(&self.used_key)
+            .arg(hex)
+            .invoke(&mut **conn)
+            .map_err(|e| self.fail("remove", e))?;
+        Ok(removed == 1)
+    }
+}
+
+impl Tier for RedisTier {
+    fn kind(&self) -> &str {
+        crate::NAME
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn capability(&self) -> Capability {
+        Capability {
+            // Blocks live in the server, not in this process: a restarted node finds them.
+            persistent: true,
+            device_memory: false,
+            max_block_size: self
+                .config
+                .max_block_size
+                .as_u64()
+                .min(self.config.capacity.as_u64()),
+        }
+    }
+
+    fn capacity(&self) -> u64 {
+        self.config.capacity.as_u64()
+    }
+
+    fn used(&self) -> u64 {
+        let used: redis::RedisResult<Option<u64>> = self
+            .connection()
+            .ok()
+            .map_or(Ok(None), |mut conn| conn.get(&self.used_key));
+        used.ok().flatten().unwrap_or(0)
+    }
+
+    fn put(&self, id: BlockId, data: &[u8]) -> Result<()> {
+        check_block_fits(
+            &self.name,
+            data.len() as u64,
+            self.capability().max_block_size,
+        )?;
+        let mut value = Vec::with_capacity(HEADER + data.len());
+        value.extend_from_slice(&cascade_hash::checksum(data).to_le_bytes());
+        value.extend_from_slice(data);
+        let hex = id.to_hex();
+        let mut conn = self.connection()?;
+        let status: i64 = self
+            .put_script
+            .key(self.block_key(&hex))
+            .key(&self.len_key)
+            .key(&self.used_key)
+            .arg(&hex)
+            .arg(value)
+            .arg(self.capacity())
+            .arg(data.len() as u64)
+            .invoke(&mut *conn)
+            .map_err(|e| self.fail("put", e))?;
+        if status < 0 {
+            let used = conn
+                .get::<_, Option<u64>>(&self.used_key)
+                .ok()
+                .flatten()
+                .unwrap_or(0);
+            return Err(tier_full(
+                &self.name,
+                data.len() as u64,
+                used,
+                self.capacity(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn get(&self, id: BlockId, out: &mut [u8]) -> Result<usize> {
+        let hex = id.to_hex();
+        let mut conn = self.connection()?;
+        let value: Option<Vec<u8>> = conn
+            .get(self.block_key(&hex))
+            .map_err(|e| self.fail("get", e))?;
+        let value = value.ok_or_else(|| Error::not_found(id).with_context("tier", &self.name))?;
+        let Some((header, payload)) = value.split_first_chunk::<HEADER>() else {
+            self.remove_hex(&mut conn, &hex)?;
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                "stored block shorter than its checksum header",
+            )
+            .with_context("tier", &self.name)
+            .with_context("id", id));
+        };
+        if out.len() < payload.len() {
+            return Err(buffer_too_small(id, payload.len() as u64, out.len()));
+        }
+        if cascade_hash::checksum(payload) != u64::from_le_bytes(*header) {
+            // Never serve bytes that fail their checksum; drop them so the store stops
+            // pointing here.
+            self.remove_hex(&mut conn, &hex)?;
+            return Err(
+                Error::new(ErrorKind::Corrupt, "block failed its checksum; dropped")
+                    .with_context("tier", &self.name)
+                    .with_context("id", id),
+            );
+        }
+        out[..payload.len()].copy_from_slice(payload);
+        Ok(payload.len())
+    }
+
+    fn len_of(&self, id: BlockId) -> Option<u64> {
+        let mut conn = self.connection().ok()?;
+        conn.hget(&self.len_key, id.to_hex()).ok().flatten()
+    }
+
+    fn remove(&self, id: BlockId) -> Result<bool> {
+        let mut conn = self.connection()?;
+        self.remove_hex(&mut conn, &id.to_hex())
+    }
+
+    fn flush(&self) -> Result<()> {
+        // Durability is the server's policy (RDB/AOF); every call has reached it already.
+        Ok(())
+    }
+
+    fn clear(&self) -> Result<()> {
+        let mut conn = self.connection()?;
+        let _: i64 = self
+            .clear_script
+            .key(&self.len_key)
+            .key(&self.used_key)
+            .arg(&self.block_prefix)
+            .invoke(&mut *conn)
+            .map_err(|e| self.fail("clear", e))?;
+        Ok(())
+    }
+
+    fn ids(&self) -> Vec<(BlockId, u64)> {
+        let mut ids = Vec::new();
+        let Ok(mut conn) = self.connection() else {
+            return ids;
+        };
+        let entries = match conn.hscan::<_, (String, u64)>(&self.len_key) {
+            Ok(entries) => entries,
+            Err(_) => return ids,
+        };
+        for (hex, len) in entries.flatten() {
+            if let Ok(id) = BlockId::parse_hex(&hex) {
+                ids.push((id, len));
+            }
+        }
+        ids
+    }
+}

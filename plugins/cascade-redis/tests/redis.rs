@@ -1,0 +1,206 @@
+//! The Redis plugin loaded from its cdylib and run against a real redis-server on
+//! loopback: conformance, a shared tier seen by two nodes, checksums, and its place in a
+//! store above and below a memory tier.
+// Helpers outside #[test] fns unwrap too: a failure there is a test failure.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use cascade::{BlockId, Cascade, CascadeStore, ErrorKind, Tier};
+use cascade_core::plugin::{PluginLibrary, PluginTier};
+use common::RedisServer;
+
+fn library() -> Arc<PluginLibrary> {
+    let path = cascade_redis::built_library()
+        .expect("cargo builds the cdylib before this package's tests");
+    PluginLibrary::load(path).unwrap()
+}
+
+fn tier(server: &RedisServer, prefix: &str, capacity: &str) -> cascade::Result<PluginTier> {
+    library().create(
+        prefix,
+        &format!(
+            "url = \"{}\"\nprefix = \"{prefix}\"\ncapacity = \"{capacity}\"\n",
+            server.url()
+        ),
+    )
+}
+
+fn plugin_path() -> String {
+    cascade_redis::built_library()
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+#[test]
+fn redis_plugin_passes_the_conformance_kit() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    cascade_core::conformance::run_all(&|| {
+        Ok(Arc::new(tier(&server, "kit", "8 MiB")?) as Arc<dyn Tier>)
+    });
+}
+
+#[test]
+fn two_nodes_share_blocks_and_capacity() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let a = tier(&server, "shared", "64 KiB").unwrap();
+    let b = tier(&server, "shared", "64 KiB").unwrap();
+    a.clear().unwrap();
+    a.put(BlockId::from_u128(1), &[1u8; 40 << 10]).unwrap();
+    assert_eq!(b.len_of(BlockId::from_u128(1)), Some(40 << 10));
+    assert_eq!(b.used(), 40 << 10);
+    let err = b.put(BlockId::from_u128(2), &[2u8; 30 << 10]).unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::TierFull,
+        "the capacity is shared: {err}"
+    );
+    let mut out = vec![0u8; 40 << 10];
+    assert_eq!(b.get(BlockId::from_u128(1), &mut out).unwrap(), 40 << 10);
+    assert!(out.iter().all(|&x| x == 1));
+    assert!(b.remove(BlockId::from_u128(1)).unwrap());
+    assert_eq!(a.used(), 0);
+    let other = tier(&server, "other", "64 KiB").unwrap();
+    other.put(BlockId::from_u128(1), &[3u8; 10]).unwrap();
+    assert!(
+        !a.contains(BlockId::from_u128(1)),
+        "prefixes are separate tiers"
+    );
+}
+
+#[test]
+fn a_tampered_block_is_corrupt_and_dropped() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let t = tier(&server, "tamper", "1 MiB").unwrap();
+    let id = BlockId::from_u128(77);
+    t.put(id, &[9u8; 4096]).unwrap();
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let key = format!("{{tamper}}:b:{}", id.to_hex());
+    let mut value: Vec<u8> = redis::cmd("GET").arg(&key).query(&mut conn).unwrap();
+    value[100] ^= 0xFF;
+    let () = redis::cmd("SET")
+        .arg(&key)
+        .arg(value)
+        .query(&mut conn)
+        .unwrap();
+    let err = t.get(id, &mut vec![0u8; 4096]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert!(!t.contains(id), "a corrupt block is dropped");
+    assert_eq!(t.used(), 0);
+}
+
+#[test]
+fn unreachable_server_and_bad_settings_are_typed() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = library()
+        .create(
+            "down",
+            &format!("url = \"redis://127.0.0.1:{port}\"\nconnect_timeout_secs = 1\n"),
+        )
+        .err()
+        .unwrap();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.to_string().contains("cannot connect to redis"), "{err}");
+    let err = library()
+        .create("bad", "capacity = \"lots\"")
+        .err()
+        .unwrap();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    let err = library().create("bad", "url = \"http://x\"").err().unwrap();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+}
+
+fn store(config: &str) -> CascadeStore {
+    Cascade::open_toml_str(config).unwrap()
+}
+
+fn fill_and_check(store: &CascadeStore) {
+    let len = 64 << 10;
+    let block = |n: u64| -> Vec<u8> { (0..len).map(|i| (i as u64 * 7 + n) as u8).collect() };
+    for n in 0..24u64 {
+        store.put(BlockId::from_u128(n.into()), &block(n)).unwrap();
+    }
+    let mut out = vec![0u8; len];
+    for n in 0..24u64 {
+        assert_eq!(
+            store.get(BlockId::from_u128(n.into()), &mut out).unwrap(),
+            Some(len)
+        );
+        assert!(out == block(n), "bytes of block {n}");
+    }
+    for tier in store.tiers() {
+        assert!(
+            tier.used() <= tier.capacity(),
+            "{}: used above capacity",
+            tier.name()
+        );
+    }
+}
+
+#[test]
+fn redis_below_a_memory_tier() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let store = store(&format!(
+        "promote_on_read = false\n\
+         [[tiers]]\nkind = \"memory\"\ncapacity = \"256 KiB\"\n\
+         [[tiers]]\nkind = \"plugin\"\nname = \"redis\"\npath = \"{}\"\n\
+         [tiers.settings]\nurl = \"{}\"\nprefix = \"below\"\ncapacity = \"8 MiB\"\n",
+        plugin_path(),
+        server.url()
+    ));
+    fill_and_check(&store);
+    assert_eq!(
+        store.tier_of(BlockId::from_u128(0)),
+        Some(1),
+        "the coldest block went down to redis"
+    );
+    assert!(store.tiers()[1].used() >= 20 * (64 << 10));
+}
+
+#[test]
+fn redis_above_a_memory_tier_and_blocks_survive_a_restart() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let config = format!(
+        "promote_on_read = false\n\
+         [[tiers]]\nkind = \"plugin\"\npath = \"{}\"\nurl = \"{}\"\nprefix = \"above\"\ncapacity = \"256 KiB\"\n\
+         [[tiers]]\nkind = \"memory\"\ncapacity = \"8 MiB\"\n",
+        plugin_path(),
+        server.url()
+    );
+    let first = store(&config);
+    first.clear().unwrap();
+    fill_and_check(&first);
+    assert_eq!(
+        first.tier_of(BlockId::from_u128(0)),
+        Some(1),
+        "redis demoted its coldest blocks"
+    );
+    let newest = BlockId::from_u128(23);
+    assert_eq!(first.tier_of(newest), Some(0));
+    drop(first);
+    // A new process (here: a new store) finds what the shared tier holds.
+    let second = store(&config);
+    assert_eq!(second.tier_of(newest), Some(0));
+    let mut out = vec![0u8; 64 << 10];
+    assert_eq!(second.get(newest, &mut out).unwrap(), Some(64 << 10));
+}
