@@ -171,25 +171,3 @@ impl Drop for HostBuffer {
         });
     }
 }
-
-/// Fails when two of `buffers` share bytes: they are written in parallel, and two
-/// blocks landing on the same memory would leave one of them silently overwritten.
-pub fn check_disjoint(buffers: &[HostBuffer], what: &str) -> PyResult<()> {
-    let mut ranges: Vec<(usize, usize, usize)> = buffers
-        .iter()
-        .enumerate()
-        .filter(|(_, b)| b.len() > 0)
-        .map(|(i, b)| (b.raw.buf as usize, b.raw.buf as usize + b.len(), i))
-        .collect();
-    ranges.sort_unstable();
-    for pair in ranges.windows(2) {
-        let (_, end, first) = pair[0];
-        let (start, _, second) = pair[1];
-        if start < end {
-            return Err(invalid_input(format!(
-                "{what}[{first}] and {what}[{second}] share memory; each block needs its own output"
-            )));
-        }
-    }
-    Ok(())
-}

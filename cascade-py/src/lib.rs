@@ -5,9 +5,13 @@
 //! Built by maturin as `cascade._native` (abi3, CPython 3.9 and later); the pure-Python
 //! package in `python/cascade` re-exports it and ships the typing stubs.
 
+mod backend;
 mod buffer;
 mod config;
 mod convert;
+#[cfg(feature = "gpu")]
+mod cuda;
+mod data;
 mod errors;
 mod ids;
 mod store;
@@ -20,6 +24,11 @@ fn native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(module)?;
     module.add_class::<config::PyConfig>()?;
     module.add_class::<store::PyStore>()?;
+    module.add_class::<backend::PyBackend>()?;
+    module.add_class::<backend::PyShmBackend>()?;
+    module.add_class::<backend::PyMemoryBackend>()?;
+    module.add_class::<backend::PyLustreBackend>()?;
+    module.add_class::<backend::PyGpuBackend>()?;
     module.add_function(wrap_pyfunction!(ids::compute_block_id, module)?)?;
     module.add_function(wrap_pyfunction!(ids::compute_block_ids, module)?)?;
     module.add_function(wrap_pyfunction!(tier_kinds, module)?)?;

@@ -7,9 +7,11 @@ use pyo3::types::PyType;
 
 use cascade::{BlockId, Cascade, CascadeConfig, CascadeStore, ErrorKind};
 
-use crate::buffer::{Access, HostBuffer, check_disjoint};
+use crate::backend::check_disjoint;
+use crate::buffer::Access;
 use crate::config::PyConfig;
 use crate::convert::to_python;
+use crate::data::{self, Host};
 use crate::errors::{IntoPy, kind_error, to_py, warn_tier_unavailable};
 use crate::ids;
 
@@ -52,7 +54,13 @@ impl PyStore {
                 continue;
             }
             let what = if tier.kind == "gpu" {
-                format!("no usable GPU: the GPU tier {name:?} could not be opened on this machine")
+                #[cfg(feature = "gpu")]
+                let why = crate::cuda::missing_gpu_reason();
+                #[cfg(not(feature = "gpu"))]
+                let why = "no GPU support in this build";
+                format!(
+                    "no usable GPU: the GPU tier {name:?} could not be opened on this machine ({why})"
+                )
             } else {
                 format!(
                     "tier {name:?} (kind {:?}) is unavailable on this machine",
@@ -110,7 +118,7 @@ impl PyStore {
         data: &Bound<'_, PyAny>,
     ) -> PyResult<bool> {
         let id = ids::parse(block_id)?;
-        let buffer = HostBuffer::take(data, Access::Read, "data")?;
+        let buffer = data::take_host(data, Access::Read, "data")?;
         let store = self.store()?;
         let bytes = buffer.bytes();
         py.detach(|| store.put(id, bytes)).py_err()?;
@@ -120,7 +128,7 @@ impl PyStore {
     /// Hashes `data` with the configured hasher, stores it under that id, and returns
     /// the id.
     fn put_content(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<String> {
-        let buffer = HostBuffer::take(data, Access::Read, "data")?;
+        let buffer = data::take_host(data, Access::Read, "data")?;
         let store = self.store()?;
         let bytes = buffer.bytes();
         let (id, _) = py.detach(|| store.put_content(bytes)).py_err()?;
@@ -138,7 +146,7 @@ impl PyStore {
         out: &Bound<'_, PyAny>,
     ) -> PyResult<(bool, usize)> {
         let id = ids::parse(block_id)?;
-        let mut buffer = HostBuffer::take(out, Access::Write, "out")?;
+        let mut buffer = data::take_host(out, Access::Write, "out")?;
         let store = self.store()?;
         let bytes = buffer.bytes_mut();
         let found = py.detach(|| store.get(id, bytes)).py_err()?;
@@ -182,13 +190,13 @@ impl PyStore {
         let buffers = blocks
             .iter()
             .enumerate()
-            .map(|(i, b)| HostBuffer::take(b, Access::Read, &format!("blocks[{i}]")))
+            .map(|(i, b)| data::take_host(b, Access::Read, &format!("blocks[{i}]")))
             .collect::<PyResult<Vec<_>>>()?;
         let store = self.store()?;
         let items: Vec<(BlockId, &[u8])> = ids
             .iter()
             .copied()
-            .zip(buffers.iter().map(HostBuffer::bytes))
+            .zip(buffers.iter().map(Host::bytes))
             .collect();
         let results = py.detach(|| store.put_batch(&items));
         let stored = results.iter().filter(|r| r.is_ok()).count();
@@ -212,14 +220,22 @@ impl PyStore {
         let mut buffers = outs
             .iter()
             .enumerate()
-            .map(|(i, b)| HostBuffer::take(b, Access::Write, &format!("outs[{i}]")))
+            .map(|(i, b)| data::take_host(b, Access::Write, &format!("outs[{i}]")))
             .collect::<PyResult<Vec<_>>>()?;
-        check_disjoint(&buffers, "outs")?;
+        let mut spans: Vec<(usize, usize, usize)> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let (start, len) = b.span();
+                (start, len, i)
+            })
+            .collect();
+        check_disjoint(&mut spans, "outs")?;
         let store = self.store()?;
         let mut items: Vec<(BlockId, &mut [u8])> = ids
             .iter()
             .copied()
-            .zip(buffers.iter_mut().map(HostBuffer::bytes_mut))
+            .zip(buffers.iter_mut().map(Host::bytes_mut))
             .collect();
         let results = py.detach(|| store.get_batch(&mut items));
         let sizes: Vec<Option<usize>> = results

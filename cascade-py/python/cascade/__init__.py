@@ -20,6 +20,11 @@ subclasses, one per error kind.
 """
 
 from ._native import (
+    Backend,
+    GPUBackend,
+    LustreBackend,
+    MemoryBackend,
+    ShmBackend,
     BusyError,
     CascadeConfig,
     CascadeError,
@@ -43,6 +48,11 @@ from ._native import (
 )
 
 __all__ = [
+    "Backend",
+    "GPUBackend",
+    "LustreBackend",
+    "MemoryBackend",
+    "ShmBackend",
     "BusyError",
     "CascadeConfig",
     "CascadeError",

@@ -1,0 +1,364 @@
+//! What a block argument is: host bytes (buffer protocol, or DLPack on the CPU, as torch
+//! CPU tensors give) or a range of CUDA device memory (`__cuda_array_interface__`, or
+//! DLPack on a CUDA device, as torch CUDA tensors give).
+
+use std::ffi::{CStr, c_void};
+
+use pyo3::prelude::*;
+use pyo3::types::{PyCapsule, PyDict, PyTuple};
+
+use crate::buffer::{Access, HostBuffer};
+use crate::errors::invalid_input;
+
+/// Host bytes of one argument, kept valid by what is held here.
+pub enum Host {
+    /// Through the buffer protocol.
+    Buffer(HostBuffer),
+    /// Through a DLPack capsule on the CPU (or pinned host memory).
+    DlPack(DlPackHost),
+}
+
+impl Host {
+    /// The bytes, read-only.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Host::Buffer(b) => b.bytes(),
+            Host::DlPack(d) => d.bytes(),
+        }
+    }
+
+    /// The bytes, writable (only for arguments taken with [`Access::Write`]).
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        match self {
+            Host::Buffer(b) => b.bytes_mut(),
+            Host::DlPack(d) => d.bytes_mut(),
+        }
+    }
+
+    /// First byte's address and the length, to check outputs for overlap.
+    pub fn span(&self) -> (usize, usize) {
+        let bytes = self.bytes();
+        (bytes.as_ptr() as usize, bytes.len())
+    }
+}
+
+/// A dense range of CUDA device memory named by a Python object.
+pub struct Device {
+    /// Device address of the first byte.
+    pub ptr: u64,
+    /// Length in bytes.
+    pub len: usize,
+    /// CUDA stream the producer last used for this memory (`__cuda_array_interface__`
+    /// v3 `stream`, or the legacy default stream for DLPack), which must be synchronized
+    /// before the bytes are read or written; None when the producer needs no sync.
+    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+    pub stream: Option<u64>,
+    // Keeps the exporter (or its DLPack capsule) alive while the address is in use.
+    _owner: Py<PyAny>,
+}
+
+/// One block argument.
+pub enum Data {
+    /// Host memory.
+    Host(Host),
+    /// CUDA device memory.
+    Device(Device),
+}
+
+/// Classifies `obj` (a block to store when `access` is Read, an output when Write).
+pub fn take(obj: &Bound<'_, PyAny>, access: Access, what: &str) -> PyResult<Data> {
+    // The buffer protocol first: numpy arrays, the common case, answer it directly.
+    let buffer_error = match HostBuffer::take(obj, access, what) {
+        Ok(buffer) => return Ok(Data::Host(Host::Buffer(buffer))),
+        Err(e)
+            if e.is_instance_of::<pyo3::exceptions::PyTypeError>(obj.py())
+                || is_no_buffer(&e, obj.py()) =>
+        {
+            e
+        }
+        Err(e) => return Err(e),
+    };
+    if let Some(device) = cuda_array_interface(obj, access, what)? {
+        return Ok(Data::Device(device));
+    }
+    if let Some(data) = dlpack(obj, access, what)? {
+        return Ok(data);
+    }
+    Err(buffer_error)
+}
+
+/// Host bytes only: for hashing, and for stores whose tiers take host memory.
+pub fn take_host(obj: &Bound<'_, PyAny>, access: Access, what: &str) -> PyResult<Host> {
+    match take(obj, access, what)? {
+        Data::Host(host) => Ok(host),
+        Data::Device(_) => Err(crate::errors::kind_error(
+            cascade::ErrorKind::Unsupported,
+            format!(
+                "{what} is in GPU memory; this call takes host memory (a GPUBackend takes \
+                 CUDA tensors directly; otherwise pass tensor.cpu())"
+            ),
+        )),
+    }
+}
+
+/// Whether `err` is the "does not export a buffer" failure, which lets the other
+/// protocols be tried (and not a layout or writability complaint about a real buffer).
+fn is_no_buffer(err: &PyErr, py: Python<'_>) -> bool {
+    err.value(py)
+        .getattr("__cause__")
+        .map(|cause| cause.is_instance_of::<pyo3::exceptions::PyTypeError>())
+        .unwrap_or(false)
+}
+
+fn cuda_array_interface(
+    obj: &Bound<'_, PyAny>,
+    access: Access,
+    what: &str,
+) -> PyResult<Option<Device>> {
+    let Ok(iface) = obj.getattr("__cuda_array_interface__") else {
+        return Ok(None);
+    };
+    let iface = iface
+        .cast::<PyDict>()
+        .map_err(|_| invalid_input(format!("{what}.__cuda_array_interface__ is not a dict")))?;
+    let field = |key: &str| -> PyResult<Bound<'_, PyAny>> {
+        iface
+            .get_item(key)?
+            .ok_or_else(|| invalid_input(format!("{what}.__cuda_array_interface__ lacks {key:?}")))
+    };
+    let shape: Vec<i64> = field("shape")?.extract()?;
+    let typestr: String = field("typestr")?.extract()?;
+    let (ptr, readonly): (u64, bool) = field("data")?.extract()?;
+    let itemsize = typestr
+        .get(2..)
+        .and_then(|digits| digits.parse::<i64>().ok())
+        .filter(|&n| n > 0)
+        .ok_or_else(|| invalid_input(format!("{what} has an unknown typestr {typestr:?}")))?;
+    let strides: Option<Vec<i64>> = match iface.get_item("strides")? {
+        Some(s) if !s.is_none() => Some(s.extract()?),
+        _ => None,
+    };
+    let len = dense_len(&shape, strides.as_deref(), itemsize, 1, what)?;
+    if access == Access::Write && readonly {
+        return Err(invalid_input(format!("{what} is read-only device memory")));
+    }
+    let stream = match iface.get_item("stream")? {
+        Some(s) if !s.is_none() => Some(s.extract::<u64>()?),
+        _ => None,
+    };
+    Ok(Some(Device {
+        ptr,
+        len,
+        stream,
+        _owner: obj.clone().unbind(),
+    }))
+}
+
+/// Length in bytes of an array of `shape`, after checking that it is dense in C order.
+/// `stride_unit` is the size in bytes of one stride step (1 for byte strides, as in
+/// `__cuda_array_interface__`; the item size for DLPack's element strides).
+fn dense_len(
+    shape: &[i64],
+    strides: Option<&[i64]>,
+    itemsize: i64,
+    stride_unit: i64,
+    what: &str,
+) -> PyResult<usize> {
+    if shape.iter().any(|&d| d < 0) {
+        return Err(invalid_input(format!("{what} has a negative dimension")));
+    }
+    let count = shape
+        .iter()
+        .try_fold(1i64, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| invalid_input(format!("{what} is too large")))?;
+    if let Some(strides) = strides {
+        if strides.len() != shape.len() {
+            return Err(invalid_input(format!(
+                "{what} has {} strides for {} dimensions",
+                strides.len(),
+                shape.len()
+            )));
+        }
+        let mut expected = itemsize;
+        for (&dim, &stride) in shape.iter().zip(strides).rev() {
+            if dim > 1 && stride * stride_unit != expected {
+                return Err(invalid_input(format!(
+                    "{what} is not C-contiguous: its bytes are not one dense row-major range \
+                     (call .contiguous() first)"
+                )));
+            }
+            expected *= dim.max(1);
+        }
+    }
+    count
+        .checked_mul(itemsize)
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| invalid_input(format!("{what} is too large")))
+}
+
+// DLPack's C structs (dlpack.h, the unversioned `DLManagedTensor` that `__dlpack__()`
+// returns when no `max_version` is asked for).
+#[repr(C)]
+struct DlDevice {
+    device_type: i32,
+    device_id: i32,
+}
+
+#[repr(C)]
+struct DlDataType {
+    code: u8,
+    bits: u8,
+    lanes: u16,
+}
+
+#[repr(C)]
+struct DlTensor {
+    data: *mut c_void,
+    device: DlDevice,
+    ndim: i32,
+    dtype: DlDataType,
+    shape: *const i64,
+    strides: *const i64,
+    byte_offset: u64,
+}
+
+#[repr(C)]
+struct DlManagedTensor {
+    dl_tensor: DlTensor,
+    manager_ctx: *mut c_void,
+    deleter: Option<unsafe extern "C" fn(*mut DlManagedTensor)>,
+}
+
+const DL_CPU: i32 = 1;
+const DL_CUDA: i32 = 2;
+const DL_CUDA_HOST: i32 = 3;
+const DLTENSOR: &CStr = c"dltensor";
+/// `__dlpack__(stream=1)`: the producer orders its work before the legacy default
+/// stream, which is then synchronized before the copy.
+const LEGACY_DEFAULT_STREAM: u64 = 1;
+
+/// Host bytes lent through a DLPack capsule; the capsule is not consumed, so the
+/// producer frees the tensor when the capsule is collected.
+pub struct DlPackHost {
+    ptr: *mut u8,
+    len: usize,
+    _capsule: Py<PyAny>,
+}
+
+// SAFETY: the pointer is host memory kept alive by the capsule, which is only dropped
+// with the GIL held (pyo3 defers decrefs otherwise); the bytes are plain memory.
+unsafe impl Send for DlPackHost {}
+// SAFETY: shared access only hands out `&[u8]`.
+unsafe impl Sync for DlPackHost {}
+
+impl DlPackHost {
+    fn bytes(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: `dlpack` checked that `len` bytes from `ptr` are the tensor's dense
+        // host storage, alive while the capsule is held.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        if self.len == 0 {
+            return &mut [];
+        }
+        // SAFETY: as in `bytes`; DLPack tensors are writable by contract unless a
+        // versioned capsule says otherwise, and `&mut self` keeps this view unique.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+fn dlpack(obj: &Bound<'_, PyAny>, access: Access, what: &str) -> PyResult<Option<Data>> {
+    let Ok(device_fn) = obj.getattr("__dlpack_device__") else {
+        return Ok(None);
+    };
+    let (device_type, _device_id): (i32, i32) = device_fn.call0()?.extract()?;
+    let py = obj.py();
+    let (capsule, stream) = match device_type {
+        DL_CPU | DL_CUDA_HOST => (obj.call_method0("__dlpack__")?, None),
+        DL_CUDA => {
+            let kwargs = PyDict::new(py);
+            kwargs.set_item("stream", LEGACY_DEFAULT_STREAM)?;
+            let capsule = obj
+                .call_method("__dlpack__", PyTuple::empty(py), Some(&kwargs))
+                .or_else(|_| obj.call_method0("__dlpack__"))?;
+            (capsule, Some(LEGACY_DEFAULT_STREAM))
+        }
+        other => {
+            return Err(invalid_input(format!(
+                "{what} lives on DLPack device type {other}; only CPU and CUDA memory are supported"
+            )));
+        }
+    };
+    let capsule = capsule
+        .cast::<PyCapsule>()
+        .map_err(|_| invalid_input(format!("{what}.__dlpack__() did not return a capsule")))?;
+    let pointer = capsule.pointer_checked(Some(DLTENSOR)).map_err(|_| {
+        invalid_input(format!(
+            "{what}.__dlpack__() returned a capsule that is not a \"dltensor\""
+        ))
+    })?;
+    // SAFETY: a "dltensor" capsule holds a DLManagedTensor that stays valid until its
+    // deleter runs, which happens only when the capsule (held below) is collected.
+    let tensor = unsafe { &(*(pointer.as_ptr() as *const DlManagedTensor)).dl_tensor };
+    if tensor.ndim < 0 || (tensor.ndim > 0 && tensor.shape.is_null()) {
+        return Err(invalid_input(format!(
+            "{what} exports a malformed DLPack tensor"
+        )));
+    }
+    let ndim = tensor.ndim as usize;
+    // SAFETY: shape (and strides, when not null) point to `ndim` int64 values owned by
+    // the managed tensor.
+    let shape = unsafe { slice_or_empty(tensor.shape, ndim) };
+    let strides = (!tensor.strides.is_null()).then(|| {
+        // SAFETY: as above.
+        unsafe { slice_or_empty(tensor.strides, ndim) }
+    });
+    let bits = i64::from(tensor.dtype.bits) * i64::from(tensor.dtype.lanes);
+    if bits == 0 || bits % 8 != 0 {
+        return Err(invalid_input(format!(
+            "{what} has elements of {bits} bits; whole bytes are needed"
+        )));
+    }
+    let itemsize = bits / 8;
+    let len = dense_len(shape, strides, itemsize, itemsize, what)?;
+    let address = (tensor.data as u64)
+        .checked_add(tensor.byte_offset)
+        .ok_or_else(|| invalid_input(format!("{what} has an invalid DLPack address")))?;
+    let _ = access;
+    let owner = capsule.clone().into_any().unbind();
+    Ok(Some(match device_type {
+        DL_CUDA => Data::Device(Device {
+            ptr: address,
+            len,
+            stream,
+            _owner: owner,
+        }),
+        _ => {
+            if address == 0 && len > 0 {
+                return Err(invalid_input(format!(
+                    "{what} exports a null DLPack pointer"
+                )));
+            }
+            Data::Host(Host::DlPack(DlPackHost {
+                ptr: address as *mut u8,
+                len,
+                _capsule: owner,
+            }))
+        }
+    }))
+}
+
+/// # Safety
+/// When `len > 0`, `ptr` must point to `len` readable values that outlive the result.
+unsafe fn slice_or_empty<'a>(ptr: *const i64, len: usize) -> &'a [i64] {
+    if len == 0 {
+        &[]
+    } else {
+        // SAFETY: guaranteed by the caller.
+        unsafe { std::slice::from_raw_parts(ptr, len) }
+    }
+}
