@@ -78,7 +78,8 @@ impl ShmTierConfig {
     /// The number of slots the pool gets.
     pub fn slot_count(&self) -> u64 {
         self.max_blocks.unwrap_or_else(|| {
-            (self.capacity.as_u64() / BYTES_PER_DEFAULT_SLOT).max(MIN_DEFAULT_SLOTS)
+            (self.capacity.as_u64() / BYTES_PER_DEFAULT_SLOT)
+                .clamp(MIN_DEFAULT_SLOTS, u64::from(u32::MAX))
         })
     }
 }

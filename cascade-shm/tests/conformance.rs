@@ -1,4 +1,5 @@
 //! The conformance kit every tier must pass, run against a pool on /dev/shm.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns too
 
 mod common;
 

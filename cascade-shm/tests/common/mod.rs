@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use cascade_core::config::ByteSize;
 use cascade_shm::ShmTierConfig;
@@ -23,14 +24,39 @@ pub fn config(dir: &Path, mib: u64) -> ShmTierConfig {
     ShmTierConfig::new(dir.join("pool"), ByteSize::mib(mib))
 }
 
-/// A block whose bytes tell which id and version wrote it, so a reader can regenerate
-/// and compare all of it: [id, version, len] then seeded random bytes.
+/// Random bytes every tagged block is cut from, made once per process.
+fn source() -> &'static [u8] {
+    static SOURCE: OnceLock<Vec<u8>> = OnceLock::new();
+    SOURCE.get_or_init(|| cascade_core::conformance::random_block(0xC0FFEE, 3 << 20))
+}
+
+/// Longest block [`tagged_block`] makes.
+pub const MAX_TAGGED: usize = 2 << 20;
+
+/// Writes a block whose bytes tell which id and version wrote it, so a reader can
+/// regenerate and compare all of it: [id, version, len], then bytes cut from a shared
+/// random source at an offset that depends on the id and version.
+pub fn fill_tagged(id: u64, version: u64, out: &mut [u8]) {
+    assert!(
+        (24..=MAX_TAGGED).contains(&out.len()),
+        "tagged blocks are 24 bytes to 2 MiB"
+    );
+    out[0..8].copy_from_slice(&id.to_le_bytes());
+    out[8..16].copy_from_slice(&version.to_le_bytes());
+    let total = out.len() as u64;
+    out[16..24].copy_from_slice(&total.to_le_bytes());
+    let start = (id
+        .wrapping_mul(7919)
+        .wrapping_add(version.wrapping_mul(104_729))
+        % (1 << 20)) as usize;
+    let len = out.len() - 24;
+    out[24..].copy_from_slice(&source()[start..start + len]);
+}
+
+/// A tagged block of `len` bytes (at least 24).
 pub fn tagged_block(id: u64, version: u64, len: usize) -> Vec<u8> {
-    let mut data =
-        cascade_core::conformance::random_block(id.wrapping_mul(1_000_003) ^ version, len.max(24));
-    data[0..8].copy_from_slice(&id.to_le_bytes());
-    data[8..16].copy_from_slice(&version.to_le_bytes());
-    data[16..24].copy_from_slice(&(len.max(24) as u64).to_le_bytes());
+    let mut data = vec![0u8; len.max(24)];
+    fill_tagged(id, version, &mut data);
     data
 }
 

@@ -1,0 +1,342 @@
+//! Behaviour of the shm tier beyond the conformance kit: restart, locking, refusal of
+//! foreign or damaged files, bad locations, integrity, direct access, threads.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns too
+
+mod common;
+
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use cascade_core::config::ByteSize;
+use cascade_core::{BlockId, ErrorKind, Tier};
+use cascade_shm::{ShmTier, ShmTierConfig};
+use common::{check_tagged, config, pool_dir, tagged_block};
+
+fn id(n: u64) -> BlockId {
+    BlockId::from_u128(u128::from(n) + 1)
+}
+
+#[test]
+fn write_drop_reopen_reads_every_block() {
+    let dir = pool_dir();
+    let config = config(dir.path(), 16);
+    let sizes = [1usize, 24, 4095, 4096, 4097, 100_000, 1 << 20];
+    let used = {
+        let tier = ShmTier::open("shm0", &config).unwrap();
+        for (n, &len) in sizes.iter().enumerate() {
+            tier.put(id(n as u64), &tagged_block(n as u64, 1, len))
+                .unwrap();
+        }
+        // A replaced id and a removed one must come back as the latest state.
+        tier.put(id(0), &tagged_block(0, 2, 5000)).unwrap();
+        tier.put(id(100), &tagged_block(100, 1, 3000)).unwrap();
+        assert!(tier.remove(id(100)).unwrap());
+        tier.used()
+    };
+    let tier = ShmTier::open("shm0", &config).unwrap();
+    assert_eq!(tier.recovered_blocks(), sizes.len());
+    assert_eq!(tier.dropped_at_open(), 0);
+    assert_eq!(tier.used(), used, "the allocator is rebuilt exactly");
+    assert!(!tier.contains(id(100)));
+    for n in 0..sizes.len() as u64 {
+        let len = tier.len_of(id(n)).unwrap() as usize;
+        let mut out = vec![0u8; len];
+        assert_eq!(tier.get(id(n), &mut out).unwrap(), len);
+        let version = check_tagged(n, &out);
+        assert_eq!(version, if n == 0 { 2 } else { 1 });
+    }
+    // New puts after reopen never land on recovered bytes.
+    for n in 200..220u64 {
+        tier.put(id(n), &tagged_block(n, 1, 50_000)).unwrap();
+    }
+    for n in (0..sizes.len() as u64).chain(200..220) {
+        tier.get_with(id(n), &mut |bytes| {
+            check_tagged(n, bytes);
+            Ok(())
+        })
+        .unwrap();
+    }
+}
+
+#[test]
+fn second_opener_gets_busy_until_the_first_closes() {
+    let dir = pool_dir();
+    let config = config(dir.path(), 4);
+    let first = ShmTier::open("shm0", &config).unwrap();
+    first.put(id(1), b"held").unwrap();
+    let err = ShmTier::open("shm0", &config).err().unwrap();
+    assert_eq!(err.kind(), ErrorKind::Busy, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&config.path.clone().unwrap().display().to_string()),
+        "{text}"
+    );
+    assert!(
+        first.contains(id(1)),
+        "the refused opener did not disturb the pool"
+    );
+    drop(first);
+    let second = ShmTier::open("shm0", &config).unwrap();
+    assert!(second.contains(id(1)));
+}
+
+fn refused_untouched(mutate: impl Fn(&mut Vec<u8>), want: ErrorKind) {
+    let dir = pool_dir();
+    let config = config(dir.path(), 4);
+    let path = config.path.clone().unwrap();
+    {
+        let tier = ShmTier::open("shm0", &config).unwrap();
+        tier.put(id(1), &tagged_block(1, 1, 10_000)).unwrap();
+    }
+    let mut bytes = std::fs::read(&path).unwrap();
+    mutate(&mut bytes);
+    std::fs::write(&path, &bytes).unwrap();
+    let err = ShmTier::open("shm0", &config).err().unwrap();
+    assert_eq!(err.kind(), want, "{err}");
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
+    assert!(
+        std::fs::read(&path).unwrap() == bytes,
+        "a refused pool file must be left untouched"
+    );
+}
+
+#[test]
+fn another_format_version_is_refused_and_left_untouched() {
+    refused_untouched(|b| b[8] = 2, ErrorKind::Incompatible);
+}
+
+#[test]
+fn a_foreign_file_is_refused_and_left_untouched() {
+    refused_untouched(
+        |b| b[..8].copy_from_slice(b"GGUF\0\0\0\0"),
+        ErrorKind::Incompatible,
+    );
+}
+
+#[test]
+fn a_damaged_header_is_refused_and_left_untouched() {
+    refused_untouched(|b| b[40] ^= 0x10, ErrorKind::Corrupt);
+    refused_untouched(|b| b.truncate(b.len() - 4096), ErrorKind::Corrupt);
+}
+
+#[test]
+fn reopening_with_another_capacity_is_refused_with_the_pools_size() {
+    let dir = pool_dir();
+    let small = config(dir.path(), 4);
+    drop(ShmTier::open("shm0", &small).unwrap());
+    let before = std::fs::read(small.path.as_ref().unwrap()).unwrap();
+    let bigger = config(dir.path(), 8);
+    let err = ShmTier::open("shm0", &bigger).err().unwrap();
+    assert_eq!(err.kind(), ErrorKind::Incompatible, "{err}");
+    assert!(err.to_string().contains(&(4u64 << 20).to_string()), "{err}");
+    assert!(std::fs::read(small.path.as_ref().unwrap()).unwrap() == before);
+}
+
+#[test]
+fn missing_directory_names_the_path_and_suggests_another() {
+    let dir = pool_dir();
+    let config = ShmTierConfig::new(dir.path().join("no/such/dir/pool"), ByteSize::mib(4));
+    let err = ShmTier::open("shm0", &config).err().unwrap();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    let text = err.to_string();
+    assert!(text.contains("no/such/dir/pool"), "{text}");
+    assert!(text.contains("path = "), "{text}");
+}
+
+#[test]
+fn a_pool_larger_than_the_file_system_names_the_sizes_and_leaves_no_file() {
+    let dir = pool_dir();
+    let config = ShmTierConfig::new(dir.path().join("pool"), ByteSize(1 << 44));
+    let err = ShmTier::open("shm0", &config).err().unwrap();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("need_bytes") && text.contains("available_bytes"),
+        "{text}"
+    );
+    assert!(text.contains("path = "), "{text}");
+    assert!(
+        !dir.path().join("pool").exists(),
+        "a refused new pool leaves no file"
+    );
+}
+
+#[test]
+fn bad_settings_are_config_errors() {
+    let dir = pool_dir();
+    let tiny = ShmTierConfig::new(dir.path().join("pool"), ByteSize(100));
+    assert_eq!(
+        ShmTier::open("shm0", &tiny).err().unwrap().kind(),
+        ErrorKind::Config
+    );
+    let mut no_slots = config(dir.path(), 4);
+    no_slots.max_blocks = Some(0);
+    assert_eq!(
+        ShmTier::open("shm0", &no_slots).err().unwrap().kind(),
+        ErrorKind::Config
+    );
+}
+
+/// Flips one byte of block `n`'s payload through a second descriptor, as a stray writer
+/// (or bad memory) would.
+fn corrupt_payload(tier: &ShmTier, path: &std::path::Path, n: u64) {
+    let region = tier.host_region().unwrap();
+    let mut ptr = std::ptr::null();
+    tier.get_with(id(n), &mut |bytes| {
+        ptr = bytes.as_ptr();
+        Ok(())
+    })
+    .unwrap();
+    let data_offset = std::fs::metadata(path).unwrap().len() - region.len as u64;
+    let offset = data_offset + (ptr as u64 - region.base as u64) + 100;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, offset).unwrap();
+    file.write_all_at(&[byte[0] ^ 0xFF], offset).unwrap();
+}
+
+#[test]
+fn damaged_bytes_are_never_served() {
+    let dir = pool_dir();
+    let mut config = config(dir.path(), 4);
+    let path = config.path.clone().unwrap();
+    {
+        let tier = ShmTier::open("shm0", &config).unwrap();
+        for n in 0..4 {
+            tier.put(id(n), &tagged_block(n, 1, 8192)).unwrap();
+        }
+        corrupt_payload(&tier, &path, 1);
+    }
+    // Reopen verifies every block: the damaged one is dropped, the rest kept.
+    config.verify_on_read = true;
+    let tier = ShmTier::open("shm0", &config).unwrap();
+    assert_eq!(tier.dropped_at_open(), 1);
+    assert!(!tier.contains(id(1)));
+    for n in [0, 2, 3] {
+        let mut out = vec![0u8; 8192];
+        tier.get(id(n), &mut out).unwrap();
+        check_tagged(n, &out);
+    }
+    // With verify_on_read, damage while open is caught at the next read.
+    corrupt_payload(&tier, &path, 2);
+    let err = tier.get(id(2), &mut vec![0u8; 8192]).err().unwrap();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert!(
+        !tier.contains(id(2)),
+        "a block failing its checksum is dropped"
+    );
+}
+
+#[test]
+fn get_with_lends_bytes_inside_the_host_region_and_put_with_writes_in_place() {
+    let dir = pool_dir();
+    let tier = ShmTier::open("shm0", &config(dir.path(), 4)).unwrap();
+    let region = tier.host_region().unwrap();
+    assert_eq!(region.len as u64, tier.capacity());
+    assert_eq!(region.base as usize % 4096, 0);
+    let want = tagged_block(7, 1, 20_000);
+    tier.put_with(id(7), want.len(), &mut |target| {
+        assert!(target.as_ptr() as usize >= region.base as usize);
+        target.copy_from_slice(&want);
+        Ok(())
+    })
+    .unwrap();
+    tier.get_with(id(7), &mut |bytes| {
+        let start = bytes.as_ptr() as usize;
+        assert!(
+            start >= region.base as usize
+                && start + bytes.len() <= region.base as usize + region.len
+        );
+        assert!(bytes == want.as_slice());
+        Ok(())
+    })
+    .unwrap();
+    // A failing fill leaves nothing behind.
+    let used = tier.used();
+    let err = tier
+        .put_with(id(8), 4096, &mut |_| {
+            Err(cascade_core::Error::new(ErrorKind::Io, "source gone"))
+        })
+        .err()
+        .unwrap();
+    assert_eq!(err.kind(), ErrorKind::Io);
+    assert!(!tier.contains(id(8)));
+    assert_eq!(tier.used(), used);
+}
+
+#[test]
+fn slot_exhaustion_is_tier_full() {
+    let dir = pool_dir();
+    let mut config = config(dir.path(), 4);
+    config.max_blocks = Some(3);
+    let tier = ShmTier::open("shm0", &config).unwrap();
+    for n in 0..3 {
+        tier.put(id(n), b"x").unwrap();
+    }
+    let err = tier.put(id(3), b"x").err().unwrap();
+    assert_eq!(err.kind(), ErrorKind::TierFull, "{err}");
+    tier.remove(id(0)).unwrap();
+    tier.put(id(3), b"x").unwrap();
+}
+
+#[test]
+fn many_threads_then_reopen_agree() {
+    let dir = pool_dir();
+    let config = config(dir.path(), 16);
+    let tier = Arc::new(ShmTier::open("shm0", &config).unwrap());
+    std::thread::scope(|scope| {
+        for t in 0..6u64 {
+            let tier = Arc::clone(&tier);
+            scope.spawn(move || {
+                for round in 0..40u64 {
+                    // Threads share ids 0..20 (replacing each other's blocks) and own others.
+                    let n = if round % 2 == 0 {
+                        round % 20
+                    } else {
+                        1000 + t * 100 + round
+                    };
+                    let len = 1000 + ((t * 7919 + round * 104_729) % 60_000) as usize;
+                    let data = tagged_block(n, t * 1000 + round, len);
+                    tier.put(id(n), &data).unwrap();
+                    let _ = tier.get_with(id(n), &mut |bytes| {
+                        check_tagged(n, bytes);
+                        Ok(())
+                    });
+                    if round % 5 == 4 {
+                        tier.remove(id(n)).unwrap();
+                    }
+                    assert!(tier.used() <= tier.capacity());
+                }
+            });
+        }
+    });
+    let mut before = tier.ids();
+    before.sort();
+    let used: u64 = before
+        .iter()
+        .map(|(_, len)| len.div_ceil(4096) * 4096)
+        .sum();
+    assert_eq!(
+        tier.used(),
+        used,
+        "used() is the sum of the rounded blocks held"
+    );
+    drop(tier);
+    let tier = ShmTier::open("shm0", &config).unwrap();
+    let mut after = tier.ids();
+    after.sort();
+    assert_eq!(before, after);
+    assert_eq!(tier.dropped_at_open(), 0);
+    for (block, len) in after {
+        let mut out = vec![0u8; len as usize];
+        tier.get(block, &mut out).unwrap();
+        check_tagged(block.as_u128() as u64 - 1, &out);
+    }
+}
