@@ -38,6 +38,7 @@ fn crash_writer_child() {
             let tier = Arc::clone(&tier);
             std::thread::spawn(move || {
                 let mut state = round * 1_000_003 + t * 7 + 1;
+                let mut staging = vec![0u8; MAX_TAGGED];
                 for put in 0u64.. {
                     // xorshift: cheap in a debug build, so the kill lands mostly in puts.
                     state ^= state << 13;
@@ -46,8 +47,14 @@ fn crash_writer_child() {
                     let n = state % IDS;
                     let len = 24 + (state >> 20) as usize % (MAX_TAGGED / 4);
                     let version = (round << 40) | (t << 32) | put;
+                    fill_tagged(n, version, &mut staging[..len]);
                     match tier.put_with(id(n), len, &mut |target| {
-                        fill_tagged(n, version, target);
+                        // Byte by byte on purpose: the copy is then most of a put's
+                        // time, so kills land mid-copy, where a torn block would show.
+                        for (dst, src) in target.iter_mut().zip(&staging[..len]) {
+                            // SAFETY: dst is a valid, exclusive reference.
+                            unsafe { std::ptr::write_volatile(dst, *src) };
+                        }
                         Ok(())
                     }) {
                         Ok(()) => {}
