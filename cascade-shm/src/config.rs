@@ -31,6 +31,13 @@ pub struct ShmTierConfig {
     /// Most blocks the pool can hold at once (one slot-table entry each, 64 bytes).
     /// Default: one per 16 KiB of capacity, at least 1024.
     pub max_blocks: Option<u64>,
+    /// Hash each put's bytes and commit its slot record on a background thread, so the
+    /// caller's thread only copies. The block is readable at once; it becomes durable
+    /// across a crash when committed, which [`cascade_core::Tier::flush`] and a clean
+    /// close wait for (a process killed before then loses those puts: after reopen they
+    /// are absent, never torn). When false, each put commits before it returns.
+    /// Default: true.
+    pub background_commit: bool,
     /// Verify each block's checksum on every read. Every block is verified when a pool
     /// is reopened; while it is open only this process writes it, through its
     /// allocator, so reads skip the check by default (it costs about a third of read
@@ -46,6 +53,7 @@ impl Default for ShmTierConfig {
             prefault: true,
             max_blocks: None,
             verify_on_read: false,
+            background_commit: true,
         }
     }
 }

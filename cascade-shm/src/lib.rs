@@ -27,6 +27,7 @@
 //!
 //! [`Tier::host_region`]: cascade_core::Tier::host_region
 
+mod commit;
 mod config;
 mod layout;
 mod pool;

@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
 
 use cascade_core::tier::{
     Capability, HostRegion, Tier, buffer_too_small, check_block_fits, tier_full,
@@ -10,6 +12,7 @@ use cascade_core::tier::{
 use cascade_core::{BlockId, Error, ErrorKind, Extent, ExtentAllocator, Result, ShardedIndex};
 use parking_lot::Mutex;
 
+use crate::commit::{CommitQueue, Pending};
 use crate::config::ShmTierConfig;
 use crate::layout::{ALIGNMENT, Layout, SlotRecord};
 use crate::pool::Pool;
@@ -25,17 +28,28 @@ struct Entry {
     extent: Extent,
     len: u64,
     slot: u32,
-    checksum: u64,
+    /// The put's sequence number, unique per put: the committer matches on it, since
+    /// an id can be replaced and a slot reused while a commit waits.
+    seq: u64,
+    /// Known once the slot is committed (at once for a synchronous commit).
+    checksum: Option<u64>,
 }
 
 /// Blocks in a memory-mapped pool file (by default on `/dev/shm`) that outlives the
 /// process: a later [`ShmTier::open`] of the same path finds every committed block,
 /// with its checksum verified.
 ///
-/// A put writes the bytes into a free extent, computes their xxh3-64 checksum, fills a
-/// slot record and commits it last, so a process killed at any instant leaves each
-/// block either complete and listed or absent.
+/// A put writes the bytes into a free extent and makes the block readable at once; its
+/// xxh3-64 checksum and slot record are then written and committed (the commit word
+/// last), by a background thread unless `background_commit` is off. A process killed at
+/// any instant therefore leaves each block either complete and listed or absent;
+/// [`Tier::flush`] waits until every earlier put is committed.
 pub struct ShmTier {
+    inner: Arc<Inner>,
+    committer: Option<JoinHandle<()>>,
+}
+
+struct Inner {
     name: String,
     path: PathBuf,
     slots: SlotTable,
@@ -46,6 +60,8 @@ pub struct ShmTier {
     free_slots: Mutex<Vec<u32>>,
     next_seq: AtomicU64,
     verify_on_read: bool,
+    /// `None`: puts commit before they return.
+    commits: Option<CommitQueue>,
     recovered_blocks: usize,
     dropped_at_open: usize,
     // Last: the mapping and the file lock outlive every view of them above.
@@ -55,10 +71,10 @@ pub struct ShmTier {
 // SAFETY: the data region is only written through extents that one put owns
 // exclusively (handed out by the allocator, not yet published), and read under the
 // block map's shard lock, which keeps the extent from being freed meanwhile. `data`
-// points into the mapping owned by `pool`, which lives as long as the tier.
-unsafe impl Send for ShmTier {}
+// points into the mapping owned by `pool`, which lives as long as `Inner`.
+unsafe impl Send for Inner {}
 // SAFETY: see above; all other shared state is behind locks or atomics.
-unsafe impl Sync for ShmTier {}
+unsafe impl Sync for Inner {}
 
 impl ShmTier {
     /// Opens the pool of `config` for the tier `name`, creating it when absent.
@@ -69,7 +85,65 @@ impl ShmTier {
     /// [`ErrorKind::Unavailable`] when the directory is missing or lacks room;
     /// [`ErrorKind::Config`] for bad settings.
     pub fn open(name: impl Into<String>, config: &ShmTierConfig) -> Result<Self> {
-        let name = name.into();
+        let inner = Arc::new(Inner::open(name.into(), config)?);
+        let committer = match inner.commits {
+            Some(_) => {
+                let worker = Arc::clone(&inner);
+                let handle = std::thread::Builder::new()
+                    .name(format!("cascade-shm-commit-{}", inner.name))
+                    .spawn(move || worker.run_committer())
+                    .map_err(|e| {
+                        Error::io("cannot start the shm commit thread", e)
+                            .with_context("tier", &inner.name)
+                    })?;
+                Some(handle)
+            }
+            None => None,
+        };
+        Ok(Self { inner, committer })
+    }
+
+    /// The pool file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Blocks found (and verified) when the pool was opened.
+    pub fn recovered_blocks(&self) -> usize {
+        self.inner.recovered_blocks
+    }
+
+    /// Slots dropped when the pool was opened: blocks that were incomplete, damaged, or
+    /// older copies of a replaced id.
+    pub fn dropped_at_open(&self) -> usize {
+        self.inner.dropped_at_open
+    }
+
+    /// Waits until every put made so far is committed to the slot table (without
+    /// writing anything back to disk; see [`Tier::flush`]).
+    pub fn wait_committed(&self) {
+        if let Some(commits) = &self.inner.commits {
+            commits.wait_drained();
+        }
+    }
+}
+
+impl Drop for ShmTier {
+    fn drop(&mut self) {
+        // A clean close commits every put first, so a reopen finds all of them.
+        if let Some(commits) = &self.inner.commits {
+            commits.stop();
+        }
+        if let Some(handle) = self.committer.take() {
+            if handle.join().is_err() {
+                tracing::error!(tier = %self.inner.name, "the shm commit thread panicked");
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn open(name: String, config: &ShmTierConfig) -> Result<Self> {
         let path = config.resolved_path(&name);
         let layout = Layout::new(config.capacity.as_u64(), config.slot_count())
             .map_err(|e| e.with_context("tier", &name))?;
@@ -79,7 +153,7 @@ impl ShmTier {
         let slot_count = layout.slot_count as usize;
         // SAFETY: the layout was checked against the file's length, so the slot table
         // and the data region lie inside the mapping, which `pool` keeps alive for as
-        // long as the tier (the `pool` field drops last). Offsets are page aligned.
+        // long as `Inner` (the `pool` field drops last). Offsets are page aligned.
         let (slots, data) = unsafe {
             (
                 SlotTable::new(base.add(layout.slot_table_offset as usize), slot_count),
@@ -110,7 +184,8 @@ impl ShmTier {
                     extent: found.extent,
                     len: found.record.len,
                     slot: found.slot as u32,
-                    checksum: found.record.checksum,
+                    seq: found.record.seq,
+                    checksum: Some(found.record.checksum),
                 },
             );
         }
@@ -138,26 +213,11 @@ impl ShmTier {
             free_slots: Mutex::new(free_slots),
             next_seq: AtomicU64::new(recovered.max_seq + 1),
             verify_on_read: config.verify_on_read,
+            commits: config.background_commit.then(CommitQueue::default),
             recovered_blocks: recovered.blocks.len(),
             dropped_at_open: recovered.dropped,
             pool,
         })
-    }
-
-    /// The pool file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Blocks found (and verified) when the pool was opened.
-    pub fn recovered_blocks(&self) -> usize {
-        self.recovered_blocks
-    }
-
-    /// Slots dropped when the pool was opened: blocks that were incomplete, damaged, or
-    /// older copies of a replaced id.
-    pub fn dropped_at_open(&self) -> usize {
-        self.dropped_at_open
     }
 
     /// # Safety
@@ -199,6 +259,17 @@ impl ShmTier {
         self.free_slots.lock().push(slot);
     }
 
+    fn commit(&self, id: BlockId, entry: &Entry, checksum: u64) {
+        let record = SlotRecord {
+            seq: entry.seq,
+            id: id.as_u128(),
+            offset: entry.extent.offset,
+            len: entry.len,
+            checksum,
+        };
+        self.slots.publish(entry.slot as usize, &record);
+    }
+
     fn store(
         &self,
         id: BlockId,
@@ -223,29 +294,63 @@ impl ShmTier {
             self.release(slot, extent);
             return Err(err);
         }
-        // Hashing right after the copy reads the bytes back from cache.
-        let checksum = cascade_hash::checksum(target);
-        let record = SlotRecord {
-            seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
-            id: id.as_u128(),
-            offset: extent.offset,
-            len: len64,
-            checksum,
-        };
-        self.slots.publish(slot as usize, &record);
-        let entry = Entry {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let mut entry = Entry {
             extent,
             len: len64,
             slot,
-            checksum,
+            seq,
+            checksum: None,
         };
+        if self.commits.is_none() {
+            // Hashing right after the copy reads the bytes back from cache.
+            let checksum = cascade_hash::checksum(target);
+            self.commit(id, &entry, checksum);
+            entry.checksum = Some(checksum);
+        }
         if let Some(old) = self.blocks.insert_value(id, entry) {
-            // The insert's write lock waited for readers of the old extent; the new
-            // record is committed, so retracting the old one never leaves the id absent.
+            // The insert's write lock waited for readers of the old extent. With a
+            // background commit the id is absent from the table until the new record
+            // commits: a crash in between loses the block, never tears it.
             self.slots.retract(old.slot as usize);
             self.release(old.slot, old.extent);
         }
+        if let Some(commits) = &self.commits {
+            commits.push(Pending { id, seq });
+        }
         Ok(())
+    }
+
+    /// The committer thread: hashes each queued block and commits its slot, unless the
+    /// block was removed or replaced meanwhile. Runs until stopped and drained.
+    fn run_committer(&self) {
+        let Some(commits) = &self.commits else {
+            return;
+        };
+        while let Some(batch) = commits.take() {
+            for Pending { id, seq } in batch {
+                // Under the shard read lock the entry can be neither removed nor
+                // replaced, so its slot is committed before any retract of it.
+                let committed = self.blocks.with(&id, |entry| {
+                    if entry.seq != seq {
+                        return None;
+                    }
+                    // SAFETY: the shard read lock is held while the bytes are hashed.
+                    let bytes = unsafe { self.extent_ref(entry.extent, entry.len as usize) };
+                    let checksum = cascade_hash::checksum(bytes);
+                    self.commit(id, entry, checksum);
+                    Some(checksum)
+                });
+                if let Some(Some(checksum)) = committed {
+                    self.blocks.update(&id, |entry| {
+                        if entry.seq == seq {
+                            entry.checksum = Some(checksum);
+                        }
+                    });
+                }
+            }
+            commits.finished();
+        }
     }
 
     /// Runs `visit` on the stored bytes of `id` under the shard read lock, after
@@ -255,8 +360,12 @@ impl ShmTier {
         let outcome = self.blocks.with(&id, |entry| {
             // SAFETY: the shard read lock is held while the slice is used.
             let bytes = unsafe { self.extent_ref(entry.extent, entry.len as usize) };
-            if self.verify_on_read && cascade_hash::checksum(bytes) != entry.checksum {
-                return None;
+            // A block whose commit is still queued was written by this process moments
+            // ago and has no stored checksum yet.
+            if let (true, Some(want)) = (self.verify_on_read, entry.checksum) {
+                if cascade_hash::checksum(bytes) != want {
+                    return None;
+                }
             }
             Some(visit(bytes, entry.len))
         });
@@ -264,13 +373,26 @@ impl ShmTier {
             None => Err(Error::not_found(id)),
             Some(Some(result)) => result,
             Some(None) => {
-                self.remove(id)?;
+                // Should a concurrent put have replaced the block since the check, this
+                // drops the new copy too: a miss, never wrong bytes.
+                self.remove(id);
                 Err(
                     Error::new(ErrorKind::Corrupt, "block failed its checksum; dropped it")
                         .with_context("tier", &self.name)
                         .with_context("id", id),
                 )
             }
+        }
+    }
+
+    fn remove(&self, id: BlockId) -> bool {
+        match self.blocks.remove_value(&id) {
+            Some(entry) => {
+                self.slots.retract(entry.slot as usize);
+                self.release(entry.slot, entry.extent);
+                true
+            }
+            None => false,
         }
     }
 }
@@ -281,27 +403,27 @@ impl Tier for ShmTier {
     }
 
     fn name(&self) -> &str {
-        &self.name
+        &self.inner.name
     }
 
     fn capability(&self) -> Capability {
         Capability {
             persistent: true,
             device_memory: false,
-            max_block_size: self.data_len,
+            max_block_size: self.inner.data_len,
         }
     }
 
     fn capacity(&self) -> u64 {
-        self.allocator.capacity()
+        self.inner.allocator.capacity()
     }
 
     fn used(&self) -> u64 {
-        self.allocator.used()
+        self.inner.allocator.used()
     }
 
     fn put(&self, id: BlockId, data: &[u8]) -> Result<()> {
-        self.store(id, data.len(), &mut |target| {
+        self.inner.store(id, data.len(), &mut |target| {
             target.copy_from_slice(data);
             Ok(())
         })
@@ -313,11 +435,11 @@ impl Tier for ShmTier {
         len: usize,
         fill: &mut dyn FnMut(&mut [u8]) -> Result<()>,
     ) -> Result<()> {
-        self.store(id, len, fill)
+        self.inner.store(id, len, fill)
     }
 
     fn get(&self, id: BlockId, out: &mut [u8]) -> Result<usize> {
-        self.read(id, |bytes, len| {
+        self.inner.read(id, |bytes, len| {
             if out.len() < bytes.len() {
                 return Err(buffer_too_small(id, len, out.len()));
             }
@@ -327,60 +449,60 @@ impl Tier for ShmTier {
     }
 
     fn get_with(&self, id: BlockId, visit: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
-        self.read(id, |bytes, _| visit(bytes))
+        self.inner.read(id, |bytes, _| visit(bytes))
     }
 
     fn len_of(&self, id: BlockId) -> Option<u64> {
-        self.blocks.with(&id, |entry| entry.len)
+        self.inner.blocks.with(&id, |entry| entry.len)
     }
 
     fn remove(&self, id: BlockId) -> Result<bool> {
-        match self.blocks.remove_value(&id) {
-            Some(entry) => {
-                self.slots.retract(entry.slot as usize);
-                self.release(entry.slot, entry.extent);
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+        Ok(self.inner.remove(id))
     }
 
+    /// Waits until every earlier put is committed, then writes dirty pages back (cheap
+    /// on tmpfs; real I/O for a pool on a disk-backed file system).
     fn flush(&self) -> Result<()> {
-        self.pool
+        self.wait_committed();
+        self.inner
+            .pool
             .sync()
-            .map_err(|e| e.with_context("tier", &self.name))
+            .map_err(|e| e.with_context("tier", &self.inner.name))
     }
 
     fn clear(&self) -> Result<()> {
         let mut ids = Vec::new();
-        self.blocks.for_each(|id, _| ids.push(*id));
+        self.inner.blocks.for_each(|id, _| ids.push(*id));
         for id in ids {
-            self.remove(id)?;
+            self.inner.remove(id);
         }
         Ok(())
     }
 
     fn ids(&self) -> Vec<(BlockId, u64)> {
         let mut ids = Vec::new();
-        self.blocks.for_each(|id, entry| ids.push((*id, entry.len)));
+        self.inner
+            .blocks
+            .for_each(|id, entry| ids.push((*id, entry.len)));
         ids
     }
 
     fn host_region(&self) -> Option<HostRegion> {
         Some(HostRegion {
-            base: self.data.as_ptr(),
-            len: self.data_len as usize,
+            base: self.inner.data.as_ptr(),
+            len: self.inner.data_len as usize,
         })
     }
 
     fn extra_stats(&self) -> Vec<(String, f64)> {
-        let slots_used = self.slots.len() - self.free_slots.lock().len();
+        let inner = &self.inner;
+        let slots_used = inner.slots.len() - inner.free_slots.lock().len();
         vec![
-            ("fragmentation".into(), self.allocator.fragmentation()),
+            ("fragmentation".into(), inner.allocator.fragmentation()),
             ("slots_used".into(), slots_used as f64),
-            ("slots_total".into(), self.slots.len() as f64),
-            ("recovered_blocks".into(), self.recovered_blocks as f64),
-            ("dropped_at_open".into(), self.dropped_at_open as f64),
+            ("slots_total".into(), inner.slots.len() as f64),
+            ("recovered_blocks".into(), inner.recovered_blocks as f64),
+            ("dropped_at_open".into(), inner.dropped_at_open as f64),
         ]
     }
 }

@@ -18,6 +18,8 @@ use common::{MAX_TAGGED, check_tagged, config, fill_tagged, pool_dir};
 
 const POOL_ENV: &str = "CASCADE_SHM_CRASH_POOL";
 const ROUND_ENV: &str = "CASCADE_SHM_CRASH_ROUND";
+const FLUSHED_ENV: &str = "CASCADE_SHM_FLUSHED_POOL";
+const FLUSHED_BLOCKS: u64 = 40;
 const POOL_MIB: u64 = 32;
 const IDS: u64 = 48;
 
@@ -32,7 +34,10 @@ fn crash_writer_child() {
         return;
     };
     let round: u64 = round.parse().unwrap();
-    let tier = Arc::new(ShmTier::open("shm0", &config(dir.as_ref(), POOL_MIB)).unwrap());
+    let mut config = config(dir.as_ref(), POOL_MIB);
+    // Odd rounds commit each put before it returns; even rounds in the background.
+    config.background_commit = round % 2 == 0;
+    let tier = Arc::new(ShmTier::open("shm0", &config).unwrap());
     let threads: Vec<_> = (0..2u64)
         .map(|t| {
             let tier = Arc::clone(&tier);
@@ -143,4 +148,64 @@ fn killed_writer_leaves_blocks_complete_or_absent() {
         versions_seen.len() > 1,
         "later rounds wrote blocks that survived too"
     );
+}
+
+#[test]
+#[ignore = "the writer process of a_flush_survives_a_kill, which starts it"]
+fn flushing_writer_child() {
+    let Ok(dir) = std::env::var(FLUSHED_ENV) else {
+        return;
+    };
+    let tier = ShmTier::open("shm0", &config(dir.as_ref(), POOL_MIB)).unwrap();
+    for n in 0..FLUSHED_BLOCKS {
+        let len = 24 + (n as usize * 7919) % 200_000;
+        tier.put_with(id(n), len, &mut |target| {
+            fill_tagged(n, 1, target);
+            Ok(())
+        })
+        .unwrap();
+    }
+    tier.flush().unwrap();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "cascade-shm-crash-child: flushed").unwrap();
+    out.flush().unwrap();
+    // Wait to be killed, holding the pool open: nothing more is committed by a close.
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[test]
+fn a_flush_survives_a_kill() {
+    let dir = pool_dir();
+    let exe = std::env::current_exe().unwrap();
+    let mut child = Command::new(&exe)
+        .args([
+            "flushing_writer_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(FLUSHED_ENV, dir.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let flushed = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|line| line.contains("cascade-shm-crash-child: flushed"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(lines);
+    assert!(flushed, "the writer child did not reach its flush");
+    let tier = ShmTier::open("shm0", &config(dir.path(), POOL_MIB)).unwrap();
+    assert_eq!(tier.recovered_blocks() as u64, FLUSHED_BLOCKS);
+    for n in 0..FLUSHED_BLOCKS {
+        let len = tier.len_of(id(n)).unwrap() as usize;
+        let mut out = vec![0u8; len];
+        tier.get(id(n), &mut out).unwrap();
+        assert_eq!(check_tagged(n, &out), 1);
+    }
 }
