@@ -4,6 +4,10 @@
 //! reopening one holding 30,000 blocks (every checksum verified).
 //!
 //! `cargo bench -p cascade-shm --bench shm`
+//!
+//! `put/shm` is the default tier (checksum and slot commit on a background thread; the
+//! timing ends only once every put is committed); `put/shm-strict` and
+//! `get/shm-strict` commit before each put returns and verify the checksum on each read.
 //! (`CASCADE_SHM_BENCH_POOL_GIB` sets the size of the open/reopen pool; default 4.)
 //!
 //! Buffers and pools are allocated and warmed once, outside the timed parts: memory
@@ -45,35 +49,46 @@ fn warmed(len: usize, seed: u8) -> Vec<u8> {
     buf
 }
 
-/// Runs `iters` operations on each of `threads` threads, all started together, and
-/// returns the wall time of the slowest; `op(thread, i)` does operation `i`.
-fn timed(threads: usize, iters: u64, op: &(dyn Fn(usize, u64) + Sync)) -> Duration {
-    let barrier = Barrier::new(threads);
+/// Runs `iters` operations on each of `threads` threads, all started together, then
+/// `finish` (which waits for background commits); returns the wall time from the start
+/// to the end of `finish`. `op(thread, i)` does operation `i`.
+fn timed(
+    threads: usize,
+    iters: u64,
+    op: &(dyn Fn(usize, u64) + Sync),
+    finish: &dyn Fn(),
+) -> Duration {
+    let barrier = Barrier::new(threads + 1);
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let barrier = &barrier;
                 scope.spawn(move || {
                     barrier.wait();
-                    let start = Instant::now();
                     for i in 0..iters {
                         op(t, i);
                     }
-                    start.elapsed()
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .max()
-            .unwrap()
+        barrier.wait();
+        let start = Instant::now();
+        for handle in handles {
+            handle.join().unwrap();
+        }
+        finish();
+        start.elapsed()
     })
 }
 
-fn open_pool(dir: &Path, name: &str, capacity: usize, verify_on_read: bool) -> ShmTier {
+fn nothing() {}
+
+/// The default pool (background commits, unverified reads) or the strict one (each put
+/// commits before it returns, each read verifies the checksum).
+fn open_pool(dir: &Path, name: &str, capacity: usize, strict: bool) -> ShmTier {
     let mut config = ShmTierConfig::new(dir.join(name), ByteSize(capacity as u64));
-    config.verify_on_read = verify_on_read;
+    config.verify_on_read = strict;
+    config.background_commit = !strict;
     ShmTier::open(name, &config).unwrap()
 }
 
@@ -92,10 +107,12 @@ fn throughput(c: &mut Criterion) {
     // Room for every thread's working set twice over: a replacing put writes its new
     // copy before it frees the old one.
     let capacity = 2 * max_threads * WORKING_SET + (16 << 20);
-    let tier = open_pool(dir.path(), "plain", capacity, false);
-    let verified = open_pool(dir.path(), "verified", capacity, true);
-    // The memcpy baseline copies into a region as large as the pool, touched the same way.
+    let tier = open_pool(dir.path(), "default", capacity, false);
+    let strict = open_pool(dir.path(), "strict", capacity, true);
+    // The memcpy baseline writes into a region as large as the pool, touched alike.
     let mut baseline_pool = warmed(capacity, 7);
+    let base = baseline_pool.as_mut_ptr() as usize;
+    let out_bases: Vec<usize> = outs.iter_mut().map(|o| o.as_mut_ptr() as usize).collect();
 
     let mut group = c.benchmark_group("shm");
     group.sample_size(10);
@@ -103,80 +120,87 @@ fn throughput(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(2));
     for size in SIZES {
         let blocks = WORKING_SET / size;
+        let src = |t: usize, b: usize| &sources[t][b * size..(b + 1) * size];
+        let out = |t: usize, b: usize| {
+            // SAFETY: only thread t writes its output buffer, one block range at a time;
+            // the buffers outlive the benchmark.
+            unsafe { std::slice::from_raw_parts_mut((out_bases[t] + b * size) as *mut u8, size) }
+        };
         for threads in THREADS {
             group.throughput(Throughput::Bytes((size * threads) as u64));
             let label = format!("{}KiB/{}t", size >> 10, threads);
             for t in 0..threads {
                 for b in 0..blocks {
-                    let data = &sources[t][b * size..(b + 1) * size];
-                    tier.put(id(t, b), data).unwrap();
-                    verified.put(id(t, b), data).unwrap();
+                    tier.put(id(t, b), src(t, b)).unwrap();
+                    strict.put(id(t, b), src(t, b)).unwrap();
                 }
             }
-            let srcs = &sources;
-            group.bench_function(BenchmarkId::new("put/memcpy", &label), |bench| {
-                let base = baseline_pool.as_mut_ptr() as usize;
-                bench.iter_custom(|iters| {
-                    timed(threads, iters, &|t, i| {
-                        let b = i as usize % blocks;
-                        let src = &srcs[t][b * size..(b + 1) * size];
-                        // Alternate halves like the pool's replacing puts do.
-                        let slot = (t * blocks + b) * 2 + (i as usize / blocks) % 2;
-                        // SAFETY: each (thread, block, half) owns a disjoint range of the
-                        // baseline region, inside its bounds.
-                        let dst = unsafe {
-                            std::slice::from_raw_parts_mut((base + slot * size) as *mut u8, size)
-                        };
-                        dst.copy_from_slice(src);
-                    })
-                })
-            });
-            group.bench_function(BenchmarkId::new("put/shm", &label), |bench| {
-                bench.iter_custom(|iters| {
-                    timed(threads, iters, &|t, i| {
-                        let b = i as usize % blocks;
-                        tier.put(id(t, b), &srcs[t][b * size..(b + 1) * size])
-                            .unwrap();
-                    })
-                })
-            });
-            let out_bases: Vec<usize> = outs.iter_mut().map(|o| o.as_mut_ptr() as usize).collect();
-            let out_bases = &out_bases;
-            let out_of = |t: usize, b: usize| {
-                // SAFETY: thread t alone writes its own output buffer, block b's range.
-                unsafe {
-                    std::slice::from_raw_parts_mut((out_bases[t] + b * size) as *mut u8, size)
-                }
+            tier.wait_committed();
+            let mut run = |name: &str, op: &(dyn Fn(usize, u64) + Sync), finish: &dyn Fn()| {
+                group.bench_function(BenchmarkId::new(name, &label), |bench| {
+                    bench.iter_custom(|iters| timed(threads, iters, op, finish))
+                });
             };
-            group.bench_function(BenchmarkId::new("get/memcpy", &label), |bench| {
-                bench.iter_custom(|iters| {
-                    timed(threads, iters, &|t, i| {
-                        let b = i as usize % blocks;
-                        out_of(t, b).copy_from_slice(&srcs[t][b * size..(b + 1) * size]);
-                    })
-                })
-            });
-            group.bench_function(BenchmarkId::new("get/shm", &label), |bench| {
-                bench.iter_custom(|iters| {
-                    timed(threads, iters, &|t, i| {
-                        let b = i as usize % blocks;
-                        black_box(tier.get(id(t, b), out_of(t, b)).unwrap());
-                    })
-                })
-            });
-            group.bench_function(BenchmarkId::new("get/shm-verified", &label), |bench| {
-                bench.iter_custom(|iters| {
-                    timed(threads, iters, &|t, i| {
-                        let b = i as usize % blocks;
-                        black_box(verified.get(id(t, b), out_of(t, b)).unwrap());
-                    })
-                })
-            });
+            run(
+                "put/memcpy",
+                &|t, i| {
+                    let b = i as usize % blocks;
+                    // Alternate halves, as the pool's replacing puts do.
+                    let at = ((t * blocks + b) * 2 + (i as usize / blocks) % 2) * size;
+                    // SAFETY: each (thread, block, half) owns a disjoint range inside the
+                    // baseline region, which outlives the benchmark.
+                    let dst =
+                        unsafe { std::slice::from_raw_parts_mut((base + at) as *mut u8, size) };
+                    dst.copy_from_slice(src(t, b));
+                },
+                &nothing,
+            );
+            run(
+                "put/shm",
+                &|t, i| {
+                    let b = i as usize % blocks;
+                    tier.put(id(t, b), src(t, b)).unwrap();
+                },
+                &|| tier.wait_committed(),
+            );
+            run(
+                "put/shm-strict",
+                &|t, i| {
+                    let b = i as usize % blocks;
+                    strict.put(id(t, b), src(t, b)).unwrap();
+                },
+                &nothing,
+            );
+            run(
+                "get/memcpy",
+                &|t, i| {
+                    let b = i as usize % blocks;
+                    out(t, b).copy_from_slice(src(t, b));
+                },
+                &nothing,
+            );
+            run(
+                "get/shm",
+                &|t, i| {
+                    let b = i as usize % blocks;
+                    black_box(tier.get(id(t, b), out(t, b)).unwrap());
+                },
+                &nothing,
+            );
+            run(
+                "get/shm-strict",
+                &|t, i| {
+                    let b = i as usize % blocks;
+                    black_box(strict.get(id(t, b), out(t, b)).unwrap());
+                },
+                &nothing,
+            );
             tier.clear().unwrap();
-            verified.clear().unwrap();
+            strict.clear().unwrap();
         }
     }
     group.finish();
+    drop(baseline_pool);
 }
 
 fn open_times(c: &mut Criterion) {
@@ -234,6 +258,7 @@ fn open_times(c: &mut Criterion) {
         (0..blocks).into_par_iter().for_each(|b| {
             tier.put(id(0, b), &data).unwrap();
         });
+        tier.flush().unwrap();
     }
     group.bench_function(
         BenchmarkId::new(
