@@ -25,7 +25,7 @@ use crate::segment::Segment;
 /// Longest run of records written with one vectored call (and staged, under O_DIRECT).
 const RUN_LIMIT: u64 = 32 << 20;
 /// Longest run of adjacent records read with one vectored call.
-const READ_RUN_LIMIT: u64 = 16 << 20;
+const READ_RUN_LIMIT: u64 = 4 << 20;
 /// Zeros for record padding.
 static ZEROS: [u8; PAGE as usize] = [0u8; PAGE as usize];
 

@@ -553,6 +553,15 @@ impl Tier for FileTier {
             }
         }
         let runs = Inner::plan_runs(found);
+        if !self.inner.direct && runs.len() > 1 {
+            // Queue the whole batch at the device before the first read waits.
+            for run in &runs {
+                if let (Some(first), Some(last)) = (run.first(), run.last()) {
+                    let start = first.1.record.offset;
+                    io::advise_willneed(&first.1.segment.file, start, last.1.record.end() - start);
+                }
+            }
+        }
         let outcomes: Vec<(usize, Result<usize>)> = runs
             .into_par_iter()
             .flat_map_iter(|run| self.inner.read_run(run))
