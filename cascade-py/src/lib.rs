@@ -6,6 +6,7 @@
 //! package in `python/cascade` re-exports it and ships the typing stubs.
 
 mod backend;
+mod bench;
 mod buffer;
 mod config;
 mod convert;
@@ -32,6 +33,7 @@ fn native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(ids::compute_block_id, module)?)?;
     module.add_function(wrap_pyfunction!(ids::compute_block_ids, module)?)?;
     module.add_function(wrap_pyfunction!(tier_kinds, module)?)?;
+    module.add_class::<bench::NativeBench>()?;
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
