@@ -30,13 +30,23 @@ fn check(results: Vec<cascade::Result<impl Sized>>) -> cascade::Result<()> {
     results.into_iter().try_for_each(|r| r.map(|_| ()))
 }
 
-fn run(store: &CascadeStore, blocks: &[&[u8]], outs: &mut [&mut [u8]], batch: usize, repeats: usize) -> cascade::Result<Timings> {
-    let ids: Vec<BlockId> = (0..blocks.len()).map(|i| BlockId::from_u128(0xbe9c_0000_0000 + i as u128)).collect();
+fn run(
+    store: &CascadeStore,
+    blocks: &[&[u8]],
+    outs: &mut [&mut [u8]],
+    batch: usize,
+    repeats: usize,
+) -> cascade::Result<Timings> {
+    let ids: Vec<BlockId> = (0..blocks.len())
+        .map(|i| BlockId::from_u128(0xbe9c_0000_0000 + i as u128))
+        .collect();
     let mut t = Timings::default();
     for _ in 0..repeats {
         store.clear()?;
         t.put_single.push(timed(|| {
-            ids.iter().zip(blocks).try_for_each(|(id, b)| store.put(*id, b).map(|_| ()))
+            ids.iter()
+                .zip(blocks)
+                .try_for_each(|(id, b)| store.put(*id, b).map(|_| ()))
         })?);
         t.get_single.push(timed(|| {
             ids.iter()
@@ -46,15 +56,22 @@ fn run(store: &CascadeStore, blocks: &[&[u8]], outs: &mut [&mut [u8]], batch: us
         store.clear()?;
         t.put_batch.push(timed(|| {
             for (id_chunk, block_chunk) in ids.chunks(batch).zip(blocks.chunks(batch)) {
-                let items: Vec<(BlockId, &[u8])> = id_chunk.iter().copied().zip(block_chunk.iter().copied()).collect();
+                let items: Vec<(BlockId, &[u8])> = id_chunk
+                    .iter()
+                    .copied()
+                    .zip(block_chunk.iter().copied())
+                    .collect();
                 check(store.put_batch(&items))?;
             }
             Ok(())
         })?);
         t.get_batch.push(timed(|| {
             for (id_chunk, out_chunk) in ids.chunks(batch).zip(outs.chunks_mut(batch)) {
-                let mut items: Vec<(BlockId, &mut [u8])> =
-                    id_chunk.iter().copied().zip(out_chunk.iter_mut().map(|o| &mut **o)).collect();
+                let mut items: Vec<(BlockId, &mut [u8])> = id_chunk
+                    .iter()
+                    .copied()
+                    .zip(out_chunk.iter_mut().map(|o| &mut **o))
+                    .collect();
                 check(store.get_batch(&mut items))?;
             }
             Ok(())
@@ -99,12 +116,19 @@ impl Arena {
                 *b = fill(i, j);
             }
         }
-        Self { bytes, start, stride }
+        Self {
+            bytes,
+            start,
+            stride,
+        }
     }
 
     fn slices(&self, block_bytes: usize, blocks: usize) -> Vec<&[u8]> {
         (0..blocks)
-            .map(|i| &self.bytes[self.start + i * self.stride..self.start + i * self.stride + block_bytes])
+            .map(|i| {
+                &self.bytes
+                    [self.start + i * self.stride..self.start + i * self.stride + block_bytes]
+            })
             .collect()
     }
 
@@ -143,7 +167,10 @@ impl NativeBench {
         }
         let timings = py
             .detach(|| {
-                let mut outs = self.outs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut outs = self
+                    .outs
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
                 let data = self.data.slices(self.block_bytes, self.blocks);
                 let mut outs = outs.slices_mut(self.block_bytes, self.blocks);
                 run(&self.store, &data, &mut outs, batch, repeats)

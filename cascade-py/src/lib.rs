@@ -15,6 +15,7 @@ mod cuda;
 mod data;
 mod errors;
 mod ids;
+mod prefix;
 mod store;
 
 use pyo3::prelude::*;
@@ -32,6 +33,9 @@ fn native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<backend::PyGpuBackend>()?;
     module.add_function(wrap_pyfunction!(ids::compute_block_id, module)?)?;
     module.add_function(wrap_pyfunction!(ids::compute_block_ids, module)?)?;
+    module.add_function(wrap_pyfunction!(prefix::prefix_keys, module)?)?;
+    module.add_function(wrap_pyfunction!(prefix::prefix_key, module)?)?;
+    module.add_function(wrap_pyfunction!(prefix::prefix_namespace, module)?)?;
     module.add_function(wrap_pyfunction!(tier_kinds, module)?)?;
     module.add_class::<bench::NativeBench>()?;
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;

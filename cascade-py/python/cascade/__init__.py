@@ -44,6 +44,9 @@ from ._native import (
     __version__,
     compute_block_id,
     compute_block_ids,
+    prefix_key,
+    prefix_keys,
+    prefix_namespace,
     tier_kinds,
 )
 
@@ -72,5 +75,8 @@ __all__ = [
     "__version__",
     "compute_block_id",
     "compute_block_ids",
+    "prefix_key",
+    "prefix_keys",
+    "prefix_namespace",
     "tier_kinds",
 ]

@@ -176,3 +176,23 @@ class GPUBackend(Backend):
     def __init__(self, capacity: int, device_id: int = 0) -> None: ...
     @property
     def card(self) -> str: ...
+
+def prefix_keys(
+    tokens: Sequence[int], block_tokens: int, namespace: Union[bytes, str, None] = None
+) -> list[BlockId]:
+    """One chained key per full block of `block_tokens` tokens (for lookup_prefix)."""
+
+def prefix_key(
+    parent: Optional[BlockId], tokens: Sequence[int], namespace: Union[bytes, str, None] = None
+) -> BlockId:
+    """The key of the block `tokens` after the block keyed `parent` (None: first)."""
+
+def prefix_namespace(
+    model: str,
+    dtype: str = "",
+    layout: str = "",
+    tp_rank: int = 0,
+    tp_size: int = 1,
+    salt: Union[bytes, str, None] = None,
+) -> bytes:
+    """Namespace bytes separating models, dtypes, layouts and tensor-parallel shards."""
