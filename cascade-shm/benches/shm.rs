@@ -8,7 +8,8 @@
 //! `put/shm` is the default tier (checksum and slot commit on a background thread; the
 //! timing ends only once every put is committed); `put/shm-strict` and
 //! `get/shm-strict` commit before each put returns and verify the checksum on each read.
-//! (`CASCADE_SHM_BENCH_POOL_GIB` sets the size of the open/reopen pool; default 4.)
+//! (`CASCADE_SHM_BENCH_POOL_GIB` sets the size of the open/reopen pool, default 4;
+//! `CASCADE_SHM_BENCH_DIR` where pools go, default /dev/shm.)
 //!
 //! Buffers and pools are allocated and warmed once, outside the timed parts: memory
 //! left idle on this VM is handed back to the host and runs slowly when touched again.
@@ -83,6 +84,10 @@ fn timed(
 
 fn nothing() {}
 
+fn bench_dir() -> String {
+    std::env::var("CASCADE_SHM_BENCH_DIR").unwrap_or_else(|_| "/dev/shm".into())
+}
+
 /// The default pool (background commits, unverified reads) or the strict one (each put
 /// commits before it returns, each read verifies the checksum).
 fn open_pool(dir: &Path, name: &str, capacity: usize, strict: bool) -> ShmTier {
@@ -95,7 +100,7 @@ fn open_pool(dir: &Path, name: &str, capacity: usize, strict: bool) -> ShmTier {
 fn throughput(c: &mut Criterion) {
     let dir = tempfile::Builder::new()
         .prefix("cascade-shm-bench-")
-        .tempdir_in("/dev/shm")
+        .tempdir_in(bench_dir())
         .unwrap();
     let max_threads = *THREADS.iter().max().unwrap();
     let sources: Vec<Vec<u8>> = (0..max_threads)
@@ -210,7 +215,7 @@ fn open_times(c: &mut Criterion) {
         .unwrap_or(4);
     let dir = tempfile::Builder::new()
         .prefix("cascade-shm-bench-open-")
-        .tempdir_in("/dev/shm")
+        .tempdir_in(bench_dir())
         .unwrap();
     let path = dir.path().join("pool");
     let config = ShmTierConfig::new(&path, ByteSize::gib(gib));
