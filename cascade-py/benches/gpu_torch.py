@@ -1,0 +1,183 @@
+"""Checks and times the device paths on a machine with a GPU and PyTorch.
+
+    python cascade-py/benches/gpu_torch.py [--blocks 2000] [--size 131072]
+
+Checks (each prints "ok: ..." or "FAILED: ..." with its traceback, and the run goes on):
+- GPUBackend takes torch CUDA tensors through __cuda_array_interface__ (float16) and
+  DLPack (bfloat16, and any tensor wrapped to hide the interface), single and batch, and
+  gives them back into CUDA tensors byte for byte;
+- a tensor still being written by kernels on a side stream is stored only after that
+  stream finished (the producer's stream is synchronized first);
+- host memory (torch CPU tensors, through DLPack) goes into and out of the GPU tier;
+- CascadeStore with gpu_capacity_bytes opens the GPU tier above shm without a warning.
+Times (medians of 5, same run): GPUBackend put_batch / get_batch of CUDA tensors against
+torch copying the same blocks one by one and in one copy; CascadeStore put_batch /
+get_batch of host tensors through the GPU tier.
+"""
+
+import argparse
+import statistics
+import tempfile
+import time
+import traceback
+import warnings
+
+import torch
+
+import cascade
+
+FAILED = []
+
+
+class DlpackOnly:
+    """Hides __cuda_array_interface__ so that the DLPack path is the one taken."""
+
+    def __init__(self, tensor):
+        self.tensor = tensor
+
+    def __dlpack__(self, *args, **kwargs):
+        return self.tensor.__dlpack__(*args, **kwargs)
+
+    def __dlpack_device__(self):
+        return self.tensor.__dlpack_device__()
+
+
+def check(name, run):
+    try:
+        run()
+        print(f"ok: {name}", flush=True)
+    except Exception:  # noqa: BLE001 - reported, and the other checks still run
+        FAILED.append(name)
+        print(f"FAILED: {name}", flush=True)
+        traceback.print_exc()
+
+
+def median_time(run, repeats=5):
+    times = []
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        run()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--blocks", type=int, default=2000)
+    parser.add_argument("--size", type=int, default=128 * 1024)
+    args = parser.parse_args()
+    n, size = args.blocks, args.size
+    print(f"cascade {cascade.__version__}, torch {torch.__version__}, kinds {cascade.tier_kinds()}")
+
+    gpu = cascade.GPUBackend(4 * n * size, device_id=0)
+    print(f"GPUBackend on {gpu.card}: capacity {gpu.capacity}")
+    dev = torch.device("cuda:0")
+    # One KV pool, rows = blocks. float16: torch exports __cuda_array_interface__ for
+    # it (not for bfloat16, which goes through DLPack).
+    src = torch.randn(n, size // 2, dtype=torch.float16, device=dev)
+    dst = torch.empty_like(src)
+    src_rows, dst_rows = list(src), list(dst)
+    ids = [f"{0xC0DA0000 + i:032x}" for i in range(n)]
+
+    def single():
+        out = torch.empty_like(src[0])
+        gpu.put(ids[0], src[0])
+        assert gpu.get(ids[0], out) == (True, size) and torch.equal(out, src[0])
+        gpu.put(ids[1], DlpackOnly(src[1]))
+        assert gpu.get(ids[1], DlpackOnly(out)) == (True, size) and torch.equal(out, src[1])
+        bf16 = src[2].view(torch.bfloat16)
+        gpu.put(ids[2], bf16)
+        back = torch.empty_like(bf16)
+        assert gpu.get(ids[2], back) == (True, size)
+        assert torch.equal(back.view(torch.int16), bf16.view(torch.int16))
+
+    def batch():
+        assert gpu.put_batch(ids, src_rows) == n
+        dst.zero_()
+        assert gpu.get_batch(ids, dst_rows) == [size] * n
+        assert torch.equal(dst, src)
+
+    def side_stream():
+        side = torch.cuda.Stream()
+        a = torch.randn(4096, 4096, device=dev)
+        with torch.cuda.stream(side):
+            for _ in range(20):
+                a = a @ a / 64.0
+            produced = a.flatten()[: size // 4].contiguous()
+            gpu.put("f" * 32, produced)
+        side.synchronize()
+        back = torch.empty_like(produced)
+        gpu.get("f" * 32, back)
+        assert torch.equal(back, produced)
+
+    def host_tensors():
+        host = src[3].cpu()
+        gpu.put("e" * 32, host)
+        out = torch.zeros_like(host)
+        assert gpu.get("e" * 32, out) == (True, size) and torch.equal(out, host)
+
+    check("single put/get of CUDA tensors (cuda_array_interface, DLPack, bfloat16)", single)
+    check(f"put_batch/get_batch of {n} CUDA blocks round trip", batch)
+    check("a tensor written on a side stream is stored after that stream finished", side_stream)
+    check("torch CPU tensors (DLPack) in and out of the GPU tier", host_tensors)
+
+    rows = []
+    bytes_total = n * size
+    with tempfile.TemporaryDirectory() as pool_dir:
+        config = cascade.CascadeConfig(
+            gpu_capacity_bytes=2 * bytes_total,
+            shm_capacity_bytes=2 * bytes_total,
+            shm_path=f"{pool_dir}/pool.shm",
+        )
+        store_box = []
+
+        def store_opens():
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                store_box.append(cascade.CascadeStore(config))
+            store = store_box[0]
+            assert store.tiers == ["gpu", "shm"], store.tiers
+            block = src[4].cpu().view(torch.uint8)
+            block_id = cascade.compute_block_id(block)
+            store.put(block_id, block)
+            got = torch.zeros_like(block)
+            assert store.get(block_id, got) == (True, size) and torch.equal(got, block)
+            assert store.get_stats()["tiers"][0]["blocks"] == 1
+
+        check("CascadeStore opens gpu above shm with no warning; host block round trip", store_opens)
+        if store_box:
+            store = store_box[0]
+            host_blocks = list(src.cpu().view(torch.uint8))
+            host_outs = list(torch.empty_like(src, device="cpu").view(torch.uint8))
+
+            def store_put():
+                store.clear()
+                store.put_batch(ids, host_blocks)
+
+            rows.append(("CascadeStore.put_batch, host tensors into the GPU tier", median_time(store_put)))
+            rows.append(("CascadeStore.get_batch, GPU tier into host tensors", median_time(lambda: store.get_batch(ids, host_outs))))
+            assert all(torch.equal(a, b) for a, b in zip(host_blocks, host_outs))
+            print(f"store stats: { {k: v for k, v in store.get_stats().items() if k != 'tiers'} }")
+            store.close()
+
+    def per_block_copy():
+        for d, s in zip(dst_rows, src_rows):
+            d.copy_(s)
+
+    gpu.clear()
+    rows.insert(0, ("GPUBackend.put_batch, CUDA tensors (device to device)", median_time(lambda: (gpu.clear(), gpu.put_batch(ids, src_rows)))))
+    rows.insert(1, ("GPUBackend.get_batch, CUDA tensors (device to device)", median_time(lambda: gpu.get_batch(ids, dst_rows))))
+    rows.insert(2, ("torch: copy_ per block (baseline)", median_time(per_block_copy)))
+    rows.insert(3, ("torch: one copy_ of all blocks (ceiling)", median_time(lambda: dst.copy_(src))))
+    print()
+    print(f"| {n} blocks of {size} B on {gpu.card}, medians of 5 | GB/s |")
+    print("|---|---|")
+    for label, seconds in rows:
+        print(f"| {label} | {bytes_total / seconds / 1e9:.1f} |")
+    print(f"\n{len(FAILED)} failed checks: {FAILED}" if FAILED else "\nall checks passed")
+
+
+if __name__ == "__main__":
+    main()
