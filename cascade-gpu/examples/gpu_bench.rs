@@ -24,6 +24,7 @@ struct Args {
     blocks: usize,
     block: usize,
     reps: usize,
+    variants: usize,
 }
 
 fn args() -> Args {
@@ -31,6 +32,7 @@ fn args() -> Args {
         blocks: 8192,
         block: 128 << 10,
         reps: 5,
+        variants: 0,
     };
     let argv: Vec<String> = std::env::args().collect();
     for pair in argv[1..].chunks(2) {
@@ -42,6 +44,7 @@ fn args() -> Args {
             "--blocks" => a.blocks = value,
             "--block-kib" => a.block = value << 10,
             "--reps" => a.reps = value,
+            "--variants" => a.variants = value,
             other => panic!("unknown flag {other}"),
         }
     }
@@ -151,6 +154,62 @@ fn host_round(tier: &GpuTier, a: &Args, src: &[u8], dst: &mut [u8]) -> (f64, f64
     (gbps(total, median(puts)), gbps(total, median(gets)))
 }
 
+/// What limits the staged path: plain parallel memcpy between pageable and pinned
+/// memory on this host, then the tier's pageable path under other staging settings.
+fn pageable_study(a: &Args, pageable: &[u8], pageable_out: &mut [u8], pinned: &mut [u8]) {
+    let total = a.blocks * a.block;
+    println!();
+    println!(
+        "| CPU copy, 1 MiB pieces | threads | pageable -> pinned GB/s | pinned -> pageable GB/s |"
+    );
+    println!("|---|---|---|---|");
+    for threads in [1usize, 4, 8, 12, 15] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let (mut to_pinned, mut from_pinned) = (Vec::new(), Vec::new());
+        for _ in 0..a.reps {
+            let t = Instant::now();
+            pool.install(|| {
+                pinned
+                    .par_chunks_mut(1 << 20)
+                    .zip(pageable.par_chunks(1 << 20))
+                    .for_each(|(d, s)| d.copy_from_slice(s))
+            });
+            to_pinned.push(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            pool.install(|| {
+                pageable_out
+                    .par_chunks_mut(1 << 20)
+                    .zip(pinned.par_chunks(1 << 20))
+                    .for_each(|(d, s)| d.copy_from_slice(s))
+            });
+            from_pinned.push(t.elapsed().as_secs_f64());
+        }
+        println!(
+            "| memcpy | {threads} | {:.1} | {:.1} |",
+            gbps(total, median(to_pinned)),
+            gbps(total, median(from_pinned))
+        );
+    }
+    println!();
+    println!("| pageable path, staging | copy threads | put GB/s | get GB/s |");
+    println!("|---|---|---|---|");
+    for (threads, mib, count) in [(8, 8, 8), (15, 8, 8), (15, 4, 16), (15, 16, 8), (15, 32, 6)] {
+        let config = GpuTierConfig {
+            capacity: ByteSize::b((total + (64 << 20)) as u64),
+            copy_threads: threads,
+            staging_buffer_size: ByteSize::mib(mib),
+            staging_buffers: count,
+            ..GpuTierConfig::default()
+        };
+        let tier = GpuTier::open("gpu-variant", &config).unwrap();
+        let (put, get) = host_round(&tier, a, pageable, pageable_out);
+        println!("| {count} x {mib} MiB | {threads} | {put:.1} | {get:.1} |");
+    }
+}
+
 fn main() {
     let a = args();
     let total = a.blocks * a.block;
@@ -219,6 +278,9 @@ fn main() {
         "pageable host memory (staged)",
         host_round(&tier, &a, &pageable_src, &mut pageable_dst),
     ));
+    if a.variants > 0 {
+        pageable_study(&a, &pageable_src, &mut pageable_dst, pinned_dst.as_mut());
+    }
     drop(pageable_src);
     drop(pageable_dst);
 
@@ -325,6 +387,10 @@ fn main() {
         100.0 * single_get / ceiling.1
     );
     println!();
+    println!(
+        "device copies in the tier's kernel: {}",
+        tier.uses_copy_kernel()
+    );
     println!(
         "registering the {} MiB pool below: {register_ms:.1} ms; staged bytes {}, direct bytes {}",
         region.len >> 20,

@@ -14,6 +14,7 @@ use cudarc::driver::{CudaContext, CudaEvent, CudaStream, sys};
 use parking_lot::Mutex;
 
 use crate::driver::{check, cuda_error, has_batch_copy};
+use crate::kernel::CopyKernel;
 
 /// One DMA: `len` bytes from `src` to `dst`, both unified virtual addresses (device
 /// memory, pinned or registered host memory).
@@ -34,6 +35,7 @@ pub struct CopyEngine {
     next_stream: AtomicUsize,
     events: Mutex<Vec<CudaEvent>>,
     batch_copy: bool,
+    kernel: Option<CopyKernel>,
     group: usize,
 }
 
@@ -46,12 +48,16 @@ impl CopyEngine {
                     .map_err(|e| crate::driver::unavailable("cuStreamCreate", e))
             })
             .collect::<Result<Vec<_>>>()?;
+        let kernel = CopyKernel::load(ctx)
+            .inspect_err(|e| tracing::warn!(error = %e, "device copy kernel not loaded; device-to-device copies use the driver's copies"))
+            .ok();
         Ok(Self {
             ctx: Arc::clone(ctx),
             streams,
             next_stream: AtomicUsize::new(0),
             events: Mutex::new(Vec::new()),
             batch_copy: has_batch_copy(),
+            kernel,
             group: group.max(1),
         })
     }
@@ -59,6 +65,11 @@ impl CopyEngine {
     /// Whether copies go through `cuMemcpyBatchAsync` (driver 12.8 or newer).
     pub fn uses_batch_copy(&self) -> bool {
         self.batch_copy
+    }
+
+    /// Whether device-to-device copies run in the tier's own kernel.
+    pub fn uses_copy_kernel(&self) -> bool {
+        self.kernel.is_some()
     }
 
     /// Copies per driver call.
@@ -94,6 +105,17 @@ impl CopyEngine {
             }
         }
         Ok(())
+    }
+
+    /// Enqueues device-to-device `copies` on `stream`: one kernel launch per group where
+    /// the kernel loaded, the driver's copies otherwise.
+    pub fn enqueue_device(&self, stream: usize, copies: &[DmaCopy]) -> Result<()> {
+        match &self.kernel {
+            // SAFETY: the callers pass device ranges that stay valid until the event
+            // recorded after this completes (see Flight).
+            Some(kernel) => unsafe { kernel.launch(self.streams[stream].cu_stream(), copies) },
+            None => self.enqueue(stream, copies),
+        }
     }
 
     fn enqueue_batch(&self, cu_stream: sys::CUstream, group: &[DmaCopy]) -> Result<()> {
@@ -235,13 +257,22 @@ impl<'e, T> Flight<'e, T> {
         self.push_on(stream, copies, payload)
     }
 
+    /// Enqueues device-to-device `copies` on the next stream (see
+    /// [`CopyEngine::enqueue_device`]) and remembers `payload` for landing.
+    pub fn push_device(&mut self, copies: &[DmaCopy], payload: T) -> Result<()> {
+        let stream = self.engine.pick_stream();
+        let enqueued = self.engine.enqueue_device(stream, copies);
+        self.settle(stream, enqueued, payload)
+    }
+
     /// Enqueues `copies` on `stream` and remembers `payload` for landing.
     pub fn push_on(&mut self, stream: usize, copies: &[DmaCopy], payload: T) -> Result<()> {
-        match self
-            .engine
-            .enqueue(stream, copies)
-            .and_then(|()| self.engine.record(stream))
-        {
+        let enqueued = self.engine.enqueue(stream, copies);
+        self.settle(stream, enqueued, payload)
+    }
+
+    fn settle(&mut self, stream: usize, enqueued: Result<()>, payload: T) -> Result<()> {
+        match enqueued.and_then(|()| self.engine.record(stream)) {
             Ok(event) => {
                 self.groups.push((event, payload));
                 Ok(())

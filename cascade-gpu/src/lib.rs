@@ -16,6 +16,7 @@
 mod config;
 mod copy;
 mod driver;
+mod kernel;
 mod memory;
 mod staging;
 mod tier;

@@ -71,8 +71,12 @@ impl Side {
 /// How a buffer is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
+    /// DMA between host memory the GPU can reach (pinned or registered) and the slab.
     Direct,
+    /// Through a pinned staging buffer (pageable host memory).
     Staged,
+    /// Device to device, in the copy kernel.
+    Device,
 }
 
 /// Pinned and device allocations met so far in one call, so that a batch of blocks in
@@ -101,18 +105,18 @@ impl Router {
                     (HostKind::Pageable, _) => Ok(Route::Staged),
                 }
             }
-            Side::Device { len: 0, .. } => Ok(Route::Direct),
+            Side::Device { len: 0, .. } => Ok(Route::Device),
             Side::Device { ptr, len } => {
                 let inside = |&(start, size): &(u64, usize)| {
                     ptr >= start && ptr + len as u64 <= start + size as u64
                 };
                 if self.device.iter().any(inside) {
-                    return Ok(Route::Direct);
+                    return Ok(Route::Device);
                 }
                 match query_device(ptr, len) {
                     Some(range) => {
                         self.device.push(range);
-                        Ok(Route::Direct)
+                        Ok(Route::Device)
                     }
                     None => Err(Error::new(
                         ErrorKind::InvalidInput,
@@ -123,6 +127,50 @@ impl Router {
                 }
             }
         }
+    }
+}
+
+/// Copies gathered into groups of the engine's size; each full group goes into the
+/// flight with the payload of its items.
+struct Grouper<T> {
+    device: bool,
+    copies: Vec<DmaCopy>,
+    payload: Vec<T>,
+    group: usize,
+}
+
+impl<T> Grouper<T> {
+    fn new(device: bool, group: usize) -> Self {
+        Self {
+            device,
+            copies: Vec::with_capacity(group),
+            payload: Vec::with_capacity(group),
+            group,
+        }
+    }
+
+    fn add(&mut self, flight: &mut Flight<'_, Vec<T>>, copy: DmaCopy, item: T) -> Result<()> {
+        self.copies.push(copy);
+        self.payload.push(item);
+        if self.copies.len() >= self.group {
+            self.flush(flight)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn flush(&mut self, flight: &mut Flight<'_, Vec<T>>) -> Result<()> {
+        if self.copies.is_empty() {
+            return Ok(());
+        }
+        let payload = std::mem::replace(&mut self.payload, Vec::with_capacity(self.group));
+        let pushed = if self.device {
+            flight.push_device(&self.copies, payload)
+        } else {
+            flight.push(&self.copies, payload)
+        };
+        self.copies.clear();
+        pushed
     }
 }
 
@@ -205,6 +253,12 @@ impl GpuTier {
     /// newer) rather than one `cuMemcpyAsync` each.
     pub fn uses_batch_copy(&self) -> bool {
         self.engine.uses_batch_copy()
+    }
+
+    /// Whether device-to-device copies (the `*_device` methods) run in the tier's own
+    /// copy kernel rather than the driver's copies.
+    pub fn uses_copy_kernel(&self) -> bool {
+        self.engine.uses_copy_kernel()
     }
 
     /// Bytes of host memory registered with CUDA through [`Tier::attach_below`].
@@ -342,35 +396,37 @@ impl GpuTier {
         let mut router = self.router();
         let group = self.engine.group();
         let mut flight: Flight<'_, Vec<(usize, Arc<Slot>)>> = Flight::new(&self.engine);
-        let mut copies = Vec::with_capacity(group);
-        let mut landed = Vec::with_capacity(group);
+        let mut host = Grouper::new(false, group);
+        let mut device = Grouper::new(true, group);
         let mut staged: Vec<(usize, Side, Arc<Slot>)> = Vec::new();
         let mut direct = 0u64;
         for (i, &(_, side)) in items.iter().enumerate() {
             let routed = router
                 .route(side)
                 .and_then(|route| Ok((route, self.reserve(side.len())?)));
-            match routed {
-                Err(e) => results[i] = Some(Err(e)),
-                Ok((Route::Staged, slot)) => staged.push((i, side, slot)),
-                Ok((Route::Direct, slot)) => {
-                    direct += side.len() as u64;
-                    copies.push(DmaCopy {
-                        dst: self.device_addr(&slot),
-                        src: side.addr(),
-                        len: side.len(),
-                    });
-                    landed.push((i, slot));
-                    if copies.len() == group {
-                        flight.push(&copies, std::mem::take(&mut landed))?;
-                        copies.clear();
-                    }
+            let (route, slot) = match routed {
+                Err(e) => {
+                    results[i] = Some(Err(e));
+                    continue;
                 }
+                Ok(routed) => routed,
+            };
+            let copy = DmaCopy {
+                dst: self.device_addr(&slot),
+                src: side.addr(),
+                len: side.len(),
+            };
+            match route {
+                Route::Staged => staged.push((i, side, slot)),
+                Route::Direct => host.add(&mut flight, copy, (i, slot))?,
+                Route::Device => device.add(&mut flight, copy, (i, slot))?,
+            }
+            if route != Route::Staged {
+                direct += side.len() as u64;
             }
         }
-        if !copies.is_empty() {
-            flight.push(&copies, landed)?;
-        }
+        host.flush(&mut flight)?;
+        device.flush(&mut flight)?;
         self.direct_bytes.fetch_add(direct, Ordering::Relaxed);
         self.upload_staged(&mut flight, staged)?;
         flight.land(|blocks| {
@@ -393,45 +449,54 @@ impl GpuTier {
         let cap = self.staging.buffer_len();
         let mut pending = staged.into_iter().peekable();
         let mut offset = 0usize;
-        while pending.peek().is_some() {
-            let lease = self.staging.acquire()?;
-            let base = lease.get().ptr();
-            let mut used = 0usize;
-            let mut host = Vec::new();
-            let mut dma = Vec::new();
-            let mut done = Vec::new();
-            while used < cap {
-                let Some((_, side, slot)) = pending.peek() else {
-                    break;
-                };
-                let take = (side.len() - offset).min(cap - used);
-                host.push(HostCopy {
-                    dst: base.wrapping_add(used),
-                    src: (side.addr() as usize + offset) as *const u8,
-                    len: take,
-                });
-                dma.push(DmaCopy {
-                    dst: self.device_addr(slot) + offset as u64,
-                    src: base as u64 + used as u64,
-                    len: take,
-                });
-                used += take;
-                offset += take;
-                if offset == side.len() {
-                    if let Some((i, _, slot)) = pending.next() {
-                        done.push((i, slot));
+        let outcome = (|| -> Result<()> {
+            while pending.peek().is_some() {
+                let lease = self.staging.acquire()?;
+                let base = lease.get().ptr();
+                let mut used = 0usize;
+                let mut host = Vec::new();
+                let mut dma = Vec::new();
+                let mut done = Vec::new();
+                while used < cap {
+                    let Some((_, side, slot)) = pending.peek() else {
+                        break;
+                    };
+                    let take = (side.len() - offset).min(cap - used);
+                    host.push(HostCopy {
+                        dst: base.wrapping_add(used),
+                        src: (side.addr() as usize + offset) as *const u8,
+                        len: take,
+                    });
+                    dma.push(DmaCopy {
+                        dst: self.device_addr(slot) + offset as u64,
+                        src: base as u64 + used as u64,
+                        len: take,
+                    });
+                    used += take;
+                    offset += take;
+                    if offset == side.len() {
+                        if let Some((i, _, slot)) = pending.next() {
+                            done.push((i, slot));
+                        }
+                        offset = 0;
                     }
-                    offset = 0;
                 }
+                // SAFETY: sources are the caller's blocks, borrowed for this call; the
+                // destination is the leased staging buffer, whose last DMA has finished.
+                unsafe { self.crew.copy_all(&host) };
+                let stream = self.engine.pick_stream();
+                flight.push_on(stream, &dma, done)?;
+                self.release_after(lease, stream)?;
             }
-            // SAFETY: sources are the caller's blocks, borrowed for this call; the
-            // destination is the leased staging buffer, whose last DMA has finished.
-            unsafe { self.crew.copy_all(&host) };
-            let stream = self.engine.pick_stream();
-            flight.push_on(stream, &dma, done)?;
-            self.release_after(lease, stream)?;
+            Ok(())
+        })();
+        if outcome.is_err() {
+            // A block split over several buffers may have pieces in flight while its
+            // slot is still pending here: let them land before the slot is freed.
+            self.engine.drain_all();
         }
-        Ok(())
+        drop(pending);
+        outcome
     }
 
     /// Marks the lease's buffer busy until the work enqueued on `stream` so far is done,
@@ -464,8 +529,8 @@ impl GpuTier {
         // Holding the slots keeps every extent read here allocated until the copies land.
         let mut held: Vec<Arc<Slot>> = Vec::with_capacity(items.len());
         let mut flight: Flight<'_, Vec<(usize, usize)>> = Flight::new(&self.engine);
-        let mut copies = Vec::with_capacity(group);
-        let mut landed = Vec::with_capacity(group);
+        let mut host = Grouper::new(false, group);
+        let mut device = Grouper::new(true, group);
         let mut staged: Vec<(usize, Side, Arc<Slot>)> = Vec::new();
         let mut direct = 0u64;
         for (i, &(id, side)) in items.iter().enumerate() {
@@ -477,28 +542,31 @@ impl GpuTier {
                 results[i] = Some(Err(buffer_too_small(id, slot.len as u64, side.len())));
                 continue;
             }
-            match router.route(side) {
-                Err(e) => results[i] = Some(Err(e)),
-                Ok(Route::Staged) => staged.push((i, side, slot)),
-                Ok(Route::Direct) => {
-                    direct += slot.len as u64;
-                    copies.push(DmaCopy {
-                        dst: side.addr(),
-                        src: self.device_addr(&slot),
-                        len: slot.len,
-                    });
-                    landed.push((i, slot.len));
-                    held.push(slot);
-                    if copies.len() == group {
-                        flight.push(&copies, std::mem::take(&mut landed))?;
-                        copies.clear();
-                    }
+            let route = match router.route(side) {
+                Err(e) => {
+                    results[i] = Some(Err(e));
+                    continue;
                 }
+                Ok(route) => route,
+            };
+            let copy = DmaCopy {
+                dst: side.addr(),
+                src: self.device_addr(&slot),
+                len: slot.len,
+            };
+            match route {
+                Route::Staged => {
+                    staged.push((i, side, slot));
+                    continue;
+                }
+                Route::Direct => host.add(&mut flight, copy, (i, slot.len))?,
+                Route::Device => device.add(&mut flight, copy, (i, slot.len))?,
             }
+            direct += slot.len as u64;
+            held.push(slot);
         }
-        if !copies.is_empty() {
-            flight.push(&copies, landed)?;
-        }
+        host.flush(&mut flight)?;
+        device.flush(&mut flight)?;
         self.direct_bytes.fetch_add(direct, Ordering::Relaxed);
         self.download_staged(staged, results)?;
         let landed = flight.land(|blocks| {
@@ -601,6 +669,15 @@ impl GpuTier {
         }
         Ok(())
     }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size)
+        .ok()
+        .filter(|&s| s > 0)
+        .unwrap_or(4096)
 }
 
 /// The one result of a one-item batch.
@@ -748,23 +825,43 @@ impl Tier for GpuTier {
 
     /// Registers the host memory of the tier below with CUDA (unless `register_below`
     /// is off), so that demotions and promotions between the two are one DMA.
+    ///
+    /// A region the driver refuses (for example a pool file on a disk file system, whose
+    /// pages Linux will not pin for long) is logged and left unregistered: moves to and
+    /// from it then go through the staging buffers, slower but correct.
+    ///
+    /// The tier below must outlive this tier (a [`cascade_core::CascadeStore`] drops its
+    /// tiers fastest first), since the registration is released when this tier drops.
     fn attach_below(&self, below: &dyn Tier) -> Result<()> {
         let Some(region) = below.host_region().filter(|_| self.config.register_below) else {
             return Ok(());
         };
-        let mut registered = self.registered.write();
-        if registered.iter().any(|r| r.base() == region.base as usize) {
+        // Whole pages only: blocks on a partial page at either end take the staged path.
+        let page = page_size();
+        let start = (region.base as usize).next_multiple_of(page);
+        let end = (region.base as usize + region.len) / page * page;
+        if end <= start {
             return Ok(());
         }
-        // SAFETY: the store keeps the tier below (and so its region) alive at least as
-        // long as this tier, which drops the registration first.
-        let registration = unsafe { HostRegistration::new(&self.ctx, region.base, region.len) }
-            .map_err(|e| {
-                e.with_context("tier", &self.name)
-                    .with_context("below", below.name())
-            })?;
-        tracing::info!(tier = %self.name, below = below.name(), bytes = region.len, "registered the host memory of the tier below with CUDA");
-        registered.push(registration);
+        let mut registered = self.registered.write();
+        if registered.iter().any(|r| r.base() == start) {
+            return Ok(());
+        }
+        self.engine.bind()?;
+        // SAFETY: [start, end) lies inside the region of the tier below, which stays
+        // mapped while that tier lives; it outlives this tier (see above), and this tier
+        // drops the registration first.
+        match unsafe { HostRegistration::new(&self.ctx, start as *mut u8, end - start) } {
+            Ok(registration) => {
+                tracing::info!(tier = %self.name, below = below.name(), bytes = end - start,
+                    "registered the host memory of the tier below with CUDA");
+                registered.push(registration);
+            }
+            Err(e) => {
+                tracing::warn!(tier = %self.name, below = below.name(), error = %e,
+                    "could not register the host memory of the tier below; moves to it are staged");
+            }
+        }
         Ok(())
     }
 
