@@ -163,7 +163,7 @@ fn pageable_study(a: &Args, pageable: &[u8], pageable_out: &mut [u8], pinned: &m
         "| CPU copy, 1 MiB pieces | threads | pageable -> pinned GB/s | pinned -> pageable GB/s |"
     );
     println!("|---|---|---|---|");
-    for threads in [1usize, 4, 8, 12, 15] {
+    for threads in [1usize, 8, 12, 16] {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
@@ -196,7 +196,13 @@ fn pageable_study(a: &Args, pageable: &[u8], pageable_out: &mut [u8], pinned: &m
     println!();
     println!("| pageable path, staging | copy threads | put GB/s | get GB/s |");
     println!("|---|---|---|---|");
-    for (threads, mib, count) in [(8, 8, 8), (15, 8, 8), (15, 4, 16), (15, 16, 8), (15, 32, 6)] {
+    for (threads, mib, count) in [
+        (8, 4, 16),
+        (16, 4, 16),
+        (16, 2, 32),
+        (16, 8, 16),
+        (12, 4, 16),
+    ] {
         let config = GpuTierConfig {
             capacity: ByteSize::b((total + (64 << 20)) as u64),
             copy_threads: threads,

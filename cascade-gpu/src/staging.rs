@@ -148,14 +148,15 @@ pub struct HostCopy {
 // ranges are valid and unaliased until it returns, whichever thread runs the copy.
 unsafe impl Send for HostCopy {}
 
-/// Below this many bytes a batch of CPU copies runs on the calling thread alone.
+/// Below this many bytes a batch of CPU copies runs on the calling thread alone, and
+/// no job handed to the crew is smaller.
 const PARALLEL_THRESHOLD: usize = 1 << 20;
 
 /// Threads that run CPU copies for the staging path.
 ///
-/// It is a private rayon pool used only through `spawn`, and the caller waits on a plain
-/// condition variable: a caller that is itself a rayon worker (the store's batch calls)
-/// must not steal unrelated jobs while it holds staging buffers.
+/// A private rayon pool used only through `spawn`; callers wait on a plain condition
+/// variable, never inside rayon: a caller that is itself a rayon worker (the store's
+/// batch calls) must not steal unrelated jobs while it holds staging buffers.
 pub struct CopyCrew {
     pool: Option<rayon::ThreadPool>,
     threads: usize,
@@ -181,6 +182,10 @@ impl Latch {
             self.done.wait(&mut left);
         }
     }
+
+    fn is_done(&self) -> bool {
+        *self.left.lock() == 0
+    }
 }
 
 struct CountDownOnDrop(Arc<Latch>);
@@ -191,14 +196,40 @@ impl Drop for CountDownOnDrop {
     }
 }
 
+/// Copies handed to the crew. Dropping the ticket waits for them, so the memory they
+/// touch is never released while a copy still runs.
+pub struct CopyTicket {
+    latch: Option<Arc<Latch>>,
+}
+
+impl CopyTicket {
+    /// Whether every copy has finished.
+    pub fn is_done(&self) -> bool {
+        self.latch.as_ref().is_none_or(|l| l.is_done())
+    }
+
+    /// Blocks until every copy has finished.
+    pub fn wait(&self) {
+        if let Some(latch) = &self.latch {
+            latch.wait();
+        }
+    }
+}
+
+impl Drop for CopyTicket {
+    fn drop(&mut self) {
+        self.wait();
+    }
+}
+
 impl CopyCrew {
-    /// A crew of `threads` (the calling thread counts as one of them).
+    /// A crew of `threads` copy threads (1: copies run on the caller's thread).
     pub fn new(threads: usize) -> Result<Self> {
         let threads = threads.max(1);
         let pool = if threads > 1 {
             Some(
                 rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads - 1)
+                    .num_threads(threads)
                     .thread_name(|i| format!("cascade-gpu-copy-{i}"))
                     .build()
                     .map_err(|e| Error::config(format!("copy_threads: {e}")))?,
@@ -209,43 +240,44 @@ impl CopyCrew {
         Ok(Self { pool, threads })
     }
 
-    /// Runs every copy and returns once all are done.
+    /// Starts the copies on the crew and returns at once; small sets (under 1 MiB) and
+    /// one-thread crews copy on the calling thread before returning.
     ///
     /// # Safety
     /// Each copy's source must be readable and its destination writable for `len` bytes
-    /// until this returns, and no destination may overlap another copy's source or
-    /// destination.
-    pub unsafe fn copy_all(&self, copies: &[HostCopy]) {
+    /// until the ticket reports done (dropping it waits), the ticket must not be leaked
+    /// (`mem::forget`), and no destination may overlap another copy's range or a range
+    /// of any copy still running.
+    pub unsafe fn submit(&self, copies: Vec<HostCopy>) -> CopyTicket {
         let total: usize = copies.iter().map(|c| c.len).sum();
         let Some(pool) = self.pool.as_ref().filter(|_| total >= PARALLEL_THRESHOLD) else {
             // SAFETY: the caller's contract.
-            unsafe { run(copies) };
-            return;
+            unsafe { run(&copies) };
+            return CopyTicket { latch: None };
         };
-        let mut shares = split(copies, total.div_ceil(self.threads)).into_iter();
-        let mine = shares.next().unwrap_or_default();
-        let others: Vec<Vec<HostCopy>> = shares.collect();
+        let shares = split(
+            &copies,
+            total.div_ceil(self.threads).max(PARALLEL_THRESHOLD),
+        );
         let latch = Arc::new(Latch {
-            left: Mutex::new(others.len()),
+            left: Mutex::new(shares.len()),
             done: Condvar::new(),
         });
-        for share in others {
+        for share in shares {
             let guard = CountDownOnDrop(Arc::clone(&latch));
             pool.spawn(move || {
                 let _guard = guard;
-                // SAFETY: the caller of copy_all waits on the latch below, so the
-                // ranges stay valid while this runs.
+                // SAFETY: the ticket's holder keeps the ranges valid until the latch
+                // reaches zero, which happens only after this copy.
                 unsafe { run(&share) };
             });
         }
-        // SAFETY: the caller's contract.
-        unsafe { run(&mine) };
-        latch.wait();
+        CopyTicket { latch: Some(latch) }
     }
 }
 
 /// # Safety
-/// As for [`CopyCrew::copy_all`].
+/// As for [`CopyCrew::submit`].
 unsafe fn run(copies: &[HostCopy]) {
     for c in copies {
         // SAFETY: the caller guarantees valid, non-overlapping ranges.
@@ -308,8 +340,9 @@ mod tests {
                     len: src.len() - half,
                 },
             ];
-            // SAFETY: both vectors outlive the call and the ranges do not overlap.
-            unsafe { crew.copy_all(&copies) };
+            // SAFETY: both vectors outlive the ticket, dropped (waited for) right here,
+            // and the ranges do not overlap.
+            drop(unsafe { crew.submit(copies.to_vec()) });
             assert!(dst == src, "threads = {threads}");
         }
     }

@@ -22,7 +22,7 @@ use crate::config::GpuTierConfig;
 use crate::copy::{CopyEngine, DmaCopy, Flight};
 use crate::driver::{cuda_error, open_context};
 use crate::memory::{DeviceSlab, HostKind, HostRegistration, query_device, query_host};
-use crate::staging::{CopyCrew, HostCopy, StagingLease, StagingPool};
+use crate::staging::{CopyCrew, CopyTicket, HostCopy, StagingLease, StagingPool};
 
 /// The kind string of this tier.
 pub const KIND: &str = "gpu";
@@ -173,10 +173,6 @@ impl<T> Grouper<T> {
         pushed
     }
 }
-
-/// A staging buffer whose DMA from the device is in flight: the lease, the CPU copies
-/// that empty it once landed, and the (item, length) results they complete.
-type InFlight<'p> = (StagingLease<'p>, Vec<HostCopy>, Vec<(usize, usize)>);
 
 /// The GPU HBM tier.
 pub struct GpuTier {
@@ -428,7 +424,7 @@ impl GpuTier {
         host.flush(&mut flight)?;
         device.flush(&mut flight)?;
         self.direct_bytes.fetch_add(direct, Ordering::Relaxed);
-        self.upload_staged(&mut flight, staged)?;
+        self.upload_staged(&mut flight, &staged)?;
         flight.land(|blocks| {
             for (i, slot) in blocks {
                 // The old slot, if any, frees its extent once no read holds it.
@@ -438,65 +434,90 @@ impl GpuTier {
         })
     }
 
-    /// Packs pageable sources into staging buffers; each buffer is filled by the copy
-    /// crew while the previous one's DMA runs.
+    /// Packs pageable sources into staging buffers. Each buffer is filled by one job of
+    /// the copy crew while other buffers fill and earlier ones are in DMA; buffers go to
+    /// the GPU in order as their copies finish.
     fn upload_staged(
         &self,
         flight: &mut Flight<'_, Vec<(usize, Arc<Slot>)>>,
-        staged: Vec<(usize, Side, Arc<Slot>)>,
+        staged: &[(usize, Side, Arc<Slot>)],
     ) -> Result<()> {
-        self.count(&self.staged_bytes, &staged);
-        let cap = self.staging.buffer_len();
-        let mut pending = staged.into_iter().peekable();
-        let mut offset = 0usize;
+        self.count(&self.staged_bytes, staged);
+        let mut chunker = Chunker::new(staged, self.staging.buffer_len());
+        let mut filling: VecDeque<Filling<'_>> = VecDeque::new();
         let outcome = (|| -> Result<()> {
-            while pending.peek().is_some() {
-                let lease = self.staging.acquire()?;
+            while !chunker.is_empty() {
+                // Wait for a buffer only while holding none (see StagingPool::acquire).
+                let lease = if filling.is_empty() {
+                    self.staging.acquire()?
+                } else if let Some(lease) = self.staging.try_acquire()? {
+                    lease
+                } else {
+                    self.retire_filled(flight, &mut filling)?;
+                    continue;
+                };
                 let base = lease.get().ptr();
-                let mut used = 0usize;
-                let mut host = Vec::new();
-                let mut dma = Vec::new();
-                let mut done = Vec::new();
-                while used < cap {
-                    let Some((_, side, slot)) = pending.peek() else {
-                        break;
-                    };
-                    let take = (side.len() - offset).min(cap - used);
+                let (pieces, completed) = chunker.next_chunk();
+                let mut host = Vec::with_capacity(pieces.len());
+                let mut dma = Vec::with_capacity(pieces.len());
+                for p in &pieces {
+                    let (_, side, slot) = &staged[p.item];
                     host.push(HostCopy {
-                        dst: base.wrapping_add(used),
-                        src: (side.addr() as usize + offset) as *const u8,
-                        len: take,
+                        dst: base.wrapping_add(p.buffer_offset),
+                        src: (side.addr() as usize + p.item_offset) as *const u8,
+                        len: p.len,
                     });
                     dma.push(DmaCopy {
-                        dst: self.device_addr(slot) + offset as u64,
-                        src: base as u64 + used as u64,
-                        len: take,
+                        dst: self.device_addr(slot) + p.item_offset as u64,
+                        src: base as u64 + p.buffer_offset as u64,
+                        len: p.len,
                     });
-                    used += take;
-                    offset += take;
-                    if offset == side.len() {
-                        if let Some((i, _, slot)) = pending.next() {
-                            done.push((i, slot));
-                        }
-                        offset = 0;
-                    }
                 }
+                let done = completed
+                    .iter()
+                    .map(|&k| (staged[k].0, Arc::clone(&staged[k].2)))
+                    .collect();
                 // SAFETY: sources are the caller's blocks, borrowed for this call; the
-                // destination is the leased staging buffer, whose last DMA has finished.
-                unsafe { self.crew.copy_all(&host) };
-                let stream = self.engine.pick_stream();
-                flight.push_on(stream, &dma, done)?;
-                self.release_after(lease, stream)?;
+                // destination is the leased buffer, whose last DMA has finished; the
+                // ticket lives in `filling`, which is emptied (waited for) before return.
+                let ticket = unsafe { self.crew.submit(host) };
+                filling.push_back(Filling {
+                    ticket,
+                    lease,
+                    dma,
+                    done,
+                });
+                while filling.front().is_some_and(|f| f.ticket.is_done()) {
+                    self.retire_filled(flight, &mut filling)?;
+                }
+            }
+            while !filling.is_empty() {
+                self.retire_filled(flight, &mut filling)?;
             }
             Ok(())
         })();
         if outcome.is_err() {
-            // A block split over several buffers may have pieces in flight while its
-            // slot is still pending here: let them land before the slot is freed.
+            // Waits for the CPU copies, then for DMAs that may still read the buffers
+            // or write extents of slots not yet handed to the flight.
+            drop(filling);
             self.engine.drain_all();
         }
-        drop(pending);
         outcome
+    }
+
+    /// Sends the oldest filled buffer to the GPU once its CPU copy is done.
+    fn retire_filled<'p>(
+        &'p self,
+        flight: &mut Flight<'_, Vec<(usize, Arc<Slot>)>>,
+        filling: &mut VecDeque<Filling<'p>>,
+    ) -> Result<()> {
+        let Some(filled) = filling.pop_front() else {
+            return Ok(());
+        };
+        filled.ticket.wait();
+        let stream = self.engine.pick_stream();
+        flight.push_on(stream, &filled.dma, filled.done)?;
+        self.release_after(filled.lease, stream)
     }
 
     /// Marks the lease's buffer busy until the work enqueued on `stream` so far is done,
@@ -568,7 +589,7 @@ impl GpuTier {
         host.flush(&mut flight)?;
         device.flush(&mut flight)?;
         self.direct_bytes.fetch_add(direct, Ordering::Relaxed);
-        self.download_staged(staged, results)?;
+        self.download_staged(&staged, results)?;
         let landed = flight.land(|blocks| {
             for (i, len) in blocks {
                 results[i] = Some(Ok(len));
@@ -579,95 +600,228 @@ impl GpuTier {
     }
 
     /// Brings blocks bound for pageable memory through staging buffers: several buffers
-    /// are in flight, and each is emptied by the copy crew once its DMA has landed.
+    /// are in DMA at once, and each is emptied by one job of the copy crew as soon as its
+    /// DMA has landed.
     fn download_staged(
         &self,
-        staged: Vec<(usize, Side, Arc<Slot>)>,
+        staged: &[(usize, Side, Arc<Slot>)],
         results: &mut [Option<Result<usize>>],
     ) -> Result<()> {
-        self.count(&self.staged_bytes, &staged);
-        let cap = self.staging.buffer_len();
-        let mut in_flight: VecDeque<InFlight<'_>> = VecDeque::new();
-        let mut pending = staged.iter().peekable();
-        let mut offset = 0usize;
+        self.count(&self.staged_bytes, staged);
+        let mut chunker = Chunker::new(staged, self.staging.buffer_len());
+        let mut landing: VecDeque<Landing<'_>> = VecDeque::new();
+        let mut draining: VecDeque<Draining<'_>> = VecDeque::new();
         let outcome = (|| -> Result<()> {
-            while pending.peek().is_some() {
+            while !chunker.is_empty() {
                 // Wait for a buffer only while holding none (see StagingPool::acquire).
-                let lease = if in_flight.is_empty() {
+                let lease = if landing.is_empty() && draining.is_empty() {
                     self.staging.acquire()?
                 } else if let Some(lease) = self.staging.try_acquire()? {
                     lease
                 } else {
-                    self.land_staged(&mut in_flight, results)?;
+                    self.progress(&mut landing, &mut draining, results, true)?;
                     continue;
                 };
                 let base = lease.get().ptr();
-                let mut used = 0usize;
-                let mut host = Vec::new();
-                let mut dma = Vec::new();
-                let mut done = Vec::new();
-                while used < cap {
-                    let Some(&&(i, side, ref slot)) = pending.peek() else {
-                        break;
-                    };
-                    let take = (slot.len - offset).min(cap - used);
+                let (pieces, completed) = chunker.next_chunk();
+                let mut host = Vec::with_capacity(pieces.len());
+                let mut dma = Vec::with_capacity(pieces.len());
+                for p in &pieces {
+                    let (_, side, slot) = &staged[p.item];
                     dma.push(DmaCopy {
-                        dst: base as u64 + used as u64,
-                        src: self.device_addr(slot) + offset as u64,
-                        len: take,
+                        dst: base as u64 + p.buffer_offset as u64,
+                        src: self.device_addr(slot) + p.item_offset as u64,
+                        len: p.len,
                     });
                     host.push(HostCopy {
-                        dst: (side.addr() as usize + offset) as *mut u8,
-                        src: base.wrapping_add(used),
-                        len: take,
+                        dst: (side.addr() as usize + p.item_offset) as *mut u8,
+                        src: base.wrapping_add(p.buffer_offset),
+                        len: p.len,
                     });
-                    used += take;
-                    offset += take;
-                    if offset == slot.len {
-                        done.push((i, slot.len));
-                        pending.next();
-                        offset = 0;
-                    }
                 }
+                let done = completed
+                    .iter()
+                    .map(|&k| (staged[k].0, staged[k].2.len))
+                    .collect();
                 let stream = self.engine.pick_stream();
+                // The lease joins `landing` first, so an error below still drains it.
+                landing.push_back(Landing { lease, host, done });
                 self.engine.enqueue(stream, &dma)?;
-                self.engine.record_into(lease.get().last_use(), stream)?;
-                in_flight.push_back((lease, host, done));
+                if let Some(l) = landing.back() {
+                    self.engine.record_into(l.lease.get().last_use(), stream)?;
+                }
+                self.progress(&mut landing, &mut draining, results, false)?;
             }
-            while !in_flight.is_empty() {
-                self.land_staged(&mut in_flight, results)?;
+            while !landing.is_empty() || !draining.is_empty() {
+                self.progress(&mut landing, &mut draining, results, true)?;
             }
             Ok(())
         })();
         if outcome.is_err() {
-            // Copies into leased buffers may still run: let them finish before the
-            // buffers go back to the pool and the slots are released.
+            // DMAs may still write leased buffers and CPU copies read them: both must
+            // finish before the buffers go back to the pool.
             self.engine.drain_all();
+            drop(draining);
+            drop(landing);
         }
-        drop(in_flight);
         outcome
     }
 
-    fn land_staged(
-        &self,
-        in_flight: &mut VecDeque<InFlight<'_>>,
+    /// Starts the CPU copy of every buffer whose DMA has landed and retires finished
+    /// copies; when `block` is set and nothing was ready, waits for the oldest step.
+    fn progress<'p>(
+        &'p self,
+        landing: &mut VecDeque<Landing<'p>>,
+        draining: &mut VecDeque<Draining<'p>>,
         results: &mut [Option<Result<usize>>],
+        block: bool,
     ) -> Result<()> {
-        let Some((lease, host, done)) = in_flight.pop_front() else {
-            return Ok(());
-        };
-        lease
-            .get()
-            .last_use()
-            .synchronize()
-            .map_err(|e| cuda_error("cuEventSynchronize", e))?;
-        // SAFETY: the buffer's DMA has landed; destinations are the caller's output
-        // buffers, borrowed mutably for this call and disjoint from the buffer.
-        unsafe { self.crew.copy_all(&host) };
-        for (i, len) in done {
-            results[i] = Some(Ok(len));
+        let mut moved = false;
+        while let Some(front) = landing.front() {
+            let landed = front
+                .lease
+                .get()
+                .last_use()
+                .try_is_complete()
+                .map_err(|e| cuda_error("cuEventQuery", e))?;
+            if !landed {
+                break;
+            }
+            self.start_drain(landing, draining);
+            moved = true;
+        }
+        while draining.front().is_some_and(|d| d.ticket.is_done()) {
+            retire_drained(draining, results);
+            moved = true;
+        }
+        if block && !moved {
+            // Starting CPU copies early keeps the crew busy; retiring frees a buffer.
+            if let Some(front) = landing.front() {
+                front
+                    .lease
+                    .get()
+                    .last_use()
+                    .synchronize()
+                    .map_err(|e| cuda_error("cuEventSynchronize", e))?;
+                self.start_drain(landing, draining);
+            } else {
+                retire_drained(draining, results);
+            }
         }
         Ok(())
+    }
+
+    /// Hands the oldest landed buffer to the copy crew.
+    fn start_drain<'p>(
+        &'p self,
+        landing: &mut VecDeque<Landing<'p>>,
+        draining: &mut VecDeque<Draining<'p>>,
+    ) {
+        if let Some(Landing { lease, host, done }) = landing.pop_front() {
+            // SAFETY: the buffer's DMA has landed; destinations are the caller's output
+            // buffers, borrowed mutably for this call and disjoint from each other; the
+            // ticket lives in `draining`, emptied (waited for) before the call returns.
+            let ticket = unsafe { self.crew.submit(host) };
+            draining.push_back(Draining {
+                ticket,
+                _lease: lease,
+                done,
+            });
+        }
+    }
+}
+
+/// Waits for the oldest drain and records its blocks as read.
+fn retire_drained(draining: &mut VecDeque<Draining<'_>>, results: &mut [Option<Result<usize>>]) {
+    if let Some(drained) = draining.pop_front() {
+        drained.ticket.wait();
+        for (i, len) in drained.done {
+            results[i] = Some(Ok(len));
+        }
+    }
+}
+
+/// A staging buffer being filled by the copy crew for an upload. Fields drop in order:
+/// the ticket waits for the copy before the lease returns the buffer.
+struct Filling<'p> {
+    ticket: CopyTicket,
+    lease: StagingLease<'p>,
+    dma: Vec<DmaCopy>,
+    done: Vec<(usize, Arc<Slot>)>,
+}
+
+/// A staging buffer whose DMA from the device is in flight, with the CPU copies that
+/// will empty it and the (item, length) results they complete.
+struct Landing<'p> {
+    lease: StagingLease<'p>,
+    host: Vec<HostCopy>,
+    done: Vec<(usize, usize)>,
+}
+
+/// A landed staging buffer being emptied by the copy crew.
+struct Draining<'p> {
+    ticket: CopyTicket,
+    /// Held, not read: the buffer returns to the pool when this drops, after the ticket.
+    _lease: StagingLease<'p>,
+    done: Vec<(usize, usize)>,
+}
+
+/// One piece of a chunk: `len` bytes at `item_offset` of staged item `item`, placed at
+/// `buffer_offset` in the staging buffer.
+struct Piece {
+    item: usize,
+    item_offset: usize,
+    buffer_offset: usize,
+    len: usize,
+}
+
+/// Cuts staged items into staging-buffer-sized chunks, splitting items that straddle a
+/// buffer boundary.
+struct Chunker<'a> {
+    items: &'a [(usize, Side, Arc<Slot>)],
+    capacity: usize,
+    next: usize,
+    offset: usize,
+}
+
+impl<'a> Chunker<'a> {
+    fn new(items: &'a [(usize, Side, Arc<Slot>)], capacity: usize) -> Self {
+        Self {
+            items,
+            capacity,
+            next: 0,
+            offset: 0,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.next >= self.items.len()
+    }
+
+    /// The pieces of the next chunk, and the items whose last piece is among them.
+    fn next_chunk(&mut self) -> (Vec<Piece>, Vec<usize>) {
+        let (mut pieces, mut completed) = (Vec::new(), Vec::new());
+        let mut used = 0;
+        while used < self.capacity && !self.is_empty() {
+            let len = self.items[self.next].2.len;
+            let take = (len - self.offset).min(self.capacity - used);
+            if take > 0 {
+                pieces.push(Piece {
+                    item: self.next,
+                    item_offset: self.offset,
+                    buffer_offset: used,
+                    len: take,
+                });
+            }
+            used += take;
+            self.offset += take;
+            if self.offset == len {
+                completed.push(self.next);
+                self.next += 1;
+                self.offset = 0;
+            }
+        }
+        (pieces, completed)
     }
 }
 
@@ -876,5 +1030,73 @@ impl Tier for GpuTier {
                 f64::from(u8::from(self.uses_batch_copy())),
             ),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn staged(lens: &[usize]) -> Vec<(usize, Side, Arc<Slot>)> {
+        let allocator = Arc::new(ExtentAllocator::new(1 << 20, ALIGNMENT));
+        lens.iter()
+            .enumerate()
+            .map(|(i, &len)| {
+                let extent = allocator.allocate(len as u64).unwrap();
+                let slot = Arc::new(Slot {
+                    extent,
+                    len,
+                    allocator: Arc::clone(&allocator),
+                });
+                (
+                    i * 10,
+                    Side::Host {
+                        ptr: 4096 * (i + 1),
+                        len,
+                    },
+                    slot,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn chunker_covers_every_byte_once_and_completes_items_in_order() {
+        let items = staged(&[3, 10, 0, 5, 4]);
+        let mut chunker = Chunker::new(&items, 4);
+        let mut covered = vec![Vec::new(); items.len()];
+        let mut completed = Vec::new();
+        while !chunker.is_empty() {
+            let (pieces, done) = chunker.next_chunk();
+            let mut end = 0;
+            for p in &pieces {
+                assert_eq!(p.buffer_offset, end, "pieces are packed");
+                end += p.len;
+                covered[p.item].push((p.item_offset, p.len));
+            }
+            assert!(end <= 4);
+            completed.extend(done);
+        }
+        assert_eq!(completed, vec![0, 1, 2, 3, 4]);
+        for (k, (_, side, _)) in items.iter().enumerate() {
+            let mut next = 0;
+            for &(offset, len) in &covered[k] {
+                assert_eq!(offset, next);
+                next += len;
+            }
+            assert_eq!(next, side.len());
+        }
+    }
+
+    #[test]
+    fn slots_free_their_extent_when_the_last_holder_drops() {
+        let items = staged(&[1000]);
+        let allocator = Arc::clone(&items[0].2.allocator);
+        assert_eq!(allocator.used(), 1024);
+        let reader = Arc::clone(&items[0].2);
+        drop(items);
+        assert_eq!(allocator.used(), 1024, "a read in flight keeps the extent");
+        drop(reader);
+        assert_eq!(allocator.used(), 0);
     }
 }

@@ -73,14 +73,35 @@ fn conformance_kit() {
     );
 }
 
-/// Pageable buffers (so the staging path), several sizes crossing the staging buffer,
-/// outputs poisoned before each read.
+/// Pageable buffers (so the staging path), several sizes crossing the staging buffers,
+/// outputs poisoned before each read. Small buffers copy on the caller's thread; buffers
+/// of 1 MiB and more go to the copy crew, several at once.
 #[test]
 fn pageable_round_trip_with_poisoned_outputs() {
-    let Some(tier) = open_or_skip(&small_config()) else {
+    pageable_round_trip(&small_config());
+    pageable_round_trip(&GpuTierConfig {
+        staging_buffer_size: ByteSize::mib(2),
+        staging_buffers: 5,
+        copy_threads: 4,
+        ..small_config()
+    });
+}
+
+fn pageable_round_trip(config: &GpuTierConfig) {
+    let Some(tier) = open_or_skip(config) else {
         return;
     };
-    let sizes = [1usize, 255, 4096, 128 << 10, (256 << 10) + 3, 3 << 20];
+    let sizes = [
+        1usize,
+        255,
+        4096,
+        128 << 10,
+        (256 << 10) + 3,
+        3 << 20,
+        0,
+        (9 << 20) + 5,
+        64 << 10,
+    ];
     let blocks: Vec<(BlockId, Vec<u8>)> = sizes
         .iter()
         .enumerate()
