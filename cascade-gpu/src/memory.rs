@@ -229,27 +229,52 @@ pub fn query_host(ptr: usize, len: usize) -> (HostKind, Option<(usize, usize)>) 
     }
 }
 
-/// Asks the driver whether `[ptr, ptr + len)` is device memory of any context; returns
-/// the allocation's bounds when it is.
-pub fn query_device(ptr: u64, len: usize) -> Option<(u64, usize)> {
+/// A device allocation as the driver reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceRange {
+    /// First byte of the allocation.
+    pub start: u64,
+    /// Its length.
+    pub size: usize,
+    /// The ordinal of the GPU holding it.
+    pub ordinal: i32,
+}
+
+impl DeviceRange {
+    /// Whether `[ptr, ptr + len)` lies inside.
+    pub fn covers(&self, ptr: u64, len: usize) -> bool {
+        ptr >= self.start && ptr.saturating_add(len as u64) <= self.start + self.size as u64
+    }
+}
+
+/// Asks the driver whether `[ptr, ptr + len)` is device memory of one allocation, on
+/// any GPU; returns the allocation when it is.
+pub fn query_device(ptr: u64, len: usize) -> Option<DeviceRange> {
     let mut memory_type: u32 = 0;
     let mut start: sys::CUdeviceptr = 0;
     let mut size: usize = 0;
+    let mut ordinal: i32 = -1;
     let mut attributes = [
         sys::CUpointer_attribute::CU_POINTER_ATTRIBUTE_MEMORY_TYPE,
         sys::CUpointer_attribute::CU_POINTER_ATTRIBUTE_RANGE_START_ADDR,
         sys::CUpointer_attribute::CU_POINTER_ATTRIBUTE_RANGE_SIZE,
+        sys::CUpointer_attribute::CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL,
     ];
     let mut data = [
         (&raw mut memory_type).cast::<c_void>(),
         (&raw mut start).cast::<c_void>(),
         (&raw mut size).cast::<c_void>(),
+        (&raw mut ordinal).cast::<c_void>(),
     ];
-    // SAFETY: as in `query_host`.
+    // SAFETY: four attributes with out-pointers of the sizes the driver writes (u32
+    // memory type, CUdeviceptr start, size_t size, int ordinal).
     let status =
-        unsafe { sys::cuPointerGetAttributes(3, attributes.as_mut_ptr(), data.as_mut_ptr(), ptr) };
+        unsafe { sys::cuPointerGetAttributes(4, attributes.as_mut_ptr(), data.as_mut_ptr(), ptr) };
     let device = sys::CUmemorytype::CU_MEMORYTYPE_DEVICE as u32;
-    let end = ptr.checked_add(len as u64)?;
-    (status.result().is_ok() && memory_type == device && ptr >= start && end <= start + size as u64)
-        .then_some((start, size))
+    let range = DeviceRange {
+        start,
+        size,
+        ordinal,
+    };
+    (status.result().is_ok() && memory_type == device && range.covers(ptr, len)).then_some(range)
 }

@@ -21,7 +21,9 @@ use parking_lot::RwLock;
 use crate::config::GpuTierConfig;
 use crate::copy::{CopyEngine, DmaCopy, Flight};
 use crate::driver::{cuda_error, open_context};
-use crate::memory::{DeviceSlab, HostKind, HostRegistration, query_device, query_host};
+use crate::memory::{
+    DeviceRange, DeviceSlab, HostKind, HostRegistration, query_device, query_host,
+};
 use crate::staging::{CopyCrew, CopyTicket, HostCopy, StagingLease, StagingPool};
 
 /// The kind string of this tier.
@@ -82,9 +84,11 @@ enum Route {
 /// Pinned and device allocations met so far in one call, so that a batch of blocks in
 /// one allocation asks the driver once.
 struct Router {
+    /// The tier's own GPU: only its memory goes through the copy kernel.
+    ordinal: i32,
     registered: Vec<(usize, usize)>,
     pinned: Vec<(usize, usize)>,
-    device: Vec<(u64, usize)>,
+    device: Vec<DeviceRange>,
 }
 
 impl Router {
@@ -107,24 +111,28 @@ impl Router {
             }
             Side::Device { len: 0, .. } => Ok(Route::Device),
             Side::Device { ptr, len } => {
-                let inside = |&(start, size): &(u64, usize)| {
-                    ptr >= start && ptr + len as u64 <= start + size as u64
-                };
-                if self.device.iter().any(inside) {
-                    return Ok(Route::Device);
-                }
-                match query_device(ptr, len) {
-                    Some(range) => {
-                        self.device.push(range);
-                        Ok(Route::Device)
+                let known = self.device.iter().find(|r| r.covers(ptr, len)).copied();
+                let range = match known.or_else(|| query_device(ptr, len)) {
+                    Some(range) => range,
+                    None => {
+                        return Err(Error::new(
+                            ErrorKind::InvalidInput,
+                            "address range is not device memory of a CUDA allocation",
+                        )
+                        .with_context("ptr", format!("{ptr:#x}"))
+                        .with_context("bytes", len));
                     }
-                    None => Err(Error::new(
-                        ErrorKind::InvalidInput,
-                        "address range is not device memory of a CUDA allocation",
-                    )
-                    .with_context("ptr", format!("{ptr:#x}"))
-                    .with_context("bytes", len)),
+                };
+                if known.is_none() {
+                    self.device.push(range);
                 }
+                // Another GPU's memory is not mapped here: the driver's copies reach it
+                // (peer to peer or through the host), the kernel would fault.
+                Ok(if range.ordinal == self.ordinal {
+                    Route::Device
+                } else {
+                    Route::Direct
+                })
             }
         }
     }
@@ -349,6 +357,7 @@ impl GpuTier {
             .map(|r| (r.base(), r.len()))
             .collect();
         Router {
+            ordinal: self.config.device_id as i32,
             registered,
             pinned: Vec::new(),
             device: Vec::new(),
