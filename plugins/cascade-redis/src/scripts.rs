@@ -5,20 +5,29 @@
 //! - `{prefix}:b:<id hex>`: the block, an 8-byte little-endian xxh3-64 checksum of the
 //!   payload followed by the payload;
 //! - `{prefix}:len`: a hash from id hex to payload length (listing and `len_of`);
-//! - `{prefix}:used`: the sum of payload lengths.
+//! - `{prefix}:used`: the sum of payload lengths;
+//! - `{prefix}:tmp:<id hex>:<nonce>`: a block on its way in (see [`COMMIT`]).
+//!
+//! The payload itself never passes through Lua: a 128 KiB argument handed to a script
+//! costs the server about four times a plain SET (measured here: 175 us against 40 us).
+//! A put is therefore a pipeline of `SET tmp value PX 60000` and [`COMMIT`], one round
+//! trip.
 
-/// KEYS: block, len hash, used. ARGV: id hex, value, capacity, payload length.
+/// Publishes a block written to a temporary key, or drops it when the tier is full.
+/// KEYS: temporary key, block, len hash, used. ARGV: id hex, capacity, payload length.
 /// Returns 0 when stored, -1 when the tier would exceed its capacity.
-pub const PUT: &str = r"
-local old = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-local used = tonumber(redis.call('GET', KEYS[3]) or '0')
-local len = tonumber(ARGV[4])
-if used - old + len > tonumber(ARGV[3]) then
+pub const COMMIT: &str = r"
+local old = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
+local used = tonumber(redis.call('GET', KEYS[4]) or '0')
+local len = tonumber(ARGV[3])
+if used - old + len > tonumber(ARGV[2]) then
+  redis.call('UNLINK', KEYS[1])
   return -1
 end
-redis.call('SET', KEYS[1], ARGV[2])
-redis.call('HSET', KEYS[2], ARGV[1], len)
-redis.call('INCRBY', KEYS[3], len - old)
+redis.call('RENAME', KEYS[1], KEYS[2])
+redis.call('PERSIST', KEYS[2])
+redis.call('HSET', KEYS[3], ARGV[1], len)
+redis.call('INCRBY', KEYS[4], len - old)
 return 0
 ";
 

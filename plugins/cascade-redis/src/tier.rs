@@ -1,5 +1,6 @@
 //! [`RedisTier`]: blocks as Redis strings, bookkeeping in Lua scripts run by the server.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cascade_core::tier::{Capability, Tier, buffer_too_small, check_block_fits, tier_full};
@@ -9,8 +10,10 @@ use redis::{Commands, Script};
 use crate::config::RedisTierConfig;
 use crate::scripts;
 
-/// The kind of checksum header in front of every stored payload.
+/// Bytes of the checksum header in front of every stored payload.
 const HEADER: usize = 8;
+/// Lifetime of a temporary key between the SET and the commit of a put.
+const TEMP_TTL_MS: u64 = 60_000;
 
 type Pool = r2d2::Pool<redis::Client>;
 type Connection = r2d2::PooledConnection<redis::Client>;
@@ -20,11 +23,15 @@ type Connection = r2d2::PooledConnection<redis::Client>;
 pub struct RedisTier {
     name: String,
     config: RedisTierConfig,
+    tag: String,
     pool: Pool,
     len_key: String,
     used_key: String,
     block_prefix: String,
-    put_script: Script,
+    commit_script: Script,
+    /// Makes this instance's temporary keys distinct from every other node's.
+    nonce: u64,
+    sequence: AtomicU64,
     remove_script: Script,
     clear_script: Script,
 }
@@ -83,10 +90,19 @@ impl RedisTier {
             len_key: format!("{tag}:len"),
             used_key: format!("{tag}:used"),
             block_prefix: format!("{tag}:b:"),
+            tag: format!("{tag}:"),
             name,
             config,
             pool,
-            put_script: Script::new(scripts::PUT),
+            commit_script: Script::new(scripts::COMMIT),
+            nonce: {
+                use std::hash::{BuildHasher, Hasher};
+                // RandomState is seeded from the OS; enough to keep nodes' temp keys apart.
+                let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+                hasher.write_u32(std::process::id());
+                hasher.finish()
+            },
+            sequence: AtomicU64::new(0),
             remove_script: Script::new(scripts::REMOVE),
             clear_script: Script::new(scripts::CLEAR),
         })
@@ -167,18 +183,42 @@ impl Tier for RedisTier {
         value.extend_from_slice(&cascade_hash::checksum(data).to_le_bytes());
         value.extend_from_slice(data);
         let hex = id.to_hex();
-        let mut conn = self.connection()?;
-        let status: i64 = self
-            .put_script
-            .key(self.block_key(&hex))
-            .key(&self.len_key)
-            .key(&self.used_key)
-            .arg(&hex)
+        let temp = format!(
+            "{}tmp:{hex}:{:x}-{:x}",
+            self.tag,
+            self.nonce,
+            self.sequence.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut pipe = redis::pipe();
+        // The expiry reclaims the temporary key if this node dies before the commit.
+        pipe.cmd("SET")
+            .arg(&temp)
             .arg(value)
+            .arg("PX")
+            .arg(TEMP_TTL_MS)
+            .ignore();
+        pipe.cmd("EVALSHA")
+            .arg(self.commit_script.get_hash())
+            .arg(4)
+            .arg(&temp)
+            .arg(self.block_key(&hex))
+            .arg(&self.len_key)
+            .arg(&self.used_key)
+            .arg(&hex)
             .arg(self.capacity())
-            .arg(data.len() as u64)
-            .invoke(&mut *conn)
-            .map_err(|e| self.fail("put", e))?;
+            .arg(data.len() as u64);
+        let mut conn = self.connection()?;
+        let (status,): (i64,) = match pipe.query(&mut *conn) {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                // A new or restarted server: load the script once and retry.
+                self.commit_script
+                    .load(&mut *conn)
+                    .map_err(|e| self.fail("script load", e))?;
+                pipe.query(&mut *conn)
+            }
+            other => other,
+        }
+        .map_err(|e| self.fail("put", e))?;
         if status < 0 {
             let used = conn
                 .get::<_, Option<u64>>(&self.used_key)

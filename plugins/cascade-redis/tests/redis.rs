@@ -102,6 +102,37 @@ fn a_tampered_block_is_corrupt_and_dropped() {
 }
 
 #[test]
+fn full_puts_leave_no_temporary_keys_and_a_flushed_script_is_reloaded() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let t = tier(&server, "tmp", "8 KiB").unwrap();
+    t.put(BlockId::from_u128(1), &[1u8; 6000]).unwrap();
+    let err = t.put(BlockId::from_u128(2), &[2u8; 6000]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::TierFull, "{err}");
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let temps: Vec<String> = redis::cmd("KEYS")
+        .arg("{tmp}:tmp:*")
+        .query(&mut conn)
+        .unwrap();
+    assert!(temps.is_empty(), "temporary keys left behind: {temps:?}");
+    let block_ttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{{tmp}}:b:{}", BlockId::from_u128(1).to_hex()))
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(block_ttl, -1, "a committed block does not expire");
+    let () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut conn).unwrap();
+    t.put(BlockId::from_u128(1), &[3u8; 7000]).unwrap();
+    let mut out = vec![0u8; 7000];
+    assert_eq!(t.get(BlockId::from_u128(1), &mut out).unwrap(), 7000);
+    assert!(out.iter().all(|&x| x == 3));
+    assert_eq!(t.used(), 7000);
+}
+
+#[test]
 fn unreachable_server_and_bad_settings_are_typed() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
