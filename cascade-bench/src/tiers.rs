@@ -1,0 +1,265 @@
+//! The per-tier table: write and read GB/s of a store holding one tier of each kind, and
+//! the hardware efficiency against a limit measured in the same run.
+
+use cascade::{CascadeConfig, Result};
+use serde::Serialize;
+
+use crate::bench::Bench;
+use crate::dataset::Dataset;
+use crate::limits::{self, DirectMode};
+use crate::measure;
+use crate::setup::{self, capacity_for, is_file_kind};
+use crate::stats::{Samples, gbps, ratio};
+
+/// One tier kind's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct TierRow {
+    /// The tier kind.
+    pub kind: String,
+    /// Why the kind has no figures, when it has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    /// Write GB/s (puts plus the final flush).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_gbps: Option<Samples>,
+    /// Read GB/s (cold for the file tier: page cache dropped first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_gbps: Option<Samples>,
+    /// The hardware limit this tier is compared with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<Limit>,
+    /// Write GB/s over the limit's write GB/s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_efficiency: Option<f64>,
+    /// Read GB/s over the limit's read GB/s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_efficiency: Option<f64>,
+}
+
+impl TierRow {
+    /// A row with no figures and the reason.
+    pub fn skipped(kind: &str, reason: impl Into<String>) -> Self {
+        Self {
+            kind: kind.to_string(),
+            skipped: Some(reason.into()),
+            write_gbps: None,
+            read_gbps: None,
+            limit: None,
+            write_efficiency: None,
+            read_efficiency: None,
+        }
+    }
+}
+
+/// A hardware limit measured in this run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Limit {
+    /// What was measured, in words.
+    pub what: String,
+    /// Why there are no figures, when there are none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    /// Write-direction GB/s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_gbps: Option<Samples>,
+    /// Read-direction GB/s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_gbps: Option<Samples>,
+}
+
+/// Store write/read figures of one kind at one thread count.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    /// Write GB/s per repetition.
+    pub write: Samples,
+    /// Read GB/s per repetition.
+    pub read: Samples,
+}
+
+/// The per-tier table for `kinds`, each with `threads` threads.
+pub fn run(bench: &Bench, ds: &mut Dataset, kinds: &[&str], threads: usize) -> Vec<TierRow> {
+    let bar = bench.progress.bar("tiers", kinds.len() as u64);
+    let rows = kinds
+        .iter()
+        .map(|kind| {
+            bar.set_message(kind.to_string());
+            let row = tier_row(bench, ds, kind, threads);
+            bar.inc(1);
+            row
+        })
+        .collect();
+    bar.finish_and_clear();
+    rows
+}
+
+fn tier_row(bench: &Bench, ds: &mut Dataset, kind: &str, threads: usize) -> TierRow {
+    if let Some(reason) = setup::not_compiled_reason(kind) {
+        return TierRow::skipped(kind, reason);
+    }
+    let (measured, limit) = match measure_kind(bench, ds, kind, threads) {
+        Ok(m) => m,
+        Err(e) => return TierRow::skipped(kind, format!("could not be measured: {e}")),
+    };
+    let eff =
+        |tier: &Samples, limit: Option<&Samples>| limit.and_then(|l| ratio(tier.median, l.median));
+    TierRow {
+        kind: kind.to_string(),
+        skipped: None,
+        write_efficiency: eff(&measured.write, limit.write_gbps.as_ref()),
+        read_efficiency: eff(&measured.read, limit.read_gbps.as_ref()),
+        write_gbps: Some(measured.write),
+        read_gbps: Some(measured.read),
+        limit: Some(limit),
+    }
+}
+
+/// A store config holding one tier of `kind` large enough for the data set, its data (if
+/// any) in `dir`.
+pub fn single_tier_config(
+    bench: &Bench,
+    ds: &Dataset,
+    kind: &str,
+    dir: &std::path::Path,
+) -> CascadeConfig {
+    let capacity = capacity_for(ds.total_bytes(), ds.blocks());
+    let tier = bench
+        .deployment
+        .bench_tier(kind, capacity, dir, &bench.run_dir);
+    bench.deployment.store_config(vec![tier], false)
+}
+
+/// The limit a kind is compared with.
+enum LimitKind {
+    /// memcpy with the same threads: one figure for both directions.
+    Memcpy,
+    /// One file written then read with O_DIRECT.
+    DirectFile,
+    /// None can be measured, for this reason.
+    Unmeasured(String),
+}
+
+fn limit_kind(kind: &str) -> LimitKind {
+    match kind {
+        k if is_file_kind(k) => LimitKind::DirectFile,
+        "gpu" => LimitKind::Unmeasured(
+            "cascade-gpu exposes no pinned-copy measurement in this build".into(),
+        ),
+        _ => LimitKind::Memcpy,
+    }
+}
+
+fn limit_name(kind: &str, threads: usize) -> String {
+    match kind {
+        k if is_file_kind(k) => format!(
+            "one file, sequential O_DIRECT, {} MiB requests, {threads} threads",
+            limits::DIRECT_CHUNK >> 20
+        ),
+        "gpu" => "1 GiB pinned host <-> device copy".into(),
+        _ => format!("memcpy, {threads} threads"),
+    }
+}
+
+/// Write and read GB/s of a store holding one tier of `kind` with `threads` threads, and
+/// of its limit, measured in alternation (limit, store, limit, store, ...) so both see
+/// the same machine; the first round is an untimed warm-up.
+///
+/// Memory-backed kinds keep one store (its memory warmed by the first round) and clear it
+/// between rounds. The file tier opens a fresh store in a fresh folder each round, and its
+/// read is cold: the page cache of its files is dropped first.
+pub fn measure_kind(
+    bench: &Bench,
+    ds: &mut Dataset,
+    kind: &str,
+    threads: usize,
+) -> Result<(Measured, Limit)> {
+    let pool = bench.pools.get(threads)?;
+    let bytes = ds.total_bytes();
+    let fresh = is_file_kind(kind);
+    let limit = limit_kind(kind);
+    let mut writes = Vec::with_capacity(bench.repeat());
+    let mut reads = Vec::with_capacity(bench.repeat());
+    let mut limit_writes = Vec::with_capacity(bench.repeat());
+    let mut limit_reads = Vec::with_capacity(bench.repeat());
+    let mut buffered = false;
+    let mut kept = None;
+    if !fresh {
+        let dir = bench.run_dir.fresh(kind)?;
+        let store = setup::open_store(&single_tier_config(bench, ds, kind, &dir))?;
+        kept = Some((dir, store));
+    }
+    for round in 0..=bench.repeat() {
+        let timed = round > 0;
+        match &limit {
+            LimitKind::Memcpy => {
+                let t = gbps(bytes, measure::memcpy_all(&pool, ds));
+                if timed {
+                    limit_writes.push(t);
+                    limit_reads.push(t);
+                }
+            }
+            LimitKind::DirectFile => {
+                let dir = bench.run_dir.fresh("limit")?;
+                let (w, r, mode) = limits::direct_file(&pool, ds, &dir)?;
+                bench.run_dir.release(&dir);
+                buffered |= mode == DirectMode::Buffered;
+                if timed {
+                    limit_writes.push(gbps(bytes, w));
+                    limit_reads.push(gbps(bytes, r));
+                }
+            }
+            LimitKind::Unmeasured(_) => {}
+        }
+        let (w, r) = match &kept {
+            Some((_, store)) => {
+                let times =
+                    measure::write_then_read(&pool, store, ds, bench.batch(), &mut || Ok(()))?;
+                store.clear()?;
+                times
+            }
+            None => {
+                let dir = bench.run_dir.fresh(kind)?;
+                let store = setup::open_store(&single_tier_config(bench, ds, kind, &dir))?;
+                let times =
+                    measure::write_then_read(&pool, &store, ds, bench.batch(), &mut || {
+                        setup::drop_page_cache(&dir).map(|_| ())
+                    })?;
+                drop(store);
+                bench.run_dir.release(&dir);
+                times
+            }
+        };
+        if timed {
+            writes.push(gbps(bytes, w));
+            reads.push(gbps(bytes, r));
+        }
+    }
+    if let Some((dir, store)) = kept {
+        drop(store);
+        bench.run_dir.release(&dir);
+    }
+    let mut what = limit_name(kind, threads);
+    if buffered {
+        what.push_str(" (the file system refused O_DIRECT: buffered, synced, cache dropped)");
+    }
+    let limit = match limit {
+        LimitKind::Unmeasured(reason) => Limit {
+            what,
+            skipped: Some(reason),
+            write_gbps: None,
+            read_gbps: None,
+        },
+        _ => Limit {
+            what,
+            skipped: None,
+            write_gbps: Some(Samples::new(limit_writes)),
+            read_gbps: Some(Samples::new(limit_reads)),
+        },
+    };
+    Ok((
+        Measured {
+            write: Samples::new(writes),
+            read: Samples::new(reads),
+        },
+        limit,
+    ))
+}

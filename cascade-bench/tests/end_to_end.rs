@@ -1,0 +1,174 @@
+//! Runs the real binary on tiny data sets and checks the JSON it writes.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn run_bench(data_dir: &Path, extra: &[&str]) -> Value {
+    let json = data_dir.join("report.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_cascade-bench"))
+        .args([
+            "--blocks",
+            "48",
+            "--size",
+            "16KiB",
+            "--threads",
+            "2",
+            "--repeat",
+            "1",
+            "--batch",
+            "8",
+        ])
+        .args(["--latency-ops", "20", "--no-progress"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--json")
+        .arg(&json)
+        .args(extra)
+        .output()
+        .expect("run cascade-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "cascade-bench failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(stdout.contains("# cascade-bench"), "{stdout}");
+    let text = std::fs::read_to_string(&json).expect("JSON report written");
+    serde_json::from_str(&text).expect("JSON report parses")
+}
+
+fn median(v: &Value) -> f64 {
+    v["median"].as_f64().unwrap_or(f64::NAN)
+}
+
+#[test]
+fn memory_tier_run_writes_every_table() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = run_bench(dir.path(), &["--tier", "memory"]);
+
+    assert_eq!(report["settings"]["blocks"], 48);
+    assert_eq!(report["settings"]["block_size"], 16 * 1024);
+
+    let tiers = report["tiers"].as_array().expect("tiers table");
+    assert_eq!(tiers.len(), 1);
+    let memory = &tiers[0];
+    assert_eq!(memory["kind"], "memory");
+    assert!(memory.get("skipped").is_none(), "{memory}");
+    assert!(median(&memory["write_gbps"]) > 0.0 && median(&memory["read_gbps"]) > 0.0);
+    assert!(
+        median(&memory["limit"]["read_gbps"]) > 0.0,
+        "memcpy limit measured in the same run"
+    );
+    assert!(memory["read_efficiency"].as_f64().is_some());
+
+    let scaling = &report["scaling"];
+    assert_eq!(scaling["kind"], "memory");
+    let threads: Vec<u64> = scaling["rows"]
+        .as_array()
+        .expect("scaling rows")
+        .iter()
+        .filter_map(|r| r["threads"].as_u64())
+        .collect();
+    assert_eq!(threads, vec![1, 2]);
+
+    // The overflow table needs the file tier: rows when it is built in, a reason when not.
+    let overflow = &report["overflow"];
+    let rows = overflow["rows"].as_array().map_or(0, Vec::len);
+    assert!(rows == 4 || overflow["skipped"].is_string(), "{overflow}");
+
+    let dedup = &report["dedup"];
+    assert!(dedup.get("skipped").is_none(), "{dedup}");
+    let logical = dedup["logical_bytes"].as_u64().expect("logical bytes");
+    let stored = dedup["stored_bytes"].as_u64().expect("stored bytes");
+    let saved = dedup["bytes_saved"].as_u64().expect("bytes saved");
+    assert_eq!(
+        logical,
+        stored + saved,
+        "every byte put is either stored or saved"
+    );
+    assert_eq!(
+        stored,
+        dedup["unique_blocks"].as_u64().expect("unique") * 16 * 1024
+    );
+    let ratio = dedup["dedup_ratio"].as_f64().expect("ratio");
+    assert!((ratio - dedup["expected_ratio"].as_f64().expect("expected")).abs() < 1e-9);
+
+    let latency = report["latency"].as_array().expect("latency table");
+    assert_eq!(latency[0]["ops"], 20);
+    assert!(
+        latency[0]["get_p99_us"].as_f64().expect("p99")
+            >= latency[0]["get_p50_us"].as_f64().expect("p50")
+    );
+
+    let hashes: Vec<&str> = report["hash"]
+        .as_array()
+        .expect("hash table")
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert_eq!(hashes, vec!["SHA-256", "BLAKE3", "xxh3-64"]);
+    assert!(report.get("peers").is_none(), "peers only with --peers");
+
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("list")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name() != "report.json")
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "the run's data folder is removed: {leftovers:?}"
+    );
+}
+
+#[test]
+fn absent_peers_are_skipped_with_a_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = run_bench(
+        dir.path(),
+        &[
+            "--tier",
+            "memory",
+            "--section",
+            "tiers",
+            "--peers",
+            "--redis-server",
+            "/nonexistent/redis-server",
+            "--python",
+            "/nonexistent/python3",
+        ],
+    );
+    let rows = report["peers"]["rows"].as_array().expect("peers table");
+    let redis = rows
+        .iter()
+        .find(|r| r["peer"] == "Redis")
+        .expect("redis row");
+    assert!(
+        redis["skipped"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("install-peers.sh"),
+        "{redis}"
+    );
+    let hdf5: Vec<&Value> = rows.iter().filter(|r| r["peer"] == "HDF5").collect();
+    assert_eq!(hdf5.len(), 2);
+    assert!(hdf5.iter().all(|r| r["skipped"].is_string()), "{hdf5:?}");
+    // One file per block needs nothing installed, so it is always measured.
+    let files = rows
+        .iter()
+        .find(|r| r["peer"] == "one file per block")
+        .expect("files row");
+    assert!(files.get("skipped").is_none(), "{files}");
+    assert!(median(&files["read_gbps"]) > 0.0);
+}
+
+#[test]
+fn bad_arguments_fail_with_a_message() {
+    let output = Command::new(env!("CARGO_BIN_EXE_cascade-bench"))
+        .args(["--size", "0"])
+        .output()
+        .expect("run cascade-bench");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("greater than zero"));
+}
