@@ -67,11 +67,10 @@ impl Bench {
     }
 }
 
-/// Beside the deployment's file tier (same file system), else `./cascade-data`.
+/// Inside the deployment's file tier folder (same file system; the tier ignores names
+/// that are not its own), else `./cascade-data`.
 fn default_data_parent(deployment: &Deployment) -> PathBuf {
     deployment
         .file_tier_dir()
-        .and_then(|dir| dir.parent().map(PathBuf::from))
-        .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(|| PathBuf::from("./cascade-data"))
 }

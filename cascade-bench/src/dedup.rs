@@ -308,5 +308,6 @@ mod tests {
         assert_eq!(other[0], requests[0][0]);
         assert_ne!(requests[w.turns][0], requests[0][0]);
         assert_eq!(Workload::for_blocks(2048).expected_ratio(), 832.0 / 160.0);
+        assert_eq!(Workload::for_blocks(1024).expected_ratio(), 416.0 / 96.0);
     }
 }

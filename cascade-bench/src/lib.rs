@@ -68,9 +68,11 @@ pub fn run(args: Args, command: String, progress: Progress) -> Result<Report> {
         hash: None,
         peers: None,
         ratios: Vec::new(),
+        section_seconds: Vec::new(),
         wall_seconds: 0.0,
     };
     for section in sections {
+        let section_start = Instant::now();
         match section {
             Section::Tiers => report.tiers = Some(tiers::run(&bench, &mut ds, &kinds, threads)),
             Section::Scaling => report.scaling = Some(scaling::run(&bench, &mut ds)),
@@ -86,7 +88,16 @@ pub fn run(args: Args, command: String, progress: Progress) -> Result<Report> {
                 report.peers = Some(table);
             }
         }
+        report.section_seconds.push((
+            format!("{section:?}").to_lowercase(),
+            section_start.elapsed().as_secs_f64(),
+        ));
     }
+    let cleanup = Instant::now();
+    drop(bench);
+    report
+        .section_seconds
+        .push(("cleanup".into(), cleanup.elapsed().as_secs_f64()));
     report.wall_seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }

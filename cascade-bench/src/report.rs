@@ -65,6 +65,8 @@ pub struct Report {
     /// Cascade / peer.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ratios: Vec<Ratio>,
+    /// Wall time of each section (and of removing the run's files), seconds.
+    pub section_seconds: Vec<(String, f64)>,
     /// Wall time of the whole run, seconds.
     pub wall_seconds: f64,
 }
@@ -126,7 +128,17 @@ impl Report {
         if let Some(table) = &self.peers {
             peers_text(&mut t, table, &self.ratios);
         }
-        let _ = writeln!(t, "\nwall time: {:.1} s", self.wall_seconds);
+        let sections: Vec<String> = self
+            .section_seconds
+            .iter()
+            .map(|(name, secs)| format!("{name} {secs:.1} s"))
+            .collect();
+        let _ = writeln!(
+            t,
+            "\nwall time: {:.1} s ({})",
+            self.wall_seconds,
+            sections.join(", ")
+        );
         t
     }
 
@@ -188,8 +200,8 @@ fn scaling_text(t: &mut String, table: &ScalingTable) {
     if table.rows.is_empty() {
         return;
     }
-    let limit = table.rows.first().map(|r| r.limit.as_str()).unwrap_or("-");
-    let _ = writeln!(t, "Limit: {limit} (same thread count).\n");
+    let limit = table.rows.last().map(|r| r.limit.as_str()).unwrap_or("-");
+    let _ = writeln!(t, "Limit: {limit}, each row with its own thread count.\n");
     let _ = writeln!(
         t,
         "| threads | write GB/s | read GB/s | limit write / read GB/s | write efficiency | read efficiency | read speedup |"

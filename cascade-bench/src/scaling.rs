@@ -40,7 +40,7 @@ pub struct ScalingRow {
     pub read_efficiency: Option<f64>,
     /// Read GB/s over the one-thread read GB/s.
     pub read_speedup: Option<f64>,
-    /// What the limit is.
+    /// What the limit is (measured with this row's thread count).
     pub limit: String,
 }
 
@@ -110,7 +110,7 @@ pub fn run(bench: &Bench, ds: &mut Dataset) -> ScalingTable {
                 measured.read.median,
                 base_read.unwrap_or(measured.read.median),
             ),
-            limit: limit.what,
+            limit: tiers::limit_name(&kind),
         });
         bar.inc(1);
     }

@@ -148,14 +148,15 @@ fn limit_kind(kind: &str) -> LimitKind {
     }
 }
 
-fn limit_name(kind: &str, threads: usize) -> String {
+/// The limit of `kind` in words, without the thread count.
+pub fn limit_name(kind: &str) -> String {
     match kind {
         k if is_file_kind(k) => format!(
-            "one file, sequential O_DIRECT, {} MiB requests, {threads} threads",
+            "one file of the same size, sequential O_DIRECT write then read, {} MiB requests",
             limits::DIRECT_CHUNK >> 20
         ),
         "gpu" => "1 GiB pinned host <-> device copy".into(),
-        _ => format!("memcpy, {threads} threads"),
+        _ => "memcpy of the same bytes".into(),
     }
 }
 
@@ -237,7 +238,7 @@ pub fn measure_kind(
         drop(store);
         bench.run_dir.release(&dir);
     }
-    let mut what = limit_name(kind, threads);
+    let mut what = format!("{}, {threads} threads", limit_name(kind));
     if buffered {
         what.push_str(" (the file system refused O_DIRECT: buffered, synced, cache dropped)");
     }
