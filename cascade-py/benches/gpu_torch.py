@@ -16,6 +16,8 @@ get_batch of host tensors through the GPU tier.
 """
 
 import argparse
+import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -99,6 +101,13 @@ def main():
         assert gpu.get_batch(ids, dst_rows) == [size] * n
         assert torch.equal(dst, src)
 
+    def whole_tensor():
+        gpu.clear()
+        assert gpu.put_batch(ids, src) == n  # one DLPack export for all rows
+        dst.zero_()
+        assert gpu.get_batch(ids, dst) == [size] * n
+        assert torch.equal(dst, src)
+
     def side_stream():
         side = torch.cuda.Stream()
         a = torch.randn(4096, 4096, device=dev)
@@ -120,12 +129,16 @@ def main():
 
     check("single put/get of CUDA tensors (cuda_array_interface, DLPack, bfloat16)", single)
     check(f"put_batch/get_batch of {n} CUDA blocks round trip", batch)
+    check(f"put_batch/get_batch with one ({n}, {size // 2}) tensor whose rows are the blocks", whole_tensor)
     check("a tensor written on a side stream is stored after that stream finished", side_stream)
     check("torch CPU tensors (DLPack) in and out of the GPU tier", host_tensors)
 
     rows = []
     bytes_total = n * size
-    with tempfile.TemporaryDirectory() as pool_dir:
+    shm_free = shutil.disk_usage("/dev/shm").free if os.path.isdir("/dev/shm") else 0
+    pool_parent = "/dev/shm" if shm_free > 4 * bytes_total else None
+    print(f"/dev/shm free: {shm_free >> 20} MiB; shm pool under {pool_parent or tempfile.gettempdir()}")
+    with tempfile.TemporaryDirectory(dir=pool_parent) as pool_dir:
         config = cascade.CascadeConfig(
             gpu_capacity_bytes=2 * bytes_total,
             shm_capacity_bytes=2 * bytes_total,
@@ -156,7 +169,14 @@ def main():
                 store.clear()
                 store.put_batch(ids, host_blocks)
 
+            host_pool = src.cpu().view(torch.uint8)
+
+            def store_put_whole():
+                store.clear()
+                store.put_batch(ids, host_pool)
+
             rows.append(("CascadeStore.put_batch, host tensors into the GPU tier", median_time(store_put)))
+            rows.append(("CascadeStore.put_batch, one host tensor, rows = blocks", median_time(store_put_whole)))
             rows.append(("CascadeStore.get_batch, GPU tier into host tensors", median_time(lambda: store.get_batch(ids, host_outs))))
             assert all(torch.equal(a, b) for a, b in zip(host_blocks, host_outs))
             print(f"store stats: { {k: v for k, v in store.get_stats().items() if k != 'tiers'} }")
@@ -169,8 +189,19 @@ def main():
     gpu.clear()
     rows.insert(0, ("GPUBackend.put_batch, CUDA tensors (device to device)", median_time(lambda: (gpu.clear(), gpu.put_batch(ids, src_rows)))))
     rows.insert(1, ("GPUBackend.get_batch, CUDA tensors (device to device)", median_time(lambda: gpu.get_batch(ids, dst_rows))))
-    rows.insert(2, ("torch: copy_ per block (baseline)", median_time(per_block_copy)))
-    rows.insert(3, ("torch: one copy_ of all blocks (ceiling)", median_time(lambda: dst.copy_(src))))
+    rows.insert(2, ("GPUBackend.put_batch, one CUDA tensor, rows = blocks", median_time(lambda: (gpu.clear(), gpu.put_batch(ids, src)))))
+    rows.insert(3, ("GPUBackend.get_batch, one CUDA tensor, rows = blocks", median_time(lambda: gpu.get_batch(ids, dst))))
+    rows.insert(4, ("torch: copy_ per block (baseline)", median_time(per_block_copy)))
+    rows.insert(5, ("torch: one copy_ of all blocks (ceiling)", median_time(lambda: dst.copy_(src))))
+    t0 = time.perf_counter()
+    for row in src_rows[:200]:
+        row.__dlpack__(stream=1)
+    dlpack_us = (time.perf_counter() - t0) / 200 * 1e6
+    t0 = time.perf_counter()
+    for row in src_rows[:200]:
+        row.__cuda_array_interface__
+    cai_us = (time.perf_counter() - t0) / 200 * 1e6
+    print(f"torch export cost per tensor: __dlpack__(stream=1) {dlpack_us:.1f} us, __cuda_array_interface__ {cai_us:.1f} us")
     print()
     print(f"| {n} blocks of {size} B on {gpu.card}, medians of 5 | GB/s |")
     print("|---|---|")

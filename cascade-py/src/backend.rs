@@ -10,7 +10,7 @@ use cascade::{BlockId, ErrorKind, Tier, TierConfig, TierRegistry};
 
 use crate::buffer::Access;
 use crate::convert::to_python;
-use crate::data::{self, Data, Device};
+use crate::data::{self, Data, DeviceRange, Part, PartMut};
 use crate::errors::{IntoPy, kind_error, to_py};
 use crate::ids;
 
@@ -39,7 +39,11 @@ impl PyBackend {
         })
     }
 
-    fn put_device(&self, py: Python<'_>, items: &[(BlockId, &Device)]) -> Vec<cascade::Result<()>> {
+    fn put_device(
+        &self,
+        py: Python<'_>,
+        items: &[(BlockId, DeviceRange)],
+    ) -> Vec<cascade::Result<()>> {
         #[cfg(feature = "gpu")]
         if let Some((gpu, device_id)) = &self.gpu {
             let plain: Vec<(BlockId, u64, usize)> =
@@ -50,8 +54,8 @@ impl PyBackend {
                     return plain.iter().map(|_| Err(clone_error(&e))).collect();
                 }
                 // SAFETY: each range was checked dense and is kept alive by its Python
-                // owner (held in `items`) until this returns; the producer's stream was
-                // synchronized above, so nothing writes it meanwhile.
+                // owner (held by the caller) until this returns; the producer's stream
+                // was synchronized above, so nothing writes it meanwhile.
                 unsafe { gpu.put_from_device_batch(&plain) }
             });
         }
@@ -62,7 +66,7 @@ impl PyBackend {
     fn get_device(
         &self,
         py: Python<'_>,
-        items: &[(BlockId, &Device)],
+        items: &[(BlockId, DeviceRange)],
     ) -> Vec<cascade::Result<usize>> {
         #[cfg(feature = "gpu")]
         if let Some((gpu, device_id)) = &self.gpu {
@@ -166,7 +170,7 @@ impl PyBackend {
                 py.detach(|| tier.put(id, bytes)).py_err()?;
             }
             Data::Device(device) => {
-                raise_first(self.put_device(py, &[(id, &device)]))?;
+                raise_first(self.put_device(py, &[(id, device.range)]))?;
             }
         }
         Ok(true)
@@ -188,14 +192,15 @@ impl PyBackend {
                 not_found_is_none(py.detach(|| tier.get(id, bytes))).py_err()?
             }
             Data::Device(device) => {
-                let mut results = self.get_device(py, &[(id, &device)]);
+                let mut results = self.get_device(py, &[(id, device.range)]);
                 not_found_is_none(results.remove(0)).py_err()?
             }
         };
         Ok(found.map_or((false, 0), |n| (true, n)))
     }
 
-    /// Stores many blocks in one call; returns how many were stored. Host and device
+    /// Stores many blocks in one call; returns how many were stored. `blocks` is a list
+    /// of blocks, or one array or tensor whose rows are the blocks. Host and device
     /// blocks may be mixed (device ones only on a GPUBackend).
     fn put_batch(
         &self,
@@ -204,57 +209,46 @@ impl PyBackend {
         blocks: &Bound<'_, PyAny>,
     ) -> PyResult<usize> {
         let ids = ids::parse_all(block_ids, "block_ids")?;
-        let blocks = ids::sequence(blocks, "blocks")?;
-        if ids.len() != blocks.len() {
-            return Err(kind_error(
-                ErrorKind::InvalidInput,
-                format!(
-                    "block_ids has {} entries but blocks has {}",
-                    ids.len(),
-                    blocks.len()
-                ),
-            ));
-        }
-        let taken = blocks
-            .iter()
-            .enumerate()
-            .map(|(i, b)| data::take(b, Access::Read, &format!("blocks[{i}]")))
-            .collect::<PyResult<Vec<_>>>()?;
-        let mut results: Vec<Option<cascade::Result<()>>> = (0..ids.len()).map(|_| None).collect();
+        let batch = data::take_batch(blocks, ids.len(), Access::Read, "blocks")?;
+        let parts = batch.parts();
         let (mut host_at, mut host_items, mut device_at, mut device_items) =
             (vec![], vec![], vec![], vec![]);
-        for (i, (id, item)) in ids.iter().zip(&taken).enumerate() {
-            match item {
-                Data::Host(h) => {
+        for (i, (id, part)) in ids.iter().zip(parts).enumerate() {
+            match part {
+                Part::Host(bytes) => {
                     host_at.push(i);
-                    host_items.push((*id, h.bytes()));
+                    host_items.push((*id, bytes));
                 }
-                Data::Device(d) => {
+                Part::Device(range) => {
                     device_at.push(i);
-                    device_items.push((*id, d));
+                    device_items.push((*id, range));
                 }
             }
         }
+        let mut results: Vec<cascade::Result<()>> = (0..ids.len()).map(|_| Ok(())).collect();
         let tier = &self.tier;
-        let host_results = py.detach(|| tier.put_batch(&host_items));
-        for (i, r) in host_at.into_iter().zip(host_results) {
-            results[i] = Some(r);
+        if !host_items.is_empty() {
+            for (i, r) in host_at
+                .into_iter()
+                .zip(py.detach(|| tier.put_batch(&host_items)))
+            {
+                results[i] = r;
+            }
         }
         if !device_items.is_empty() {
             for (i, r) in device_at
                 .into_iter()
                 .zip(self.put_device(py, &device_items))
             {
-                results[i] = Some(r);
+                results[i] = r;
             }
         }
-        let results: Vec<cascade::Result<()>> =
-            results.into_iter().map(|r| r.unwrap_or(Ok(()))).collect();
         Ok(raise_first(results)?.len())
     }
 
-    /// Reads many blocks in one call into their outputs; one entry per block: its
-    /// size, or None when it is not stored.
+    /// Reads many blocks in one call into their outputs (a list, or one array or tensor
+    /// whose rows receive the blocks; outputs must not overlap); one entry per block:
+    /// its size, or None when it is not stored.
     fn get_batch(
         &self,
         py: Python<'_>,
@@ -262,69 +256,50 @@ impl PyBackend {
         outs: &Bound<'_, PyAny>,
     ) -> PyResult<Vec<Option<usize>>> {
         let ids = ids::parse_all(block_ids, "block_ids")?;
-        let outs = ids::sequence(outs, "outs")?;
-        if ids.len() != outs.len() {
-            return Err(kind_error(
-                ErrorKind::InvalidInput,
-                format!(
-                    "block_ids has {} entries but outs has {}",
-                    ids.len(),
-                    outs.len()
-                ),
-            ));
-        }
-        let mut taken = outs
+        let mut batch = data::take_batch(outs, ids.len(), Access::Write, "outs")?;
+        let parts = batch.parts_mut();
+        let mut spans: Vec<(usize, usize, usize)> = parts
             .iter()
             .enumerate()
-            .map(|(i, b)| data::take(b, Access::Write, &format!("outs[{i}]")))
-            .collect::<PyResult<Vec<_>>>()?;
-        let mut spans: Vec<(usize, usize, usize)> = taken
-            .iter()
-            .enumerate()
-            .map(|(i, t)| match t {
-                Data::Host(h) => {
-                    let (start, len) = h.span();
-                    (start, len, i)
-                }
-                Data::Device(d) => (d.ptr as usize, d.len, i),
+            .map(|(i, p)| {
+                let (start, len) = p.span();
+                (start, len, i)
             })
             .collect();
         check_disjoint(&mut spans, "outs")?;
-        let mut results: Vec<Option<cascade::Result<usize>>> =
-            (0..ids.len()).map(|_| None).collect();
         let (mut host_at, mut host_items, mut device_at, mut device_items) =
             (vec![], vec![], vec![], vec![]);
-        for (i, (id, item)) in ids.iter().zip(taken.iter_mut()).enumerate() {
-            match item {
-                Data::Host(h) => {
+        for (i, (id, part)) in ids.iter().zip(parts).enumerate() {
+            match part {
+                PartMut::Host(bytes) => {
                     host_at.push(i);
-                    host_items.push((*id, h.bytes_mut()));
+                    host_items.push((*id, bytes));
                 }
-                Data::Device(d) => {
+                PartMut::Device(range) => {
                     device_at.push(i);
-                    device_items.push((*id, &*d));
+                    device_items.push((*id, range));
                 }
             }
         }
+        let mut results: Vec<cascade::Result<usize>> = (0..ids.len()).map(|_| Ok(0)).collect();
         let tier = &self.tier;
-        let host_results = py.detach(|| tier.get_batch(&mut host_items));
-        for (i, r) in host_at.into_iter().zip(host_results) {
-            results[i] = Some(r);
+        if !host_items.is_empty() {
+            for (i, r) in host_at
+                .into_iter()
+                .zip(py.detach(|| tier.get_batch(&mut host_items)))
+            {
+                results[i] = r;
+            }
         }
         if !device_items.is_empty() {
             for (i, r) in device_at
                 .into_iter()
                 .zip(self.get_device(py, &device_items))
             {
-                results[i] = Some(r);
+                results[i] = r;
             }
         }
-        raise_first(
-            results
-                .into_iter()
-                .map(|r| not_found_is_none(r.unwrap_or(Ok(0))))
-                .collect(),
-        )
+        raise_first(results.into_iter().map(not_found_is_none).collect())
     }
 
     /// Whether `block_id` is stored.

@@ -5,7 +5,7 @@
 use std::ffi::{CStr, c_void};
 
 use pyo3::prelude::*;
-use pyo3::types::{PyCapsule, PyDict, PyTuple};
+use pyo3::types::{PyCapsule, PyDict, PyList, PyTuple};
 
 use crate::buffer::{Access, HostBuffer};
 use crate::errors::invalid_input;
@@ -42,18 +42,26 @@ impl Host {
     }
 }
 
-/// A dense range of CUDA device memory named by a Python object.
-pub struct Device {
+/// A dense range of CUDA device memory.
+#[derive(Clone, Copy, Debug)]
+pub struct DeviceRange {
     /// Device address of the first byte.
     pub ptr: u64,
     /// Length in bytes.
     pub len: usize,
-    /// CUDA stream the producer last used for this memory (`__cuda_array_interface__`
-    /// v3 `stream`, or the legacy default stream for DLPack), which must be synchronized
-    /// before the bytes are read or written; None when the producer needs no sync.
+    /// CUDA stream to synchronize before the bytes are read or written: the one
+    /// `__cuda_array_interface__` names (the legacy default stream when a v2 producer
+    /// names none), or the legacy default stream for DLPack, which the producer orders
+    /// its own work before; None when the producer says no sync is needed.
     #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
     pub stream: Option<u64>,
-    // Keeps the exporter (or its DLPack capsule) alive while the address is in use.
+}
+
+/// Device memory named by a Python object, kept alive while the range is in use.
+pub struct Device {
+    /// The range.
+    pub range: DeviceRange,
+    // The exporter, or its DLPack capsule.
     _owner: Py<PyAny>,
 }
 
@@ -78,11 +86,13 @@ pub fn take(obj: &Bound<'_, PyAny>, access: Access, what: &str) -> PyResult<Data
         }
         Err(e) => return Err(e),
     };
-    if let Some(device) = cuda_array_interface(obj, access, what)? {
-        return Ok(Data::Device(device));
-    }
+    // DLPack before __cuda_array_interface__: torch exports the latter as v2, with no
+    // stream, while its __dlpack__(stream=...) orders the producer's pending work first.
     if let Some(data) = dlpack(obj, access, what)? {
         return Ok(data);
+    }
+    if let Some(device) = cuda_array_interface(obj, access, what)? {
+        return Ok(Data::Device(device));
     }
     Err(buffer_error)
 }
@@ -142,14 +152,15 @@ fn cuda_array_interface(
     if access == Access::Write && readonly {
         return Err(invalid_input(format!("{what} is read-only device memory")));
     }
+    // v3 names the producer's stream (None: no sync needed); v2 producers name none, so
+    // the legacy default stream, which most of them use, is synchronized.
     let stream = match iface.get_item("stream")? {
-        Some(s) if !s.is_none() => Some(s.extract::<u64>()?),
-        _ => None,
+        Some(s) if s.is_none() => None,
+        Some(s) => Some(s.extract::<u64>()?),
+        None => Some(LEGACY_DEFAULT_STREAM),
     };
     Ok(Some(Device {
-        ptr,
-        len,
-        stream,
+        range: DeviceRange { ptr, len, stream },
         _owner: obj.clone().unbind(),
     }))
 }
@@ -332,9 +343,11 @@ fn dlpack(obj: &Bound<'_, PyAny>, access: Access, what: &str) -> PyResult<Option
     let owner = capsule.clone().into_any().unbind();
     Ok(Some(match device_type {
         DL_CUDA => Data::Device(Device {
-            ptr: address,
-            len,
-            stream,
+            range: DeviceRange {
+                ptr: address,
+                len,
+                stream,
+            },
             _owner: owner,
         }),
         _ => {
@@ -361,4 +374,143 @@ unsafe fn slice_or_empty<'a>(ptr: *const i64, len: usize) -> &'a [i64] {
         // SAFETY: guaranteed by the caller.
         unsafe { std::slice::from_raw_parts(ptr, len) }
     }
+}
+
+/// The blocks of a batch call: a list (or tuple) of block arguments, or one array or
+/// tensor whose rows are the blocks (an engine's KV pool), which crosses the protocol
+/// once instead of once per block.
+pub enum Batch {
+    /// One argument per block.
+    Each(Vec<Data>),
+    /// One argument split into `count` rows of equal size.
+    Rows(Data, usize),
+}
+
+/// One block of a batch, to be read.
+pub enum Part<'a> {
+    /// Host bytes.
+    Host(&'a [u8]),
+    /// Device memory.
+    Device(DeviceRange),
+}
+
+/// One block of a batch, to be written.
+pub enum PartMut<'a> {
+    /// Host bytes.
+    Host(&'a mut [u8]),
+    /// Device memory.
+    Device(DeviceRange),
+}
+
+impl PartMut<'_> {
+    /// Address and length, to check outputs for overlap.
+    pub fn span(&self) -> (usize, usize) {
+        match self {
+            PartMut::Host(b) => (b.as_ptr() as usize, b.len()),
+            PartMut::Device(d) => (d.ptr as usize, d.len),
+        }
+    }
+}
+
+/// Takes the blocks of a batch call; `count` is the number of ids.
+pub fn take_batch(
+    obj: &Bound<'_, PyAny>,
+    count: usize,
+    access: Access,
+    what: &str,
+) -> PyResult<Batch> {
+    if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
+        let items = crate::ids::sequence(obj, what)?;
+        if items.len() != count {
+            return Err(invalid_input(format!(
+                "block_ids has {count} entries but {what} has {}",
+                items.len()
+            )));
+        }
+        let taken = items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| take(item, access, &format!("{what}[{i}]")))
+            .collect::<PyResult<Vec<_>>>()?;
+        return Ok(Batch::Each(taken));
+    }
+    let whole = take(obj, access, what).map_err(|e| {
+        if is_no_buffer(&e, obj.py()) {
+            invalid_input(format!(
+                "{what} must be a list of blocks, or one array or tensor whose rows are the blocks"
+            ))
+        } else {
+            e
+        }
+    })?;
+    let len = match &whole {
+        Data::Host(h) => h.span().1,
+        Data::Device(d) => d.range.len,
+    };
+    if count == 0 || len % count != 0 {
+        return Err(invalid_input(format!(
+            "{what} holds {len} bytes, which do not split into {count} equal blocks"
+        )));
+    }
+    Ok(Batch::Rows(whole, count))
+}
+
+impl Batch {
+    /// The blocks, to be read.
+    pub fn parts(&self) -> Vec<Part<'_>> {
+        match self {
+            Batch::Each(items) => items
+                .iter()
+                .map(|item| match item {
+                    Data::Host(h) => Part::Host(h.bytes()),
+                    Data::Device(d) => Part::Device(d.range),
+                })
+                .collect(),
+            Batch::Rows(Data::Host(h), count) => {
+                let bytes = h.bytes();
+                let row = bytes.len() / count;
+                if row == 0 {
+                    return (0..*count).map(|_| Part::Host(&[])).collect();
+                }
+                bytes.chunks_exact(row).map(Part::Host).collect()
+            }
+            Batch::Rows(Data::Device(d), count) => {
+                rows(d.range, *count).map(Part::Device).collect()
+            }
+        }
+    }
+
+    /// The blocks, to be written.
+    pub fn parts_mut(&mut self) -> Vec<PartMut<'_>> {
+        match self {
+            Batch::Each(items) => items
+                .iter_mut()
+                .map(|item| match item {
+                    Data::Host(h) => PartMut::Host(h.bytes_mut()),
+                    Data::Device(d) => PartMut::Device(d.range),
+                })
+                .collect(),
+            Batch::Rows(Data::Host(h), count) => {
+                let count = *count;
+                let bytes = h.bytes_mut();
+                let row = bytes.len() / count;
+                if row == 0 {
+                    return (0..count).map(|_| PartMut::Host(&mut [])).collect();
+                }
+                bytes.chunks_exact_mut(row).map(PartMut::Host).collect()
+            }
+            Batch::Rows(Data::Device(d), count) => {
+                rows(d.range, *count).map(PartMut::Device).collect()
+            }
+        }
+    }
+}
+
+fn rows(range: DeviceRange, count: usize) -> impl Iterator<Item = DeviceRange> {
+    let row = range.len / count.max(1);
+    (0..count).map(move |i| DeviceRange {
+        ptr: range.ptr + (i * row) as u64,
+        len: row,
+        stream: range.stream,
+    })
 }

@@ -11,7 +11,7 @@ use crate::backend::check_disjoint;
 use crate::buffer::Access;
 use crate::config::PyConfig;
 use crate::convert::to_python;
-use crate::data::{self, Host};
+use crate::data::{self, Part, PartMut};
 use crate::errors::{IntoPy, kind_error, to_py, warn_tier_unavailable};
 use crate::ids;
 
@@ -175,9 +175,11 @@ impl PyStore {
     }
 
     /// Stores many blocks in one call (one crossing into Rust, placed in parallel).
-    /// `block_ids` and `blocks` are lists of equal length. Returns how many blocks are
-    /// stored after the call (new or deduplicated). If some block fails, the others are
-    /// still stored and the first failure is raised, its `context["index"]` naming it.
+    /// `blocks` is a list of blocks as long as `block_ids`, or one array whose rows are
+    /// the blocks (an engine's KV pool: the buffer is taken once for all of them).
+    /// Returns how many blocks are stored after the call (new or deduplicated). If some
+    /// block fails, the others are still stored and the first failure is raised, its
+    /// `context["index"]` naming it.
     fn put_batch(
         &self,
         py: Python<'_>,
@@ -185,29 +187,28 @@ impl PyStore {
         blocks: &Bound<'_, PyAny>,
     ) -> PyResult<usize> {
         let ids = ids::parse_all(block_ids, "block_ids")?;
-        let blocks = ids::sequence(blocks, "blocks")?;
-        same_length(ids.len(), blocks.len(), "blocks")?;
-        let buffers = blocks
+        let batch = data::take_batch(blocks, ids.len(), Access::Read, "blocks")?;
+        let items = ids
             .iter()
+            .zip(batch.parts())
             .enumerate()
-            .map(|(i, b)| data::take_host(b, Access::Read, &format!("blocks[{i}]")))
-            .collect::<PyResult<Vec<_>>>()?;
+            .map(|(i, (id, part))| match part {
+                Part::Host(bytes) => Ok((*id, bytes)),
+                Part::Device(_) => Err(device_refused(&format!("blocks[{i}]"))),
+            })
+            .collect::<PyResult<Vec<(BlockId, &[u8])>>>()?;
         let store = self.store()?;
-        let items: Vec<(BlockId, &[u8])> = ids
-            .iter()
-            .copied()
-            .zip(buffers.iter().map(Host::bytes))
-            .collect();
         let results = py.detach(|| store.put_batch(&items));
         let stored = results.iter().filter(|r| r.is_ok()).count();
         first_error(results.into_iter().map(|r| r.map(|_| ())))?;
         Ok(stored)
     }
 
-    /// Reads many blocks in one call into their output buffers (lists of equal length;
-    /// the outputs must not overlap). Returns one entry per block: its size, or None when
-    /// it is not stored. The first failure (an output too small, a corrupt block) is
-    /// raised after all the other blocks were read.
+    /// Reads many blocks in one call into their outputs: a list as long as
+    /// `block_ids`, or one array whose rows receive the blocks; outputs must not
+    /// overlap. Returns one entry per block: its size, or None when it is not stored.
+    /// The first failure (an output too small, a corrupt block) is raised after all the
+    /// other blocks were read.
     fn get_batch(
         &self,
         py: Python<'_>,
@@ -215,28 +216,27 @@ impl PyStore {
         outs: &Bound<'_, PyAny>,
     ) -> PyResult<Vec<Option<usize>>> {
         let ids = ids::parse_all(block_ids, "block_ids")?;
-        let outs = ids::sequence(outs, "outs")?;
-        same_length(ids.len(), outs.len(), "outs")?;
-        let mut buffers = outs
+        let mut batch = data::take_batch(outs, ids.len(), Access::Write, "outs")?;
+        let parts = batch.parts_mut();
+        let mut spans: Vec<(usize, usize, usize)> = parts
             .iter()
             .enumerate()
-            .map(|(i, b)| data::take_host(b, Access::Write, &format!("outs[{i}]")))
-            .collect::<PyResult<Vec<_>>>()?;
-        let mut spans: Vec<(usize, usize, usize)> = buffers
-            .iter()
-            .enumerate()
-            .map(|(i, b)| {
-                let (start, len) = b.span();
+            .map(|(i, p)| {
+                let (start, len) = p.span();
                 (start, len, i)
             })
             .collect();
         check_disjoint(&mut spans, "outs")?;
-        let store = self.store()?;
-        let mut items: Vec<(BlockId, &mut [u8])> = ids
+        let mut items = ids
             .iter()
-            .copied()
-            .zip(buffers.iter_mut().map(Host::bytes_mut))
-            .collect();
+            .zip(parts)
+            .enumerate()
+            .map(|(i, (id, part))| match part {
+                PartMut::Host(bytes) => Ok((*id, bytes)),
+                PartMut::Device(_) => Err(device_refused(&format!("outs[{i}]"))),
+            })
+            .collect::<PyResult<Vec<(BlockId, &mut [u8])>>>()?;
+        let store = self.store()?;
         let results = py.detach(|| store.get_batch(&mut items));
         let sizes: Vec<Option<usize>> = results
             .iter()
@@ -346,15 +346,14 @@ impl PyStore {
     }
 }
 
-fn same_length(ids: usize, other: usize, what: &str) -> PyResult<()> {
-    if ids == other {
-        Ok(())
-    } else {
-        Err(kind_error(
-            ErrorKind::InvalidInput,
-            format!("block_ids has {ids} entries but {what} has {other}"),
-        ))
-    }
+fn device_refused(what: &str) -> PyErr {
+    kind_error(
+        ErrorKind::Unsupported,
+        format!(
+            "{what} is in GPU memory; the store takes host memory (a GPUBackend takes CUDA \
+             tensors directly; otherwise pass tensor.cpu())"
+        ),
+    )
 }
 
 /// Raises the first failed item of a batch, naming its position.

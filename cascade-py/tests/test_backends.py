@@ -40,6 +40,16 @@ def test_round_trip_on_every_host_backend(tmp_path, rng):
         assert len(backend) == 0, backend
 
 
+def test_backend_batch_of_array_rows(rng):
+    backend = cascade.MemoryBackend(MIB)
+    pool = rng.integers(0, 256, (8, KIB), dtype=np.uint8)
+    ids = [f"{i:032x}" for i in range(8)]
+    assert backend.put_batch(ids, pool) == 8
+    back = np.zeros_like(pool)
+    assert backend.get_batch(ids, back) == [KIB] * 8
+    assert np.array_equal(back, pool)
+
+
 def test_backend_put_replaces(tmp_path, rng):
     backend = cascade.MemoryBackend(MIB)
     backend.put("ab" * 16, b"first")
@@ -136,6 +146,10 @@ def test_cuda_arrays_are_refused_by_host_stores(store):
         cascade.compute_block_id(FakeCudaArray(64))
     with pytest.raises(cascade.UnsupportedError, match="GPUBackend"):
         cascade.MemoryBackend(MIB).put("0" * 32, FakeCudaArray(64))
+    with pytest.raises(cascade.UnsupportedError, match="GPU memory"):
+        store.put_batch(["0" * 32, "1" * 32], FakeCudaArray(128))
+    with pytest.raises(cascade.UnsupportedError, match="GPU memory"):
+        store.get_batch(["0" * 32], [FakeCudaArray(64)])
 
 
 def test_cuda_array_interface_layout_checks(store):

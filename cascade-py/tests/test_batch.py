@@ -101,3 +101,25 @@ def test_bad_id_in_batch_stores_nothing(store, rng):
     with pytest.raises(cascade.InvalidInputError):
         store.put_batch([cascade.compute_block_id(blocks[0]), "nope"], blocks)
     assert len(store) == 0
+
+
+def test_one_array_whose_rows_are_the_blocks(store, rng):
+    pool = rng.integers(0, 256, (32, 4 * KIB), dtype=np.uint8)
+    ids = [f"{i + 100:032x}" for i in range(32)]
+    assert store.put_batch(ids, pool) == 32  # the buffer is taken once for all rows
+    one = np.zeros(4 * KIB, np.uint8)
+    assert store.get(ids[5], one) == (True, 4 * KIB)
+    assert np.array_equal(one, pool[5])
+    back = np.zeros_like(pool)
+    assert store.get_batch(ids, back) == [4 * KIB] * 32
+    assert np.array_equal(back, pool)
+    flat = np.zeros(32 * 4 * KIB, np.uint8)  # any buffer that splits evenly works
+    store.get_batch(ids, memoryview(flat))
+    assert np.array_equal(flat.reshape(32, -1), pool)
+
+
+def test_array_batch_that_does_not_split_evenly(store):
+    with pytest.raises(cascade.InvalidInputError, match="equal blocks"):
+        store.put_batch(["0" * 32, "1" * 32, "2" * 32], np.zeros(100, np.uint8))
+    with pytest.raises(cascade.InvalidInputError, match="list of blocks"):
+        store.put_batch(["0" * 32], 42)
