@@ -1,0 +1,170 @@
+//! Hashing throughput and the checksum's share of a put.
+//!
+//! `batch/<hash>/<block size>/<threads>t`: one batch of 16 MiB of distinct blocks hashed by
+//! `hash_batch` (or `checksum_batch`) on a rayon pool of 1 or 2 threads. GB/s per core =
+//! 16 MiB / median time / threads.
+//!
+//! `put128k/{put,checksum,checksum+put}`: one 128 KiB block put into a pre-faulted
+//! memory tier, its checksum alone, and both (what a checksumming tier does); sources
+//! cycle through 32 MiB so they come from memory, not cache.
+//!
+//! `prefix/4096tok/16`: the prefix keys of a 4096-token prompt in blocks of 16 tokens,
+//! what an engine computes per request before asking `lookup_prefix`.
+//!
+//! Buffers are allocated once and touched before each timing: memory left idle on this
+//! VM is handed back to the host and runs slowly when touched again (DESIGN.md).
+
+// criterion_group! generates an undocumented public function.
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use cascade_core::config::ByteSize;
+use cascade_core::{BlockId, Hasher, MemoryTier, MemoryTierConfig, Tier};
+use cascade_hash::{
+    Blake3Hasher, PrefixNamespace, Sha256Hasher, Token, checksum, checksum_batch, hash_batch,
+    prefix_keys,
+};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+const BATCH_BYTES: usize = 16 << 20;
+const PUT_BLOCK: usize = 128 << 10;
+const PUT_SOURCE_BYTES: usize = 32 << 20;
+
+fn distinct_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// Reads every page so that none is cold when the clock starts.
+fn touch(buffer: &[u8]) -> u64 {
+    buffer.iter().step_by(4096).map(|&b| u64::from(b)).sum()
+}
+
+fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("rayon pool")
+}
+
+fn batch(c: &mut Criterion) {
+    eprintln!(
+        "sha2 SHA-NI backend available: {}",
+        cascade_hash::sha_ni_detected()
+    );
+    let data = distinct_bytes(BATCH_BYTES, 7);
+    let pools = [(1, pool(1)), (2, pool(2))];
+    let mut group = c.benchmark_group("batch");
+    group.throughput(Throughput::Bytes(BATCH_BYTES as u64));
+    for block in [128 << 10, 2 << 20] {
+        let blocks: Vec<&[u8]> = data.chunks_exact(block).collect();
+        let size = if block < (1 << 20) { "128KiB" } else { "2MiB" };
+        for (threads, pool) in &pools {
+            let hashers: [(&str, &dyn Hasher); 2] =
+                [("sha256", &Sha256Hasher), ("blake3", &Blake3Hasher)];
+            for (name, hasher) in hashers {
+                group.bench_function(format!("{name}/{size}/{threads}t"), |b| {
+                    b.iter_custom(|iters| {
+                        black_box(touch(&data));
+                        let start = Instant::now();
+                        for _ in 0..iters {
+                            black_box(pool.install(|| hash_batch(hasher, &blocks)));
+                        }
+                        start.elapsed()
+                    })
+                });
+            }
+            group.bench_function(format!("xxh3/{size}/{threads}t"), |b| {
+                b.iter_custom(|iters| {
+                    black_box(touch(&data));
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        black_box(pool.install(|| checksum_batch(&blocks)));
+                    }
+                    start.elapsed()
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+fn put_share(c: &mut Criterion) {
+    let config = MemoryTierConfig {
+        capacity: ByteSize::mib(128),
+        prefault: true,
+    };
+    let tier = MemoryTier::open("bench", &config).expect("memory tier");
+    let source = distinct_bytes(PUT_SOURCE_BYTES, 11);
+    let blocks: Vec<&[u8]> = source.chunks_exact(PUT_BLOCK).collect();
+    let slots = blocks.len() as u64;
+    // Fill once so every later put replaces a block and reuses touched tier memory.
+    for (i, block) in blocks.iter().enumerate() {
+        tier.put(BlockId::from_u128(i as u128), block)
+            .expect("fill");
+    }
+    let mut group = c.benchmark_group("put128k");
+    group.throughput(Throughput::Bytes(PUT_BLOCK as u64));
+    let mut run = |name: &str, with_put: bool, with_checksum: bool| {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                black_box(touch(&source));
+                let start = Instant::now();
+                for i in 0..iters {
+                    let block = blocks[(i % slots) as usize];
+                    if with_checksum {
+                        black_box(checksum(block));
+                    }
+                    if with_put {
+                        tier.put(BlockId::from_u128(u128::from(i % slots)), block)
+                            .expect("put");
+                    }
+                }
+                start.elapsed()
+            })
+        });
+    };
+    run("put", true, false);
+    run("checksum", false, true);
+    run("checksum+put", true, true);
+    group.finish();
+}
+
+fn prefix(c: &mut Criterion) {
+    let namespace = PrefixNamespace::new("meta-llama/Llama-3.1-8B")
+        .dtype("bf16")
+        .layout("nhd-16")
+        .to_bytes();
+    let tokens: Vec<Token> = (0..4096u32)
+        .map(|i| i.wrapping_mul(2_654_435_761) % 128_256)
+        .collect();
+    let mut group = c.benchmark_group("prefix");
+    group.throughput(Throughput::Elements(tokens.len() as u64));
+    group.bench_function("4096tok/16", |b| {
+        b.iter(|| black_box(prefix_keys(&namespace, black_box(&tokens), 16)))
+    });
+    group.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = batch, put_share, prefix
+}
+criterion_main!(benches);
