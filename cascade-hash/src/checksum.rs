@@ -1,5 +1,12 @@
 //! The per-block integrity checksum shared by every tier.
 
+use cascade_core::{Error, ErrorKind, Result};
+use xxhash_rust::xxh3::Xxh3Default;
+
+/// Bytes copied per step of [`copy_with_checksum`]: a page, so the piece just read is
+/// still in L1 when it is hashed (measured here: 4 KiB beat 16 and 64 KiB).
+const PIECE: usize = 4 * 1024;
+
 /// The per-block integrity checksum every tier stores and verifies: xxh3-64.
 ///
 /// Chosen for speed: xxh3 runs near memory bandwidth (see docs/benchmarks.md, "Hashing
@@ -9,9 +16,80 @@ pub fn checksum(data: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(data)
 }
 
+/// Copies `src` into the start of `dst` and returns `checksum(src)`, in one pass over
+/// memory.
+///
+/// A tier that stores a checksum would otherwise read each block twice (once to copy,
+/// once to hash); here every piece is hashed while it is still in L1 after the copy.
+/// For blocks larger than L2 (2 MiB) that is about 17% cheaper than two passes; for
+/// 128 KiB blocks, which stay in L2 between passes, it costs the same (see
+/// docs/benchmarks.md). Use it inside `Tier::put_with`-style fill closures.
+///
+/// Errors: [`ErrorKind::InvalidInput`] when `dst` is shorter than `src` (nothing is
+/// copied).
+pub fn copy_with_checksum(src: &[u8], dst: &mut [u8]) -> Result<u64> {
+    let Some(dst) = dst.get_mut(..src.len()) else {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "destination shorter than the block to copy",
+        )
+        .with_context("block_bytes", src.len())
+        .with_context("buffer_bytes", dst.len()));
+    };
+    let mut hasher = Xxh3Default::new();
+    for (from, to) in src.chunks(PIECE).zip(dst.chunks_mut(PIECE)) {
+        to.copy_from_slice(from);
+        hasher.update(from);
+    }
+    Ok(hasher.digest())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fused_copy_gives_the_same_checksum_and_bytes() {
+        let source: Vec<u8> = (0..(128 * 1024 + 3) as u32)
+            .map(|i| (i * 37 % 251) as u8)
+            .collect();
+        for len in [
+            0,
+            1,
+            16,
+            17,
+            128,
+            129,
+            240,
+            241,
+            1024,
+            PIECE - 1,
+            PIECE,
+            PIECE + 1,
+            source.len(),
+        ] {
+            let src = &source[..len];
+            let mut dst = vec![0xEEu8; len + 5];
+            assert_eq!(
+                copy_with_checksum(src, &mut dst).unwrap(),
+                checksum(src),
+                "len {len}"
+            );
+            assert_eq!(&dst[..len], src, "len {len}");
+            assert!(
+                dst[len..].iter().all(|&b| b == 0xEE),
+                "len {len}: wrote past the block"
+            );
+        }
+    }
+
+    #[test]
+    fn fused_copy_into_a_short_buffer_is_invalid_input() {
+        let mut dst = vec![7u8; 10];
+        let err = copy_with_checksum(&[1u8; 11], &mut dst).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert_eq!(dst, vec![7u8; 10]);
+    }
 
     // XXH3_64bits with seed 0, cross-checked against the xxHash C library; the long
     // inputs take the striped path that real blocks take.

@@ -8,7 +8,8 @@
 //!   so it can ask [`CascadeStore::lookup_prefix`](cascade_core::CascadeStore::lookup_prefix)
 //!   how many leading blocks it may load instead of recomputing them.
 //!
-//! Every tier stores [`checksum`] beside each block and verifies it before serving bytes.
+//! Every tier stores [`checksum`] beside each block and verifies it before serving bytes;
+//! [`copy_with_checksum`] computes it during the copy into the tier, in the same pass.
 //! Many blocks are hashed in parallel by [`hash_batch`] (rayon), ids in input order.
 
 mod batch;
@@ -17,7 +18,7 @@ mod hashers;
 mod prefix;
 
 pub use batch::{checksum_batch, hash_batch};
-pub use checksum::checksum;
+pub use checksum::{checksum, copy_with_checksum};
 pub use hashers::{Blake3Hasher, Sha256Hasher, compute_block_id, hasher_for, sha_ni_detected};
 pub use prefix::{
     PREFIX_KEY_CONTEXT, PrefixKeyer, PrefixNamespace, Token, prefix_key, prefix_keys,
