@@ -4,11 +4,11 @@
 //! `hash_batch` (or `checksum_batch`) on a rayon pool of 1 or 2 threads. GB/s per core =
 //! 16 MiB / median time / threads.
 //!
-//! `put128k/{put,checksum,checksum+put,fused}`: one 128 KiB block put into a pre-faulted
-//! memory tier, its checksum alone, both in two passes, and the put with
-//! `copy_with_checksum` filling the tier's buffer (one pass); sources cycle through
-//! 32 MiB so they come from memory, not cache. `put128k/store_put`: the same put through
-//! `CascadeStore` (dedup off, so every put copies).
+//! `put/<block size>/...`: one block (128 KiB or 2 MiB) put into a pre-faulted memory
+//! tier (`tier_put`), its checksum alone, both in two passes (`checksum+tier_put`), the
+//! put with `copy_with_checksum` filling the tier's buffer in one pass
+//! (`fused_tier_put`), and the put through `CascadeStore` (`store_put`, dedup off so
+//! every put copies). Sources cycle through 32 MiB so they come from memory, not cache.
 //!
 //! `prefix/4096tok/16`: the prefix keys of a 4096-token prompt in blocks of 16 tokens,
 //! what an engine computes per request before asking `lookup_prefix`.
@@ -38,7 +38,6 @@ use cascade_hash::{
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const BATCH_BYTES: usize = 16 << 20;
-const PUT_BLOCK: usize = 128 << 10;
 const PUT_SOURCE_BYTES: usize = 32 << 20;
 
 #[derive(Clone, Copy)]
@@ -156,82 +155,59 @@ fn put_share(c: &mut Criterion) {
         prefault: true,
     };
     let clock = Clock::from_env();
-    let tier = MemoryTier::open("bench", &config).expect("memory tier");
     let source = distinct_bytes(PUT_SOURCE_BYTES, 11);
-    let blocks: Vec<&[u8]> = source.chunks_exact(PUT_BLOCK).collect();
-    let slots = blocks.len() as u64;
-    // Fill once so every later put replaces a block and reuses touched tier memory.
-    for (i, block) in blocks.iter().enumerate() {
-        tier.put(BlockId::from_u128(i as u128), block)
-            .expect("fill");
-    }
-    let mut group = c.benchmark_group("put128k");
-    group.throughput(Throughput::Bytes(PUT_BLOCK as u64));
-    let mut run = |name: &str, with_put: bool, with_checksum: bool| {
-        group.bench_function(name, |b| {
-            b.iter_custom(|iters| {
-                black_box(touch(&source));
-                clock.time(|| {
-                    for i in 0..iters {
-                        let block = blocks[(i % slots) as usize];
-                        if with_checksum {
-                            black_box(checksum(block));
+    let mut group = c.benchmark_group("put");
+    for (size, block_len) in [("128KiB", 128 << 10), ("2MiB", 2 << 20)] {
+        let blocks: Vec<&[u8]> = source.chunks_exact(block_len).collect();
+        let slots = blocks.len() as u64;
+        let id = |i: u64| BlockId::from_u128(u128::from(i % slots));
+        let tier = MemoryTier::open("bench", &config).expect("memory tier");
+        // The same put through the store (index, recency, placement), dedup off so that
+        // every put copies: the put a user of Cascade pays for.
+        let policy = StorePolicy {
+            dedup: false,
+            ..StorePolicy::default()
+        };
+        let store_tier = MemoryTier::open("store", &config).expect("memory tier");
+        let store =
+            CascadeStore::new(vec![Arc::new(store_tier) as Arc<dyn Tier>], policy).expect("store");
+        // Fill once so every later put replaces a block and reuses touched tier memory.
+        for (i, block) in (0..).zip(&blocks) {
+            tier.put(id(i), block).expect("fill");
+            store.put(id(i), block).expect("fill");
+        }
+        group.throughput(Throughput::Bytes(block_len as u64));
+        let mut run = |name: &str, put: &dyn Fn(u64, &[u8])| {
+            group.bench_function(format!("{size}/{name}"), |b| {
+                b.iter_custom(|iters| {
+                    black_box(touch(&source));
+                    clock.time(|| {
+                        for i in 0..iters {
+                            put(i, blocks[(i % slots) as usize]);
                         }
-                        if with_put {
-                            tier.put(BlockId::from_u128(u128::from(i % slots)), block)
-                                .expect("put");
-                        }
-                    }
-                })
-            })
-        });
-    };
-    run("put", true, false);
-    run("checksum", false, true);
-    run("checksum+put", true, true);
-    group.bench_function("fused", |b| {
-        b.iter_custom(|iters| {
-            black_box(touch(&source));
-            clock.time(|| {
-                for i in 0..iters {
-                    let block = blocks[(i % slots) as usize];
-                    let id = BlockId::from_u128(u128::from(i % slots));
-                    tier.put_with(id, block.len(), &mut |buf| {
-                        black_box(copy_with_checksum(block, buf)?);
-                        Ok(())
                     })
-                    .expect("put_with");
-                }
+                })
+            });
+        };
+        run("tier_put", &|i, block| tier.put(id(i), block).expect("put"));
+        run("checksum", &|_, block| {
+            black_box(checksum(block));
+        });
+        run("checksum+tier_put", &|i, block| {
+            black_box(checksum(block));
+            tier.put(id(i), block).expect("put");
+        });
+        run("fused_tier_put", &|i, block| {
+            tier.put_with(id(i), block.len(), &mut |buf| {
+                black_box(copy_with_checksum(block, buf)?);
+                Ok(())
             })
-        })
-    });
-    // The same put through the store (index, recency, placement), dedup off so that
-    // every put copies: the put a user of Cascade pays for.
-    let store_tier = MemoryTier::open("store", &config).expect("memory tier");
-    let policy = StorePolicy {
-        dedup: false,
-        ..StorePolicy::default()
-    };
-    let store =
-        CascadeStore::new(vec![Arc::new(store_tier) as Arc<dyn Tier>], policy).expect("store");
-    for (i, block) in blocks.iter().enumerate() {
-        store
-            .put(BlockId::from_u128(i as u128), block)
-            .expect("fill");
+            .expect("put_with");
+        });
+        run("store_put", &|i, block| {
+            store.put(id(i), block).expect("store put");
+        });
     }
-    group.bench_function("store_put", |b| {
-        b.iter_custom(|iters| {
-            black_box(touch(&source));
-            clock.time(|| {
-                for i in 0..iters {
-                    let block = blocks[(i % slots) as usize];
-                    store
-                        .put(BlockId::from_u128(u128::from(i % slots)), block)
-                        .expect("store put");
-                }
-            })
-        })
-    });
     group.finish();
 }
 
