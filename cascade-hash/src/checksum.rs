@@ -4,7 +4,8 @@ use cascade_core::{Error, ErrorKind, Result};
 use xxhash_rust::xxh3::Xxh3Default;
 
 /// Bytes copied per step of [`copy_with_checksum`]: a page, so the piece just read is
-/// still in L1 when it is hashed (measured here: 4 KiB beat 16 and 64 KiB).
+/// still in L1 when it is hashed (in trials on this machine 4 KiB did better than 16 and
+/// 64 KiB).
 const PIECE: usize = 4 * 1024;
 
 /// The per-block integrity checksum every tier stores and verifies: xxh3-64.
@@ -19,11 +20,12 @@ pub fn checksum(data: &[u8]) -> u64 {
 /// Copies `src` into the start of `dst` and returns `checksum(src)`, in one pass over
 /// memory.
 ///
-/// A tier that stores a checksum would otherwise read each block twice (once to copy,
-/// once to hash); here every piece is hashed while it is still in L1 after the copy.
-/// For blocks larger than L2 (2 MiB) that is about 17% cheaper than two passes; for
-/// 128 KiB blocks, which stay in L2 between passes, it costs the same (see
-/// docs/benchmarks.md). Use it inside `Tier::put_with`-style fill closures.
+/// A tier that stores a checksum otherwise reads each block twice (once to hash, once to
+/// copy); here each piece is hashed while it is still in L1 after the copy, so the
+/// source is read from memory once. Whether that saves time depends on whether the
+/// block stays in cache between two passes: docs/benchmarks.md ("Hashing
+/// (cascade-hash)") has the measured cost of both ways. Use it inside
+/// `Tier::put_with`-style fill closures.
 ///
 /// Errors: [`ErrorKind::InvalidInput`] when `dst` is shorter than `src` (nothing is
 /// copied).
