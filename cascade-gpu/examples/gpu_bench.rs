@@ -290,23 +290,34 @@ fn main() {
     drop(pageable_src);
     drop(pageable_dst);
 
-    // The host pool of a tier below, registered with CUDA through attach_below.
-    let below = MemoryTier::open(
-        "mem0",
-        &MemoryTierConfig {
+    // The host pool of a tier below, registered with CUDA through attach_below: the shm
+    // pool on /dev/shm where there is one (as deployed), else a memory tier.
+    let pool_dir = std::path::Path::new("/dev/shm");
+    let pool_path = pool_dir.join(format!("cascade-gpu-bench-{}.pool", std::process::id()));
+    let below: Box<dyn Tier> = if pool_dir.is_dir() {
+        let config = cascade_shm::ShmTierConfig {
+            path: Some(pool_path.clone()),
+            capacity: ByteSize::b(2 * total as u64),
+            ..cascade_shm::ShmTierConfig::default()
+        };
+        Box::new(cascade_shm::ShmTier::open("shm0", &config).unwrap())
+    } else {
+        let config = MemoryTierConfig {
             capacity: ByteSize::b(2 * total as u64),
             prefault: true,
-        },
-    )
-    .unwrap();
+        };
+        Box::new(MemoryTier::open("mem0", &config).unwrap())
+    };
+    println!("pool below: {} tier", below.kind());
     let t = Instant::now();
-    tier.attach_below(&below).unwrap();
+    tier.attach_below(&*below).unwrap();
     let register_ms = t.elapsed().as_secs_f64() * 1e3;
     let region = below.host_region().unwrap();
-    // SAFETY: the memory tier's region (2 * total bytes) lives until `below` drops at the
-    // end of main; the bench uses it as two plain buffers and stores no blocks in `below`.
+    assert!(region.len >= 2 * total, "the pool below holds both buffers");
+    // SAFETY: the region (at least 2 * total bytes) lives until `below` drops at the end
+    // of main; the bench uses it as two plain buffers and stores no blocks in `below`.
     let (pool_src, pool_dst) =
-        unsafe { std::slice::from_raw_parts_mut(region.base, region.len) }.split_at_mut(total);
+        unsafe { std::slice::from_raw_parts_mut(region.base, 2 * total) }.split_at_mut(total);
     fill_random(pool_src, 3);
     rows.push((
         "registered host pool (tier below)",
@@ -404,6 +415,8 @@ fn main() {
         tier.direct_bytes()
     );
     drop(tier);
+    drop(below);
+    let _ = std::fs::remove_file(&pool_path);
     // SAFETY: allocated above with malloc_sync, no copy in flight.
     unsafe {
         result::free_sync(dev).unwrap();
