@@ -437,7 +437,16 @@ impl CascadeStore {
         if self.index.get(&id) != Some(from) {
             return;
         }
-        if self.tiers[target].put(id, bytes).is_err() {
+        let upper = &self.tiers[target];
+        let lower = &self.tiers[from.tier];
+        let copied = if upper.capability().device_memory && lower.host_region().is_some() {
+            // The device tier registered the pool below with the driver: copying from there
+            // is one DMA, while the caller's buffer is pageable and would be staged.
+            lower.get_with(id, &mut |pooled| upper.put(id, pooled))
+        } else {
+            upper.put(id, bytes)
+        };
+        if copied.is_err() {
             return;
         }
         self.index.insert(
