@@ -331,7 +331,7 @@ fn hash_text(t: &mut String, rows: &[HashRow]) {
     let _ = writeln!(t, "\n## Hashing\n");
     let _ = writeln!(
         t,
-        "| function | used for | GB/s per core | GB/s on {threads} threads |"
+        "| function | used for | GB/s per core | GB/s on {threads} threads (batch call) |"
     );
     let _ = writeln!(t, "|---|---|---|---|");
     for r in rows {
