@@ -3,7 +3,7 @@ workload run from Rust in the same process (cascade._native._bench_native), on t
 same store configuration, in the same run.
 
     python cascade-py/benches/python_vs_rust.py [--blocks 2000] [--size 131072]
-        [--batch 64] [--repeats 5] [--pool /dev/shm]
+        [--batch 64] [--repeats 5] [--pool /dev/shm] [--cascade-bench target/release/cascade-bench]
 
 Prints one table (medians over the repeats, GB/s = 1e9 bytes/s) and the per-call
 overhead of single Python calls: (Python time - Rust time) / calls, in microseconds,
@@ -11,8 +11,10 @@ at the block size given and at 64-byte blocks (where the copy is negligible).
 """
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import tempfile
 import time
 
@@ -99,6 +101,8 @@ def main():
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--pool", default="/dev/shm", help="directory of the shm pool files")
+    parser.add_argument("--cascade-bench", default=None, metavar="PATH",
+                        help="also run this cascade-bench binary's shm row (same blocks, size, batch) in the same run")
     args = parser.parse_args()
     args.capacity = max(args.blocks * args.size * 2, 64 << 20)
 
@@ -126,6 +130,27 @@ def main():
     print("64 B blocks, per call (us): "
           + ", ".join(f"{k} Python {statistics.median(small_py[k]) / args.blocks * 1e6:.2f} / Rust {statistics.median(small_rust[k]) / args.blocks * 1e6:.2f}"
                       for k in ("put_single", "get_single")))
+
+    if args.cascade_bench:
+        cascade_bench_row(args)
+
+
+def cascade_bench_row(args):
+    """cascade-bench's per-tier shm figures for the same blocks, size and batch."""
+    with tempfile.TemporaryDirectory() as out_dir:
+        out = os.path.join(out_dir, "bench.json")
+        command = [
+            args.cascade_bench, "--section", "tiers", "--tier", "shm",
+            "--blocks", str(args.blocks), "--size", f"{args.size}B",
+            "--batch", str(args.batch), "--repeat", str(args.repeats), "--json", out,
+        ]
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        with open(out) as f:
+            report = json.load(f)
+    for row in report.get("tiers") or []:
+        if row.get("kind") == "shm" and "write_gbps" in row:
+            print(f"\ncascade-bench, same run ({' '.join(command[1:-2])}): shm write "
+                  f"{row['write_gbps']['median']:.2f} GB/s, read {row['read_gbps']['median']:.2f} GB/s")
 
 
 if __name__ == "__main__":
