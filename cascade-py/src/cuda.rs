@@ -59,6 +59,6 @@ pub fn missing_gpu_reason() -> &'static str {
     if cascade_gpu::driver_present() {
         "the CUDA driver is present but the device could not be opened"
     } else {
-        "no CUDA driver (libcuda.so could not be loaded)"
+        "no CUDA driver: libcuda.so could not be loaded"
     }
 }

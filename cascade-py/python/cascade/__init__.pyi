@@ -3,18 +3,49 @@
 import os
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, Optional, Union
+from typing import Any, Optional, Union, final
 
 from typing_extensions import Buffer, Self
+
+__all__ = [
+    "Backend",
+    "GPUBackend",
+    "LustreBackend",
+    "MemoryBackend",
+    "ShmBackend",
+    "BusyError",
+    "CascadeConfig",
+    "CascadeError",
+    "CascadeStore",
+    "ConfigError",
+    "CorruptError",
+    "IncompatibleError",
+    "InvalidInputError",
+    "IoError",
+    "NotFoundError",
+    "PluginError",
+    "TierFullError",
+    "TierUnavailableWarning",
+    "TooLargeError",
+    "UnavailableError",
+    "UnsupportedError",
+    "__version__",
+    "compute_block_id",
+    "compute_block_ids",
+    "prefix_key",
+    "prefix_keys",
+    "prefix_namespace",
+    "tier_kinds",
+]
 
 __version__: str
 
 # Anything exporting a C-contiguous buffer: numpy arrays, bytes, bytearray, memoryview.
-BufferLike = Buffer
+_Buffer = Buffer
 # A writable C-contiguous buffer: numpy arrays, bytearray, writable memoryviews.
-WritableBuffer = Buffer
+_WritableBuffer = Buffer
 # 32 hex characters, as returned by compute_block_id.
-BlockId = str
+_BlockId = str
 
 class CascadeError(Exception):
     """Base class of every error raised by Cascade."""
@@ -41,6 +72,7 @@ class TierUnavailableWarning(RuntimeWarning):
     """A configured tier could not be opened on this machine and the store opened
     without it."""
 
+@final
 class CascadeConfig:
     """Settings of a store. Tiers, fastest first: GPU when gpu_capacity_bytes > 0,
     shared memory when shm_capacity_bytes > 0, a file tier when lustre_path is set."""
@@ -56,8 +88,8 @@ class CascadeConfig:
     promote_on_read: bool
     hasher: str
     num_io_threads: int
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         gpu_capacity_bytes: int = 0,
         gpu_device_id: int = 0,
@@ -70,38 +102,45 @@ class CascadeConfig:
         promote_on_read: bool = True,
         hasher: str = "sha256",
         num_io_threads: int = 0,
-    ) -> None: ...
+    ) -> Self: ...
     def to_toml(self) -> str:
         """The deployment this config opens, as Cascade TOML."""
 
+@final
 class CascadeStore:
     """A hierarchical KV-block store. Calls release the GIL while copying."""
 
-    def __init__(self, config: Optional[CascadeConfig] = None) -> None: ...
+    def __new__(cls, config: Optional[CascadeConfig] = None) -> Self: ...
     @classmethod
     def from_toml(cls, path: Union[str, os.PathLike[str]]) -> CascadeStore: ...
     @classmethod
     def from_toml_str(cls, text: str) -> CascadeStore: ...
-    def put(self, block_id: BlockId, data: BufferLike) -> bool:
+    def put(self, block_id: _BlockId, data: _Buffer) -> bool:
         """Stores `data`; True once stored (dedup: an id already stored copies nothing)."""
-    def put_content(self, data: BufferLike) -> BlockId:
+    def put_content(self, data: _Buffer) -> _BlockId:
         """Hashes `data` with the configured hasher, stores it, returns the id."""
-    def get(self, block_id: BlockId, out: WritableBuffer) -> tuple[bool, int]:
+    def get(self, block_id: _BlockId, out: _WritableBuffer) -> tuple[bool, int]:
         """Copies the block into `out`; (found, size), (False, 0) when absent."""
-    def contains(self, block_id: BlockId) -> bool: ...
-    def __contains__(self, block_id: BlockId) -> bool: ...
-    def size_of(self, block_id: BlockId) -> Optional[int]: ...
-    def remove(self, block_id: BlockId) -> bool: ...
-    def put_batch(self, block_ids: Sequence[BlockId], blocks: Sequence[BufferLike]) -> int:
-        """Stores many blocks in one call; returns how many are stored."""
+    def contains(self, block_id: _BlockId) -> bool: ...
+    def __contains__(self, block_id: _BlockId, /) -> bool: ...
+    def size_of(self, block_id: _BlockId) -> Optional[int]: ...
+    def remove(self, block_id: _BlockId) -> bool: ...
+    def put_batch(
+        self, block_ids: Sequence[_BlockId], blocks: Union[Sequence[_Buffer], _Buffer]
+    ) -> int:
+        """Stores many blocks in one call (a list, or one array whose rows are the
+        blocks); returns how many are stored."""
     def get_batch(
-        self, block_ids: Sequence[BlockId], outs: Sequence[WritableBuffer]
+        self,
+        block_ids: Sequence[_BlockId],
+        outs: Union[Sequence[_WritableBuffer], _WritableBuffer],
     ) -> list[Optional[int]]:
-        """Reads many blocks in one call; size per block, None when absent."""
-    def lookup_prefix(self, keys: Sequence[BlockId]) -> int:
+        """Reads many blocks in one call (into a list of outputs, or the rows of one
+        array); size per block, None when absent."""
+    def lookup_prefix(self, keys: Sequence[_BlockId]) -> int:
         """How many leading keys of a token-prefix chain are stored."""
     def get_stats(self) -> dict[str, Any]: ...
-    def ids(self) -> list[BlockId]: ...
+    def ids(self) -> list[_BlockId]: ...
     @property
     def tiers(self) -> list[str]:
         """Names of the tiers that opened, fastest first."""
@@ -119,10 +158,10 @@ class CascadeStore:
         tb: Optional[TracebackType],
     ) -> bool: ...
 
-def compute_block_id(data: BufferLike) -> BlockId:
+def compute_block_id(data: _Buffer) -> _BlockId:
     """The documented content id: SHA-256 of the bytes, first 16 bytes as 32 hex chars."""
 
-def compute_block_ids(blocks: Sequence[BufferLike]) -> list[BlockId]:
+def compute_block_ids(blocks: Sequence[_Buffer]) -> list[_BlockId]:
     """compute_block_id of each block, hashed in parallel."""
 
 def tier_kinds() -> list[str]:
@@ -131,16 +170,18 @@ def tier_kinds() -> list[str]:
 class Backend:
     """One tier used on its own: no index, no dedup, no movement between tiers."""
 
-    def put(self, block_id: BlockId, data: Any) -> bool:
+    def put(self, block_id: _BlockId, data: Any) -> bool:
         """Stores a host buffer (or, on a GPUBackend, a CUDA tensor); replaces the id."""
-    def get(self, block_id: BlockId, out: Any) -> tuple[bool, int]: ...
-    def put_batch(self, block_ids: Sequence[BlockId], blocks: Sequence[Any]) -> int: ...
-    def get_batch(self, block_ids: Sequence[BlockId], outs: Sequence[Any]) -> list[Optional[int]]: ...
-    def contains(self, block_id: BlockId) -> bool: ...
-    def __contains__(self, block_id: BlockId) -> bool: ...
-    def size_of(self, block_id: BlockId) -> Optional[int]: ...
-    def remove(self, block_id: BlockId) -> bool: ...
-    def ids(self) -> list[BlockId]: ...
+    def get(self, block_id: _BlockId, out: Any) -> tuple[bool, int]: ...
+    def put_batch(self, block_ids: Sequence[_BlockId], blocks: Any) -> int:
+        """A list of blocks, or one array or tensor whose rows are the blocks."""
+    def get_batch(self, block_ids: Sequence[_BlockId], outs: Any) -> list[Optional[int]]:
+        """A list of outputs, or one array or tensor whose rows receive the blocks."""
+    def contains(self, block_id: _BlockId) -> bool: ...
+    def __contains__(self, block_id: _BlockId, /) -> bool: ...
+    def size_of(self, block_id: _BlockId) -> Optional[int]: ...
+    def remove(self, block_id: _BlockId) -> bool: ...
+    def ids(self) -> list[_BlockId]: ...
     def __len__(self) -> int: ...
     def clear(self) -> None: ...
     def flush(self) -> None: ...
@@ -154,37 +195,41 @@ class Backend:
     @property
     def kind(self) -> str: ...
 
+@final
 class ShmBackend(Backend):
     """The shared-memory tier: a pool file (default under /dev/shm), kept across opens."""
 
-    def __init__(self, capacity: int, path: str = "") -> None: ...
+    def __new__(cls, capacity: int, path: str = "") -> Self: ...
 
+@final
 class MemoryBackend(Backend):
     """The process-memory tier (not persistent)."""
 
-    def __init__(self, capacity: int) -> None: ...
+    def __new__(cls, capacity: int) -> Self: ...
 
+@final
 class LustreBackend(Backend):
     """The file tier: segment files in a directory, kept across opens."""
 
-    def __init__(self, path: Union[str, os.PathLike[str]], capacity: int = 0) -> None: ...
+    def __new__(cls, path: Union[str, os.PathLike[str]], capacity: int = 0) -> Self: ...
 
+@final
 class GPUBackend(Backend):
     """The GPU tier: device memory on `device_id`; takes host buffers and CUDA tensors
     (__cuda_array_interface__ or DLPack). Raises UnavailableError without a GPU."""
 
-    def __init__(self, capacity: int, device_id: int = 0) -> None: ...
+    def __new__(cls, capacity: int, device_id: int = 0) -> Self: ...
     @property
     def card(self) -> str: ...
 
 def prefix_keys(
     tokens: Sequence[int], block_tokens: int, namespace: Union[bytes, str, None] = None
-) -> list[BlockId]:
+) -> list[_BlockId]:
     """One chained key per full block of `block_tokens` tokens (for lookup_prefix)."""
 
 def prefix_key(
-    parent: Optional[BlockId], tokens: Sequence[int], namespace: Union[bytes, str, None] = None
-) -> BlockId:
+    parent: Optional[_BlockId], tokens: Sequence[int], namespace: Union[bytes, str, None] = None
+) -> _BlockId:
     """The key of the block `tokens` after the block keyed `parent` (None: first)."""
 
 def prefix_namespace(
