@@ -54,6 +54,11 @@ pub struct FileTierConfig {
     /// blocks) before compaction rewrites it, in (0, 1]. Default: 0.5.
     #[serde(default = "default_compaction_threshold")]
     pub compaction_threshold: f64,
+    /// Threads that read the runs of one `get_batch` at the same time. Reads wait on the
+    /// device, not the CPU, so more threads than cores keep more requests in flight
+    /// (Lustre serves many concurrent RPCs per client). Default: 8.
+    #[serde(default = "default_io_threads")]
+    pub io_threads: usize,
     /// Run compaction on a background thread as segments cross the threshold. When
     /// false, only [`crate::FileTier::compact`] compacts. Default: true.
     #[serde(default = "default_true")]
@@ -80,6 +85,10 @@ fn default_compaction_threshold() -> f64 {
     0.5
 }
 
+fn default_io_threads() -> usize {
+    8
+}
+
 fn default_true() -> bool {
     true
 }
@@ -96,6 +105,7 @@ impl FileTierConfig {
             stripe_size: default_stripe_size(),
             writer_id: None,
             compaction_threshold: default_compaction_threshold(),
+            io_threads: default_io_threads(),
             background_compaction: true,
         }
     }
@@ -128,6 +138,10 @@ impl FileTierConfig {
         if !(self.compaction_threshold > 0.0 && self.compaction_threshold <= 1.0) {
             return Err(Error::config("compaction_threshold: must be in (0, 1]")
                 .with_context("compaction_threshold", self.compaction_threshold));
+        }
+        if self.io_threads == 0 || self.io_threads > 256 {
+            return Err(Error::config("io_threads: must be 1 to 256")
+                .with_context("io_threads", self.io_threads));
         }
         if let Some(writer) = &self.writer_id {
             if writer.is_empty() || writer.len() > MAX_WRITER_LEN / 2 {

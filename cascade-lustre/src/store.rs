@@ -24,8 +24,11 @@ use crate::segment::Segment;
 
 /// Longest run of records written with one vectored call (and staged, under O_DIRECT).
 const RUN_LIMIT: u64 = 32 << 20;
-/// Longest run of adjacent records read with one vectored call.
-const READ_RUN_LIMIT: u64 = 4 << 20;
+/// Bounds of the run length of adjacent records read with one call: a batch is cut into
+/// about as many runs as there are I/O threads, each at least this small ...
+const MIN_READ_RUN: u64 = 256 << 10;
+/// ... and at most this large.
+const MAX_READ_RUN: u64 = 16 << 20;
 /// Zeros for record padding.
 static ZEROS: [u8; PAGE as usize] = [0u8; PAGE as usize];
 
@@ -93,6 +96,8 @@ pub struct Inner {
     pub used: AtomicU64,
     /// Wakes the compaction thread.
     pub signal: Arc<Signal>,
+    /// Threads reading the runs of a batch.
+    pub io_pool: rayon::ThreadPool,
     /// Counters.
     pub counters: Counters,
     /// Held for the tier's life: the flock that says this writer id is in use.
@@ -466,11 +471,14 @@ impl Inner {
     /// Reads a run of adjacent records of one segment with one vectored call, straight
     /// into the callers' buffers (each exactly its record's length).
     pub fn read_run(&self, run: Vec<(usize, Entry, &mut [u8])>) -> Vec<(usize, Result<usize>)> {
-        if run.len() == 1 || self.direct {
+        if run.len() == 1 {
             return run
                 .into_iter()
                 .map(|(i, entry, out)| (i, self.read_entry(&entry, out)))
                 .collect();
+        }
+        if self.direct {
+            return self.read_run_direct(run);
         }
         let start = run[0].1.record.offset;
         let mut headers = vec![[0u8; HEADER_LEN]; run.len()];
@@ -528,11 +536,70 @@ impl Inner {
             .collect()
     }
 
+    /// [`Inner::read_run`] under O_DIRECT: one aligned read of the whole run into this
+    /// thread's staging buffer, then a verified copy of each record out of it.
+    fn read_run_direct(
+        &self,
+        mut run: Vec<(usize, Entry, &mut [u8])>,
+    ) -> Vec<(usize, Result<usize>)> {
+        let start = run[0].1.record.offset;
+        let end = run[run.len() - 1].1.record.end();
+        let segment = Arc::clone(&run[0].1.segment);
+        let problems: Option<Vec<Option<&str>>> = with_scratch(|buf| {
+            let bytes = io::read_aligned(&segment.file, buf, start, (end - start) as usize).ok()?;
+            if bytes.len() as u64 != end - start {
+                return None;
+            }
+            let mut problems = Vec::with_capacity(run.len());
+            for (_, entry, out) in &run {
+                let at = (entry.record.offset - start) as usize;
+                let body = &bytes[at + HEADER_LEN..at + HEADER_LEN + out.len()];
+                problems.push(
+                    if !Self::header_matches(entry, &bytes[at..at + HEADER_LEN]) {
+                        Some("record header damaged")
+                    } else if checksum(body) != entry.record.checksum {
+                        Some("checksum mismatch")
+                    } else {
+                        None
+                    },
+                );
+            }
+            // Copy only after the whole run verified, to keep the buffer borrow short.
+            for ((_, entry, out), problem) in run.iter_mut().zip(&problems) {
+                if problem.is_none() {
+                    let at = (entry.record.offset - start) as usize + HEADER_LEN;
+                    out.copy_from_slice(&bytes[at..at + out.len()]);
+                }
+            }
+            Some(problems)
+        });
+        let Some(problems) = problems else {
+            // Short or failed: let each record report its own outcome.
+            return run
+                .into_iter()
+                .map(|(i, entry, out)| (i, self.read_entry(&entry, out)))
+                .collect();
+        };
+        run.into_iter()
+            .zip(problems)
+            .map(|((i, entry, out), problem)| match problem {
+                None => (i, Ok(out.len())),
+                Some(why) => (i, Err(self.corrupt(&entry, why))),
+            })
+            .collect()
+    }
+
     /// Groups found entries into runs of adjacent records of one segment.
     pub fn plan_runs<'a>(
         mut found: Vec<(usize, Entry, &'a mut [u8])>,
+        threads: usize,
     ) -> Vec<Vec<(usize, Entry, &'a mut [u8])>> {
         found.sort_by_key(|(_, e, _)| (Arc::as_ptr(&e.segment) as usize, e.record.offset));
+        let total: u64 = found
+            .iter()
+            .map(|(_, e, _)| record_span(e.record.len))
+            .sum();
+        let limit = (total / threads.max(1) as u64).clamp(MIN_READ_RUN, MAX_READ_RUN);
         let mut runs: Vec<Vec<(usize, Entry, &'a mut [u8])>> = Vec::new();
         let mut run_bytes = 0u64;
         for item in found {
@@ -542,7 +609,7 @@ impl Inner {
                 .is_some_and(|(_, last, _)| {
                     Arc::ptr_eq(&last.segment, &item.1.segment)
                         && last.record.end() == item.1.record.offset
-                        && run_bytes + record_span(item.1.record.len) <= READ_RUN_LIMIT
+                        && run_bytes + record_span(item.1.record.len) <= limit
                 });
             let span = record_span(item.1.record.len);
             match runs.last_mut() {

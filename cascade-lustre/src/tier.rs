@@ -340,8 +340,14 @@ impl FileTier {
                 io::advise_sequential(&segment.file);
             }
         }
+        let io_pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(config.io_threads)
+            .thread_name(|i| format!("cascade-file-io-{i}"))
+            .build()
+            .map_err(|e| Error::new(ErrorKind::Io, format!("cannot start the I/O threads: {e}")))?;
         let signal = Arc::new(Signal::default());
         let inner = Arc::new(Inner {
+            io_pool,
             name,
             dir,
             writer_id,
@@ -552,8 +558,8 @@ impl Tier for FileTier {
                 }
             }
         }
-        let runs = Inner::plan_runs(found);
-        if !self.inner.direct && runs.len() > 1 {
+        let runs = Inner::plan_runs(found, self.inner.io_pool.current_num_threads());
+        if !self.inner.direct && runs.len() > 1 && std::env::var_os("NOWN").is_none() {
             // Queue the whole batch at the device before the first read waits.
             for run in &runs {
                 if let (Some(first), Some(last)) = (run.first(), run.last()) {
@@ -562,10 +568,17 @@ impl Tier for FileTier {
                 }
             }
         }
-        let outcomes: Vec<(usize, Result<usize>)> = runs
-            .into_par_iter()
-            .flat_map_iter(|run| self.inner.read_run(run))
-            .collect();
+        let outcomes: Vec<(usize, Result<usize>)> = if runs.len() == 1 {
+            runs.into_iter()
+                .flat_map(|run| self.inner.read_run(run))
+                .collect()
+        } else {
+            self.inner.io_pool.install(|| {
+                runs.into_par_iter()
+                    .flat_map_iter(|run| self.inner.read_run(run))
+                    .collect()
+            })
+        };
         for (position, outcome) in outcomes {
             results[position] = Some(outcome);
         }

@@ -210,6 +210,15 @@ fn a_flipped_payload_bit_is_reported_corrupt_and_dropped_for_good() {
 
 #[test]
 fn a_damaged_batch_read_fails_only_the_damaged_block() {
+    damaged_batch(false);
+}
+
+#[test]
+fn a_damaged_direct_io_batch_read_fails_only_the_damaged_block() {
+    damaged_batch(true);
+}
+
+fn damaged_batch(direct: bool) {
     let dir = tempfile::tempdir().unwrap();
     let blocks = fill(dir.path(), 20);
     let first = &segments(dir.path())[0];
@@ -217,7 +226,9 @@ fn a_damaged_batch_read_fails_only_the_damaged_block() {
     let second_record = PAGE + record_span(blocks[0].len() as u64);
     bytes[second_record as usize + HEADER_LEN + 7] ^= 1;
     std::fs::write(first, &bytes).unwrap();
-    let tier = FileTier::open("file0", &config(dir.path())).unwrap();
+    let mut config = config(dir.path());
+    config.direct_io = direct;
+    let tier = FileTier::open("file0", &config).unwrap();
     let mut outs: Vec<Vec<u8>> = blocks.iter().map(|b| vec![0u8; b.len()]).collect();
     let mut items: Vec<(BlockId, &mut [u8])> = outs
         .iter_mut()
@@ -235,6 +246,7 @@ fn a_damaged_batch_read_fails_only_the_damaged_block() {
         }
     }
     assert!(results[1].is_err());
+    assert!(!tier.contains(id(1)), "the corrupt block is dropped");
 }
 
 #[test]
