@@ -584,7 +584,10 @@ impl Inner {
             .zip(problems)
             .map(|((i, entry, out), problem)| match problem {
                 None => (i, Ok(out.len())),
-                Some(why) => (i, Err(self.corrupt(&entry, why))),
+                Some(why) => {
+                    out.fill(0);
+                    (i, Err(self.corrupt(&entry, why)))
+                }
             })
             .collect()
     }
