@@ -26,6 +26,12 @@ pub struct RedisTierConfig {
     /// Seconds to wait for a connection (at open and when the pool is exhausted).
     /// Default: 5.
     pub connect_timeout_secs: u64,
+    /// How long `used()` may answer from this node's last known figure before asking
+    /// the server again, in milliseconds. The store asks `used()` on every put, and a
+    /// fresh answer costs a round trip; this node's own puts and removes update the
+    /// figure as they go, so only other nodes' writes are seen late (the server still
+    /// enforces the capacity exactly). 0 asks every time. Default: 100.
+    pub used_refresh_ms: u64,
 }
 
 impl Default for RedisTierConfig {
@@ -37,6 +43,7 @@ impl Default for RedisTierConfig {
             max_block_size: ByteSize::mib(256),
             pool_size: 16,
             connect_timeout_secs: 5,
+            used_refresh_ms: 100,
         }
     }
 }

@@ -15,7 +15,7 @@
 
 /// Publishes a block written to a temporary key, or drops it when the tier is full.
 /// KEYS: temporary key, block, len hash, used. ARGV: id hex, capacity, payload length.
-/// Returns 0 when stored, -1 when the tier would exceed its capacity.
+/// Returns the new `used` when stored, -1 when the tier would exceed its capacity.
 pub const COMMIT: &str = r"
 local old = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
 local used = tonumber(redis.call('GET', KEYS[4]) or '0')
@@ -27,20 +27,19 @@ end
 redis.call('RENAME', KEYS[1], KEYS[2])
 redis.call('PERSIST', KEYS[2])
 redis.call('HSET', KEYS[3], ARGV[1], len)
-redis.call('INCRBY', KEYS[4], len - old)
-return 0
+return redis.call('INCRBY', KEYS[4], len - old)
 ";
 
-/// KEYS: block, len hash, used. ARGV: id hex. Returns 1 when removed, 0 when absent.
+/// KEYS: block, len hash, used. ARGV: id hex. Returns the new `used` when removed,
+/// -1 when absent.
 pub const REMOVE: &str = r"
 local old = redis.call('HGET', KEYS[2], ARGV[1])
 if not old then
-  return 0
+  return -1
 end
 redis.call('UNLINK', KEYS[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('DECRBY', KEYS[3], tonumber(old))
-return 1
+return redis.call('DECRBY', KEYS[3], tonumber(old))
 ";
 
 /// KEYS: len hash, used. ARGV: block key prefix (`{prefix}:b:`).

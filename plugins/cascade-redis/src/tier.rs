@@ -1,7 +1,7 @@
 //! [`RedisTier`]: blocks as Redis strings, bookkeeping in Lua scripts run by the server.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cascade_core::tier::{Capability, Tier, buffer_too_small, check_block_fits, tier_full};
 use cascade_core::{BlockId, Error, ErrorKind, Result};
@@ -32,6 +32,11 @@ pub struct RedisTier {
     /// Makes this instance's temporary keys distinct from every other node's.
     nonce: u64,
     sequence: AtomicU64,
+    /// The last `used` figure this node saw, and when (nanoseconds after `epoch`; 0:
+    /// never), so `used()` need not cost a round trip on every store put.
+    used_cache: AtomicU64,
+    used_seen_at: AtomicU64,
+    epoch: Instant,
     remove_script: Script,
     clear_script: Script,
 }
@@ -103,6 +108,9 @@ impl RedisTier {
                 hasher.finish()
             },
             sequence: AtomicU64::new(0),
+            used_cache: AtomicU64::new(0),
+            used_seen_at: AtomicU64::new(0),
+            epoch: Instant::now(),
             remove_script: Script::new(scripts::REMOVE),
             clear_script: Script::new(scripts::CLEAR),
         })
@@ -135,7 +143,28 @@ impl RedisTier {
             .arg(hex)
             .invoke(&mut **conn)
             .map_err(|e| self.fail("remove", e))?;
-        Ok(removed == 1)
+        if removed < 0 {
+            return Ok(false);
+        }
+        self.saw_used(removed);
+        Ok(true)
+    }
+
+    fn saw_used(&self, used: i64) {
+        let now = u64::try_from(self.epoch.elapsed().as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        self.used_cache
+            .store(u64::try_from(used).unwrap_or(0), Ordering::Relaxed);
+        self.used_seen_at.store(now, Ordering::Relaxed);
+    }
+
+    fn fetch_used(&self) -> Option<u64> {
+        let mut conn = self.connection().ok()?;
+        let used: Option<i64> = conn.get(&self.used_key).ok()?;
+        let used = used.unwrap_or(0);
+        self.saw_used(used);
+        Some(u64::try_from(used).unwrap_or(0))
     }
 }
 
@@ -166,11 +195,15 @@ impl Tier for RedisTier {
     }
 
     fn used(&self) -> u64 {
-        let used: redis::RedisResult<Option<u64>> = self
-            .connection()
-            .ok()
-            .map_or(Ok(None), |mut conn| conn.get(&self.used_key));
-        used.ok().flatten().unwrap_or(0)
+        let seen_at = self.used_seen_at.load(Ordering::Relaxed);
+        if seen_at != 0 {
+            let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            if now.saturating_sub(seen_at) < self.config.used_refresh_ms.saturating_mul(1_000_000) {
+                return self.used_cache.load(Ordering::Relaxed);
+            }
+        }
+        self.fetch_used()
+            .unwrap_or_else(|| self.used_cache.load(Ordering::Relaxed))
     }
 
     fn put(&self, id: BlockId, data: &[u8]) -> Result<()> {
@@ -208,7 +241,7 @@ impl Tier for RedisTier {
             .arg(self.capacity())
             .arg(data.len() as u64);
         let mut conn = self.connection()?;
-        let (status,): (i64,) = match pipe.query(&mut *conn) {
+        let (used,): (i64,) = match pipe.query(&mut *conn) {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
                 // A new or restarted server: load the script once and retry.
                 self.commit_script
@@ -219,20 +252,18 @@ impl Tier for RedisTier {
             other => other,
         }
         .map_err(|e| self.fail("put", e))?;
-        if status < 0 {
-            let used = conn
-                .get::<_, Option<u64>>(&self.used_key)
-                .ok()
-                .flatten()
-                .unwrap_or(0);
-            return Err(tier_full(
-                &self.name,
-                data.len() as u64,
-                used,
-                self.capacity(),
-            ));
+        if used >= 0 {
+            self.saw_used(used);
+            return Ok(());
         }
-        Ok(())
+        drop(conn);
+        let used = self.fetch_used().unwrap_or(0);
+        Err(tier_full(
+            &self.name,
+            data.len() as u64,
+            used,
+            self.capacity(),
+        ))
     }
 
     fn get(&self, id: BlockId, out: &mut [u8]) -> Result<usize> {
@@ -292,6 +323,7 @@ impl Tier for RedisTier {
             .arg(&self.block_prefix)
             .invoke(&mut *conn)
             .map_err(|e| self.fail("clear", e))?;
+        self.saw_used(0);
         Ok(())
     }
 

@@ -28,6 +28,20 @@ fn tier(server: &RedisServer, prefix: &str, capacity: &str) -> cascade::Result<P
     )
 }
 
+/// A node that asks the server for `used` on every call, so it sees other nodes' writes
+/// at once.
+fn fresh_node(server: &RedisServer, prefix: &str, capacity: &str) -> PluginTier {
+    library()
+        .create(
+            prefix,
+            &format!(
+                "url = \"{}\"\nprefix = \"{prefix}\"\ncapacity = \"{capacity}\"\nused_refresh_ms = 0\n",
+                server.url()
+            ),
+        )
+        .unwrap()
+}
+
 fn plugin_path() -> String {
     cascade_redis::built_library()
         .unwrap()
@@ -50,8 +64,8 @@ fn two_nodes_share_blocks_and_capacity() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let a = tier(&server, "shared", "64 KiB").unwrap();
-    let b = tier(&server, "shared", "64 KiB").unwrap();
+    let a = fresh_node(&server, "shared", "64 KiB");
+    let b = fresh_node(&server, "shared", "64 KiB");
     a.clear().unwrap();
     a.put(BlockId::from_u128(1), &[1u8; 40 << 10]).unwrap();
     assert_eq!(b.len_of(BlockId::from_u128(1)), Some(40 << 10));
@@ -73,6 +87,35 @@ fn two_nodes_share_blocks_and_capacity() {
         !a.contains(BlockId::from_u128(1)),
         "prefixes are separate tiers"
     );
+}
+
+#[test]
+fn used_is_cached_between_refreshes_and_kept_current_by_own_writes() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let cached = library()
+        .create(
+            "cached",
+            &format!(
+                "url = \"{}\"\nprefix = \"c\"\ncapacity = \"1 MiB\"\nused_refresh_ms = 3600000\n",
+                server.url()
+            ),
+        )
+        .unwrap();
+    cached.clear().unwrap();
+    cached.put(BlockId::from_u128(1), &[1u8; 1000]).unwrap();
+    assert_eq!(cached.used(), 1000, "own puts update the figure");
+    let other = fresh_node(&server, "c", "1 MiB");
+    other.put(BlockId::from_u128(2), &[2u8; 500]).unwrap();
+    assert_eq!(other.used(), 1500);
+    assert_eq!(
+        cached.used(),
+        1000,
+        "another node's put is seen after the refresh interval"
+    );
+    assert!(cached.remove(BlockId::from_u128(1)).unwrap());
+    assert_eq!(cached.used(), 500, "own removes return the server's figure");
 }
 
 #[test]
