@@ -1,5 +1,6 @@
 //! Per-call cost of the plugin boundary: Cascade's memory tier called directly, the same
-//! tier loaded from this package's cdylib through the C ABI, and the C example plugin.
+//! tier loaded from this package's cdylib through the C ABI, the same vtable linked into
+//! the bench (the ABI without the shared library), and the C example plugin.
 //! Small blocks, so the call itself (not the copy) dominates.
 //!
 //! Run: `cargo bench -p cascade-plugin-memory --bench boundary`
@@ -27,6 +28,13 @@ fn tiers() -> Vec<(&'static str, Arc<dyn Tier>)> {
         .unwrap()
         .create("plugin-rs", "capacity = \"64 MiB\"\nprefault = true")
         .unwrap();
+    // SAFETY: the entry is the one `export_tier!` generated in this package, linked in.
+    let in_process = unsafe {
+        PluginLibrary::from_static_entry(cascade_plugin_memory::cascade_plugin_entry, "linked")
+    }
+    .unwrap()
+    .create("abi-in-process", "capacity = \"64 MiB\"\nprefault = true")
+    .unwrap();
     let c_plugin = PluginLibrary::load(cascade_plugin_example_c::library_path())
         .unwrap()
         .create("plugin-c", "capacity = 67108864")
@@ -34,6 +42,7 @@ fn tiers() -> Vec<(&'static str, Arc<dyn Tier>)> {
     vec![
         ("memory_direct", Arc::new(direct)),
         ("memory_via_plugin", Arc::new(rust_plugin)),
+        ("memory_via_abi_linked_in", Arc::new(in_process)),
         ("c_table_via_plugin", Arc::new(c_plugin)),
     ]
 }
