@@ -28,6 +28,28 @@ type ActionFn = unsafe extern "C" fn(Instance) -> Status;
 type ListFn = unsafe extern "C" fn(Instance, IdVisitor, *mut c_void) -> Status;
 type LastErrorFn = unsafe extern "C" fn(Instance) -> *const c_char;
 
+/// Opens a shared library that is never unmapped again, even after the last handle is
+/// closed (`RTLD_NODELETE`): a plugin may run threads of its own (a connection pool's
+/// reaper, a thread pool) that finish a moment after its last instance is destroyed,
+/// and unmapping the code under them would crash the process.
+///
+/// # Safety
+/// Loading runs the library's initialisers; see [`PluginLibrary::load`].
+unsafe fn open_library(path: &Path) -> std::result::Result<libloading::Library, libloading::Error> {
+    #[cfg(unix)]
+    {
+        use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
+        // SAFETY: forwarded from the caller.
+        unsafe { Library::open(Some(path), RTLD_NOW | RTLD_LOCAL | libc::RTLD_NODELETE) }
+            .map(Into::into)
+    }
+    #[cfg(not(unix))]
+    {
+        // SAFETY: forwarded from the caller.
+        unsafe { libloading::Library::new(path) }
+    }
+}
+
 /// The vtable after the load-time checks: every slot present.
 #[derive(Clone, Copy)]
 struct Functions {
@@ -75,8 +97,9 @@ impl Functions {
 
 /// A loaded plugin: the shared library and its checked vtable.
 ///
-/// Every [`PluginTier`] holds an `Arc` of its library, so the code stays mapped until the
-/// last instance made from it is destroyed.
+/// Every [`PluginTier`] holds an `Arc` of its library, so the library is open until the
+/// last instance made from it is destroyed; on Unix its code then stays mapped for the
+/// rest of the process (see `open_library`).
 pub struct PluginLibrary {
     name: String,
     origin: String,
@@ -114,7 +137,7 @@ impl PluginLibrary {
         // SAFETY: loading a library runs its initialisers with the rights of this process.
         // Only paths an operator wrote into the config reach this call; docs/plugins.md
         // states that a plugin is trusted code.
-        let library = unsafe { libloading::Library::new(&absolute) }.map_err(|e| {
+        let library = unsafe { open_library(&absolute) }.map_err(|e| {
             Error::new(ErrorKind::Plugin, "cannot load plugin library")
                 .with_context("path", &origin)
                 .with_source(e)
