@@ -46,8 +46,8 @@ pub fn run(args: Args, command: String, progress: Progress) -> Result<Report> {
     let sections = args.sections();
     let kinds = args.tier.kinds();
     let threads = args.threads;
-    let mut ds = Dataset::new(args.blocks, args.block_size(), SEED)?;
     let mut bench = Bench::new(args, progress)?;
+    let mut ds = Dataset::new(bench.args.blocks, bench.args.block_size(), SEED)?;
     let mut report = Report {
         command,
         machine: machine::Machine::detect(),

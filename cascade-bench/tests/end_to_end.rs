@@ -172,3 +172,36 @@ fn bad_arguments_fail_with_a_message() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("greater than zero"));
 }
+
+#[test]
+fn config_file_is_the_deployment_under_test() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("deploy.toml");
+    std::fs::write(
+        &config,
+        "hasher = \"blake3\"\n[[tiers]]\nkind = \"memory\"\ncapacity = \"64 MiB\"\n",
+    )
+    .expect("write config");
+    let config_arg = config.display().to_string();
+    let report = run_bench(
+        dir.path(),
+        &["--config", &config_arg, "--section", "dedup,scaling"],
+    );
+    assert_eq!(report["settings"]["deployment"], config_arg.as_str());
+    assert_eq!(report["dedup"]["hasher"], "blake3");
+    assert_eq!(
+        report["scaling"]["kind"], "memory",
+        "the deployment's fastest tier is scaled"
+    );
+    assert!(
+        report.get("tiers").is_none(),
+        "only the selected sections run"
+    );
+
+    let missing = Command::new(env!("CARGO_BIN_EXE_cascade-bench"))
+        .args(["--config", "/nonexistent/cascade.toml", "--no-progress"])
+        .output()
+        .expect("run cascade-bench");
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("config"));
+}
