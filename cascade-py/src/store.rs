@@ -319,8 +319,9 @@ impl PyStore {
             .is_none()
     }
 
-    fn __len__(&self) -> PyResult<usize> {
-        let stats = self.store()?.stats();
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
+        let store = self.store()?;
+        let stats = py.detach(|| store.stats());
         Ok(usize::try_from(stats.blocks).unwrap_or(usize::MAX))
     }
 
