@@ -14,6 +14,15 @@ def has_kind(kind: str) -> bool:
     return kind in cascade.tier_kinds()
 
 
+def gpu_available() -> bool:
+    """Whether this machine and build can open a GPU tier (checked by opening one)."""
+    try:
+        cascade.GPUBackend(1 << 20)
+    except cascade.UnavailableError:
+        return False
+    return True
+
+
 def make_config(tmp_path, shm_bytes=16 * MIB, **kwargs) -> cascade.CascadeConfig:
     """A config with a small host tier whose pool file lives under tmp_path."""
     return cascade.CascadeConfig(

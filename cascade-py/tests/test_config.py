@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import cascade
-from conftest import KIB, MIB, has_kind, make_config, random_block
+from conftest import KIB, MIB, gpu_available, has_kind, make_config, random_block
 
 
 def test_documented_fields_and_defaults():
@@ -57,6 +57,7 @@ def test_from_toml_str_memory_tier():
     assert store.get_stats()["tiers"][0]["capacity_bytes"] == 4 * MIB
 
 
+@pytest.mark.skipif(gpu_available(), reason="this machine has a usable GPU")
 def test_missing_gpu_warns_and_opens_the_other_tiers(tmp_path, rng):
     config = make_config(tmp_path)
     config.gpu_capacity_bytes = 4 * 1024**3
@@ -70,6 +71,7 @@ def test_missing_gpu_warns_and_opens_the_other_tiers(tmp_path, rng):
     assert len(store) == 1
 
 
+@pytest.mark.skipif(gpu_available(), reason="this machine has a usable GPU")
 def test_required_gpu_raises(tmp_path):
     config = make_config(tmp_path, gpu_capacity_bytes=1024**3, gpu_required=True)
     with pytest.raises(cascade.UnavailableError, match="GPU|gpu"):
@@ -86,3 +88,22 @@ def test_tier_kinds_lists_this_build():
     kinds = cascade.tier_kinds()
     assert "memory" in kinds
     assert kinds == sorted(kinds)
+
+
+@pytest.mark.skipif(gpu_available(), reason="this machine has a usable GPU")
+def test_toml_gpu_tier_not_required_is_skipped_with_a_warning():
+    text = (
+        '[[tiers]]\nkind = "gpu"\nrequired = false\ncapacity = "64 MiB"\n'
+        '[[tiers]]\nkind = "memory"\ncapacity = "4 MiB"\n'
+    )
+    with pytest.warns(cascade.TierUnavailableWarning) as record:
+        store = cascade.CascadeStore.from_toml_str(text)
+    assert store.tiers == ["memory1"]
+    assert len(record) == 1
+    assert "GPU" in str(record[0].message) and "memory1" in str(record[0].message)
+
+
+@pytest.mark.skipif(gpu_available(), reason="this machine has a usable GPU")
+def test_toml_gpu_tier_required_raises_without_a_gpu():
+    with pytest.raises(cascade.UnavailableError):
+        cascade.CascadeStore.from_toml_str('[[tiers]]\nkind = "gpu"\ncapacity = "64 MiB"\n')
