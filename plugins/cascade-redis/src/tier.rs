@@ -272,7 +272,12 @@ impl Tier for RedisTier {
         let value: Option<Vec<u8>> = conn
             .get(self.block_key(&hex))
             .map_err(|e| self.fail("get", e))?;
-        let value = value.ok_or_else(|| Error::not_found(id).with_context("tier", &self.name))?;
+        let Some(value) = value else {
+            // A server that evicts keys (a maxmemory policy other than noeviction) can drop
+            // a block behind the bookkeeping's back: forget it so `used` stays true.
+            self.remove_hex(&mut conn, &hex)?;
+            return Err(Error::not_found(id).with_context("tier", &self.name));
+        };
         let Some((header, payload)) = value.split_first_chunk::<HEADER>() else {
             self.remove_hex(&mut conn, &hex)?;
             return Err(Error::new(

@@ -145,6 +145,32 @@ fn a_tampered_block_is_corrupt_and_dropped() {
 }
 
 #[test]
+fn a_block_the_server_evicted_is_forgotten_on_read() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let t = fresh_node(&server, "evict", "1 MiB");
+    let id = BlockId::from_u128(5);
+    t.put(id, &[5u8; 3000]).unwrap();
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let () = redis::cmd("DEL")
+        .arg(format!("{{evict}}:b:{}", id.to_hex()))
+        .query(&mut conn)
+        .unwrap();
+    let err = t.get(id, &mut vec![0u8; 3000]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert!(!t.contains(id));
+    assert_eq!(
+        t.used(),
+        0,
+        "the evicted block's bytes are no longer counted"
+    );
+}
+
+#[test]
 fn full_puts_leave_no_temporary_keys_and_a_flushed_script_is_reloaded() {
     let Some(server) = RedisServer::start() else {
         return;
