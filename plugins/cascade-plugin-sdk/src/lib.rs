@@ -3,7 +3,7 @@
 //! Implement [`cascade_core::Tier`] as for a built-in tier, then export it from a crate
 //! built as a `cdylib`:
 //!
-//! ```ignore
+//! ```no_run
 //! use cascade_core::{MemoryTier, MemoryTierConfig, Result};
 //!
 //! fn create(settings: &str) -> Result<MemoryTier> {
