@@ -29,6 +29,9 @@ pub use cascade_core::{
     store::StorePolicy,
 };
 pub use cascade_hash::{self as hash, compute_block_id};
+/// The file tier's own API (`FileTier::drop_page_cache`, `compact`, `open_report`, ...).
+#[cfg(feature = "lustre")]
+pub use cascade_lustre as lustre;
 pub use registry::TierRegistry;
 
 /// The embedded default deployment (`cascade.toml` at the repository root).

@@ -151,46 +151,144 @@ fn main() {
     };
     for rep in 0..args.reps {
         let rep_dir = args.dir.join(format!("rep{rep}"));
+        std::fs::create_dir_all(&rep_dir).unwrap();
 
-        // The file tier.
-        let tier =
-            FileTier::open("bench", &tier_config(&rep_dir.join("tier"), args.direct)).unwrap();
-        let items: Vec<(BlockId, &[u8])> = inputs
-            .iter()
-            .enumerate()
-            .map(|(n, b)| (id(n), b.as_slice()))
-            .collect();
-        let started = Instant::now();
-        for batch in items.chunks(64) {
-            for result in tier.put_batch(batch) {
-                result.unwrap();
+        // The layouts take turns at going first, so that the page-cache state one phase
+        // leaves behind does not always favour the same layout.
+        let phases: Vec<usize> = if args.only_tier {
+            vec![0]
+        } else {
+            (0..3).map(|k| (k + rep) % 3).collect()
+        };
+        for phase in phases {
+            match phase {
+                0 => {
+                    // The file tier.
+                    let tier =
+                        FileTier::open("bench", &tier_config(&rep_dir.join("tier"), args.direct))
+                            .unwrap();
+                    let items: Vec<(BlockId, &[u8])> = inputs
+                        .iter()
+                        .enumerate()
+                        .map(|(n, b)| (id(n), b.as_slice()))
+                        .collect();
+                    let started = Instant::now();
+                    for batch in items.chunks(64) {
+                        for result in tier.put_batch(batch) {
+                            result.unwrap();
+                        }
+                    }
+                    figures
+                        .tier_write
+                        .push(gbps(total, started.elapsed().as_secs_f64()));
+                    tier.drop_page_cache().unwrap();
+                    let started = Instant::now();
+                    let mut next = 0;
+                    for batch in outputs.chunks_mut(64) {
+                        let mut requests: Vec<(BlockId, &mut [u8])> = batch
+                            .iter_mut()
+                            .enumerate()
+                            .map(|(k, out)| (id(next + k), out.as_mut_slice()))
+                            .collect();
+                        next += requests.len();
+                        for result in tier.get_batch(&mut requests) {
+                            assert_eq!(result.unwrap(), args.block_size);
+                        }
+                    }
+                    figures
+                        .tier_cold
+                        .push(gbps(total, started.elapsed().as_secs_f64()));
+                    assert!(
+                        outputs.iter().zip(&inputs).all(|(o, i)| o == i),
+                        "tier bytes differ"
+                    );
+                    drop(tier);
+                }
+                1 => {
+                    // One file per block, in a fresh directory.
+                    let files_dir = rep_dir.join("files");
+                    std::fs::create_dir_all(&files_dir).unwrap();
+                    let paths: Vec<PathBuf> = (0..args.blocks)
+                        .map(|n| files_dir.join(format!("{}.kv", id(n))))
+                        .collect();
+                    settle();
+                    let started = Instant::now();
+                    paths.par_iter().zip(&inputs).for_each(|(path, block)| {
+                        File::create(path).unwrap().write_all(block).unwrap();
+                    });
+                    figures
+                        .files_write
+                        .push(gbps(total, started.elapsed().as_secs_f64()));
+                    paths
+                        .par_iter()
+                        .for_each(|path| drop_path_cache(path).unwrap());
+                    outputs.iter_mut().for_each(|o| o.fill(1));
+                    let started = Instant::now();
+                    paths
+                        .par_iter()
+                        .zip(outputs.par_iter_mut())
+                        .for_each(|(path, out)| {
+                            File::open(path).unwrap().read_exact(out).unwrap();
+                        });
+                    figures
+                        .files_cold
+                        .push(gbps(total, started.elapsed().as_secs_f64()));
+                    assert!(
+                        outputs.iter().zip(&inputs).all(|(o, i)| o == i),
+                        "file bytes differ"
+                    );
+                }
+                _ => {
+                    // One file, written and read sequentially.
+                    let raw = rep_dir.join("raw.bin");
+                    settle();
+                    let started = Instant::now();
+                    {
+                        let mut file = File::create(&raw).unwrap();
+                        for block in &inputs {
+                            file.write_all(block).unwrap();
+                        }
+                    }
+                    figures
+                        .raw_write
+                        .push(gbps(total, started.elapsed().as_secs_f64()));
+                    drop_path_cache(&raw).unwrap();
+                    let started = Instant::now();
+                    let mut file = File::open(&raw).unwrap();
+                    let mut read = 0;
+                    loop {
+                        let n = file.read(&mut chunk).unwrap();
+                        if n == 0 {
+                            break;
+                        }
+                        read += n;
+                    }
+                    figures
+                        .raw_cold
+                        .push(gbps(read, started.elapsed().as_secs_f64()));
+                    assert_eq!(read, total);
+                    // The same file again with O_DIRECT: the device's ceiling without page-cache costs.
+                    let started = Instant::now();
+                    let mut file = std::fs::OpenOptions::new()
+                        .read(true)
+                        .custom_flags(libc::O_DIRECT)
+                        .open(&raw)
+                        .unwrap();
+                    let mut read = 0;
+                    loop {
+                        let n = file.read(direct_chunk).unwrap();
+                        if n == 0 {
+                            break;
+                        }
+                        read += n;
+                    }
+                    figures
+                        .raw_direct_cold
+                        .push(gbps(read, started.elapsed().as_secs_f64()));
+                    assert_eq!(read, total);
+                }
             }
         }
-        figures
-            .tier_write
-            .push(gbps(total, started.elapsed().as_secs_f64()));
-        tier.drop_page_cache().unwrap();
-        let started = Instant::now();
-        let mut next = 0;
-        for batch in outputs.chunks_mut(64) {
-            let mut requests: Vec<(BlockId, &mut [u8])> = batch
-                .iter_mut()
-                .enumerate()
-                .map(|(k, out)| (id(next + k), out.as_mut_slice()))
-                .collect();
-            next += requests.len();
-            for result in tier.get_batch(&mut requests) {
-                assert_eq!(result.unwrap(), args.block_size);
-            }
-        }
-        figures
-            .tier_cold
-            .push(gbps(total, started.elapsed().as_secs_f64()));
-        assert!(
-            outputs.iter().zip(&inputs).all(|(o, i)| o == i),
-            "tier bytes differ"
-        );
-        drop(tier);
         if args.only_tier {
             println!(
                 "rep {rep}: tier {:.2}/{:.2} (write/cold read GB/s)",
@@ -198,87 +296,6 @@ fn main() {
             );
             continue;
         }
-
-        // One file per block, in a fresh directory.
-        let files_dir = rep_dir.join("files");
-        std::fs::create_dir_all(&files_dir).unwrap();
-        let paths: Vec<PathBuf> = (0..args.blocks)
-            .map(|n| files_dir.join(format!("{}.kv", id(n))))
-            .collect();
-        settle();
-        let started = Instant::now();
-        paths.par_iter().zip(&inputs).for_each(|(path, block)| {
-            File::create(path).unwrap().write_all(block).unwrap();
-        });
-        figures
-            .files_write
-            .push(gbps(total, started.elapsed().as_secs_f64()));
-        paths
-            .par_iter()
-            .for_each(|path| drop_path_cache(path).unwrap());
-        outputs.iter_mut().for_each(|o| o.fill(1));
-        let started = Instant::now();
-        paths
-            .par_iter()
-            .zip(outputs.par_iter_mut())
-            .for_each(|(path, out)| {
-                File::open(path).unwrap().read_exact(out).unwrap();
-            });
-        figures
-            .files_cold
-            .push(gbps(total, started.elapsed().as_secs_f64()));
-        assert!(
-            outputs.iter().zip(&inputs).all(|(o, i)| o == i),
-            "file bytes differ"
-        );
-
-        // One file, written and read sequentially.
-        let raw = rep_dir.join("raw.bin");
-        settle();
-        let started = Instant::now();
-        {
-            let mut file = File::create(&raw).unwrap();
-            for block in &inputs {
-                file.write_all(block).unwrap();
-            }
-        }
-        figures
-            .raw_write
-            .push(gbps(total, started.elapsed().as_secs_f64()));
-        drop_path_cache(&raw).unwrap();
-        let started = Instant::now();
-        let mut file = File::open(&raw).unwrap();
-        let mut read = 0;
-        loop {
-            let n = file.read(&mut chunk).unwrap();
-            if n == 0 {
-                break;
-            }
-            read += n;
-        }
-        figures
-            .raw_cold
-            .push(gbps(read, started.elapsed().as_secs_f64()));
-        assert_eq!(read, total);
-        // The same file again with O_DIRECT: the device's ceiling without page-cache costs.
-        let started = Instant::now();
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(&raw)
-            .unwrap();
-        let mut read = 0;
-        loop {
-            let n = file.read(direct_chunk).unwrap();
-            if n == 0 {
-                break;
-            }
-            read += n;
-        }
-        figures
-            .raw_direct_cold
-            .push(gbps(read, started.elapsed().as_secs_f64()));
-        assert_eq!(read, total);
         println!(
             "rep {rep}: tier {:.2}/{:.2}  file-per-block {:.2}/{:.2}  raw {:.2}/{:.2}, O_DIRECT read {:.2}  (write/cold read GB/s)",
             figures.tier_write[rep],
@@ -318,7 +335,29 @@ fn main() {
     );
     println!("| raw sequential, one file, O_DIRECT reads | - | {raw_direct:.2} |");
     println!();
-    let raw_same_mode = if args.direct { raw_direct } else { raw_cold };
+    let same_mode = if args.direct {
+        &figures.raw_direct_cold
+    } else {
+        &figures.raw_cold
+    };
+    let raw_same_mode = median(same_mode.clone());
+    let per_rep = |base: &[f64]| {
+        median(
+            figures
+                .tier_cold
+                .iter()
+                .zip(base)
+                .map(|(t, b)| t / b)
+                .collect(),
+        )
+    };
+    println!(
+        "medians of the per-repetition ratios: {:.2}x one file per block, {:.0}% of raw sequential ({})",
+        per_rep(&figures.files_cold),
+        100.0 * per_rep(same_mode),
+        if args.direct { "O_DIRECT" } else { "buffered" }
+    );
+
     println!(
         "cold read: {:.2}x one file per block (goal >= 1.5), {:.0}% of raw sequential with the same I/O mode ({}; goal >= 80%)",
         tier_cold / files_cold,

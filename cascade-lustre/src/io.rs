@@ -222,18 +222,6 @@ pub fn advise_sequential(file: &File) {
     }
 }
 
-/// Starts reading `[offset, offset + len)` into the page cache in the background, so that
-/// the device works on every run of a batch at once instead of one read at a time.
-pub fn advise_willneed(file: &File, offset: u64, len: u64) {
-    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
-        return;
-    };
-    // SAFETY: plain syscall on a valid descriptor; failure only loses a hint.
-    unsafe {
-        libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_WILLNEED);
-    }
-}
-
 /// Writes back the file's dirty pages and drops all its pages from the page cache, so
 /// the next read comes from the device (for cold-read measurements).
 pub fn drop_file_cache(file: &File) -> io::Result<()> {

@@ -559,15 +559,6 @@ impl Tier for FileTier {
             }
         }
         let runs = Inner::plan_runs(found, self.inner.io_pool.current_num_threads());
-        if !self.inner.direct && runs.len() > 1 && std::env::var_os("NOWN").is_none() {
-            // Queue the whole batch at the device before the first read waits.
-            for run in &runs {
-                if let (Some(first), Some(last)) = (run.first(), run.last()) {
-                    let start = first.1.record.offset;
-                    io::advise_willneed(&first.1.segment.file, start, last.1.record.end() - start);
-                }
-            }
-        }
         let outcomes: Vec<(usize, Result<usize>)> = if runs.len() == 1 {
             runs.into_iter()
                 .flat_map(|run| self.inner.read_run(run))
