@@ -60,6 +60,10 @@ impl Tier for Touchy {
 }
 
 fn create(settings: &str) -> Result<Touchy> {
+    assert!(
+        !settings.contains("# panic in create"),
+        "create was asked to panic"
+    );
     let config: MemoryTierConfig = cascade_plugin_sdk::parse_settings(settings)?;
     Ok(Touchy(MemoryTier::open("touchy", &config)?))
 }
@@ -124,6 +128,20 @@ fn a_panic_becomes_a_plugin_error_with_its_message() {
     let mut out = [0u8; 4];
     assert_eq!(tier.get(BlockId::from_u128(4), &mut out).unwrap(), 4);
     assert_eq!(&out, b"fine");
+}
+
+#[test]
+fn a_panic_in_create_is_a_plugin_error() {
+    let err = library()
+        .create("t5", "# panic in create\ncapacity = 4096")
+        .err()
+        .unwrap();
+    assert_eq!(err.kind(), ErrorKind::Plugin, "{err}");
+    assert!(
+        err.to_string()
+            .contains("plugin panicked in create: create was asked to panic"),
+        "{err}"
+    );
 }
 
 #[test]
