@@ -46,8 +46,9 @@ pub struct FileTierConfig {
     pub stripe_size: ByteSize,
     /// Name of this writer in segment file names, so that several processes or nodes can
     /// share one directory: letters, digits, `-` and `_` (other characters become `_`).
-    /// Two live tiers with the same writer id on one directory are refused.
-    /// Default: `"<host>-<pid>"`.
+    /// A second live tier with the same configured id on one directory is refused
+    /// (`Busy`); a defaulted id gets a suffix (`-1`, ...) instead, so one process may
+    /// open a directory twice. Default: `"<host>-<pid>"`.
     #[serde(default)]
     pub writer_id: Option<String>,
     /// Fraction of a sealed segment's bytes that must be dead (removed or replaced

@@ -135,6 +135,30 @@ fn lock_writer(dir: &Path, writer: &str) -> Result<Option<File>> {
     }
 }
 
+/// Locks this tier's writer id. A defaulted id (`<host>-<pid>`) that another tier of
+/// this process already holds on the same directory gets a suffix (`-1`, `-2`, ...), so
+/// one process may open a directory more than once; a configured id is never changed.
+fn take_writer(dir: &Path, config: &FileTierConfig) -> Result<(String, File)> {
+    let base = config.effective_writer_id();
+    let tries = if config.writer_id.is_some() { 1 } else { 64 };
+    for attempt in 0..tries {
+        let writer_id = if attempt == 0 {
+            base.clone()
+        } else {
+            format!("{base}-{attempt}")
+        };
+        if let Some(lock) = lock_writer(dir, &writer_id)? {
+            return Ok((writer_id, lock));
+        }
+    }
+    Err(Error::new(
+        ErrorKind::Busy,
+        "another live tier uses this writer id on this directory",
+    )
+    .with_context("path", dir.display())
+    .with_context("writer_id", base))
+}
+
 impl FileTier {
     /// Opens the tier in `config.path`, creating the directory when missing, and rebuilds
     /// the index from the segments found there (its own and other writers').
@@ -157,15 +181,7 @@ impl FileTier {
                 ok
             };
         let striping = lustre::striping_for(&dir, config.stripe_count, config.stripe_size.as_u64());
-        let writer_id = config.effective_writer_id();
-        let lock = lock_writer(&dir, &writer_id)?.ok_or_else(|| {
-            Error::new(
-                ErrorKind::Busy,
-                "another live tier uses this writer id on this directory",
-            )
-            .with_context("path", dir.display())
-            .with_context("writer_id", &writer_id)
-        })?;
+        let (writer_id, lock) = take_writer(&dir, config)?;
         let listing = list(&dir)?;
 
         // Writers whose lock nobody holds are gone: their segments become ours to seal,

@@ -103,6 +103,26 @@ fn a_second_live_tier_with_the_same_writer_is_busy_and_other_writers_share() {
 }
 
 #[test]
+fn one_process_may_open_a_directory_twice_with_the_default_writer_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.writer_id = None;
+    let first = FileTier::open("file0", &config).unwrap();
+    first.put(BlockId::from_u128(1), b"first").unwrap();
+    let second = FileTier::open("file1", &config).unwrap();
+    assert_ne!(first.writer_id(), second.writer_id());
+    second.put(BlockId::from_u128(2), b"second").unwrap();
+    assert!(
+        second.contains(BlockId::from_u128(1)),
+        "sees what the first wrote before it opened"
+    );
+    drop(first);
+    drop(second);
+    let third = FileTier::open("file2", &config).unwrap();
+    assert_eq!(third.ids().len(), 2);
+}
+
+#[test]
 fn another_format_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
