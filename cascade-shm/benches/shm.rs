@@ -1,7 +1,10 @@
 //! Micro-benchmarks of the shm tier, each against a baseline measured in the same run:
 //! put and get of 128 KiB and 2 MiB blocks at 1 and 2 threads against memcpy of the same
 //! bytes between the same buffers; opening a new pool, reopening an empty one, and
-//! reopening one holding 30,000 blocks (every checksum verified).
+//! reopening one holding 30,000 blocks (every checksum verified). After the criterion
+//! groups, `paired` prints a table of each operation against memcpy measured in
+//! alternating short runs, which stays meaningful while other processes load the
+//! machine.
 //!
 //! `cargo bench -p cascade-shm --bench shm`
 //!
@@ -82,8 +85,6 @@ fn timed(
     })
 }
 
-fn nothing() {}
-
 fn bench_dir() -> String {
     std::env::var("CASCADE_SHM_BENCH_DIR").unwrap_or_else(|_| "/dev/shm".into())
 }
@@ -97,115 +98,218 @@ fn open_pool(dir: &Path, name: &str, capacity: usize, strict: bool) -> ShmTier {
     ShmTier::open(name, &config).unwrap()
 }
 
-fn throughput(c: &mut Criterion) {
-    let dir = tempfile::Builder::new()
-        .prefix("cascade-shm-bench-")
-        .tempdir_in(bench_dir())
-        .unwrap();
-    let max_threads = *THREADS.iter().max().unwrap();
-    let sources: Vec<Vec<u8>> = (0..max_threads)
-        .map(|t| warmed(WORKING_SET, t as u8))
-        .collect();
-    let mut outs: Vec<Vec<u8>> = (0..max_threads)
-        .map(|t| warmed(WORKING_SET, 99 - t as u8))
-        .collect();
-    // Room for every thread's working set twice over: a replacing put writes its new
-    // copy before it frees the old one.
-    let capacity = 2 * max_threads * WORKING_SET + (16 << 20);
-    let tier = open_pool(dir.path(), "default", capacity, false);
-    let strict = open_pool(dir.path(), "strict", capacity, true);
-    // The memcpy baseline writes into a region as large as the pool, touched alike.
-    let mut baseline_pool = warmed(capacity, 7);
-    let base = baseline_pool.as_mut_ptr() as usize;
-    let out_bases: Vec<usize> = outs.iter_mut().map(|o| o.as_mut_ptr() as usize).collect();
+/// What one timed operation does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    PutMemcpy,
+    Put,
+    PutStrict,
+    GetMemcpy,
+    Get,
+    GetStrict,
+}
 
+impl Op {
+    const ALL: [Op; 6] = [
+        Op::PutMemcpy,
+        Op::Put,
+        Op::PutStrict,
+        Op::GetMemcpy,
+        Op::Get,
+        Op::GetStrict,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Op::PutMemcpy => "put/memcpy",
+            Op::Put => "put/shm",
+            Op::PutStrict => "put/shm-strict",
+            Op::GetMemcpy => "get/memcpy",
+            Op::Get => "get/shm",
+            Op::GetStrict => "get/shm-strict",
+        }
+    }
+
+    fn baseline(self) -> Op {
+        match self {
+            Op::PutMemcpy | Op::Put | Op::PutStrict => Op::PutMemcpy,
+            _ => Op::GetMemcpy,
+        }
+    }
+}
+
+/// Source and output buffers, the two pools, and a memcpy target as large as a pool;
+/// all allocated and warmed once.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    sources: Vec<Vec<u8>>,
+    out_bases: Vec<usize>,
+    _outs: Vec<Vec<u8>>,
+    baseline_base: usize,
+    _baseline: Vec<u8>,
+    tier: ShmTier,
+    strict: ShmTier,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("cascade-shm-bench-")
+            .tempdir_in(bench_dir())
+            .unwrap();
+        let max_threads = *THREADS.iter().max().unwrap();
+        let sources: Vec<Vec<u8>> = (0..max_threads)
+            .map(|t| warmed(WORKING_SET, t as u8))
+            .collect();
+        let mut outs: Vec<Vec<u8>> = (0..max_threads)
+            .map(|t| warmed(WORKING_SET, 99 - t as u8))
+            .collect();
+        // Room for every thread's working set twice over: a replacing put writes its
+        // new copy before it frees the old one.
+        let capacity = 2 * max_threads * WORKING_SET + (16 << 20);
+        let tier = open_pool(dir.path(), "default", capacity, false);
+        let strict = open_pool(dir.path(), "strict", capacity, true);
+        let mut baseline = warmed(capacity, 7);
+        Self {
+            _dir: dir,
+            out_bases: outs.iter_mut().map(|o| o.as_mut_ptr() as usize).collect(),
+            _outs: outs,
+            sources,
+            baseline_base: baseline.as_mut_ptr() as usize,
+            _baseline: baseline,
+            tier,
+            strict,
+        }
+    }
+
+    /// Stores every block the case touches, so timed puts replace and gets find.
+    fn fill(&self, size: usize, threads: usize) {
+        self.tier.clear().unwrap();
+        self.strict.clear().unwrap();
+        for t in 0..threads {
+            for b in 0..WORKING_SET / size {
+                self.tier.put(id(t, b), self.src(t, b, size)).unwrap();
+                self.strict.put(id(t, b), self.src(t, b, size)).unwrap();
+            }
+        }
+        self.tier.wait_committed();
+    }
+
+    fn src(&self, t: usize, b: usize, size: usize) -> &[u8] {
+        &self.sources[t][b * size..(b + 1) * size]
+    }
+
+    #[allow(clippy::mut_from_ref)]
+    fn out(&self, t: usize, b: usize, size: usize) -> &mut [u8] {
+        // SAFETY: only thread t writes its output buffer, one block range at a time; the
+        // buffers live as long as the fixture.
+        unsafe { std::slice::from_raw_parts_mut((self.out_bases[t] + b * size) as *mut u8, size) }
+    }
+
+    /// Wall time of `iters` operations `op` on each of `threads` threads.
+    fn time(&self, op: Op, size: usize, threads: usize, iters: u64) -> Duration {
+        let blocks = WORKING_SET / size;
+        let run = |t: usize, i: u64| {
+            let b = i as usize % blocks;
+            match op {
+                Op::PutMemcpy => {
+                    // Alternate halves, as the pool's replacing puts do.
+                    let at = ((t * blocks + b) * 2 + (i as usize / blocks) % 2) * size;
+                    // SAFETY: each (thread, block, half) owns a disjoint range inside the
+                    // baseline region, which lives as long as the fixture.
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut((self.baseline_base + at) as *mut u8, size)
+                    };
+                    dst.copy_from_slice(self.src(t, b, size));
+                }
+                Op::Put => self.tier.put(id(t, b), self.src(t, b, size)).unwrap(),
+                Op::PutStrict => self.strict.put(id(t, b), self.src(t, b, size)).unwrap(),
+                Op::GetMemcpy => self.out(t, b, size).copy_from_slice(self.src(t, b, size)),
+                Op::Get => {
+                    black_box(self.tier.get(id(t, b), self.out(t, b, size)).unwrap());
+                }
+                Op::GetStrict => {
+                    black_box(self.strict.get(id(t, b), self.out(t, b, size)).unwrap());
+                }
+            }
+        };
+        let finish = || {
+            if op == Op::Put {
+                self.tier.wait_committed();
+            }
+        };
+        timed(threads, iters, &run, &finish)
+    }
+}
+
+fn throughput(c: &mut Criterion) {
+    let fixture = Fixture::new();
     let mut group = c.benchmark_group("shm");
     group.sample_size(10);
     group.warm_up_time(Duration::from_millis(500));
     group.measurement_time(Duration::from_secs(2));
     for size in SIZES {
-        let blocks = WORKING_SET / size;
-        let src = |t: usize, b: usize| &sources[t][b * size..(b + 1) * size];
-        let out = |t: usize, b: usize| {
-            // SAFETY: only thread t writes its output buffer, one block range at a time;
-            // the buffers outlive the benchmark.
-            unsafe { std::slice::from_raw_parts_mut((out_bases[t] + b * size) as *mut u8, size) }
-        };
         for threads in THREADS {
+            fixture.fill(size, threads);
             group.throughput(Throughput::Bytes((size * threads) as u64));
             let label = format!("{}KiB/{}t", size >> 10, threads);
-            for t in 0..threads {
-                for b in 0..blocks {
-                    tier.put(id(t, b), src(t, b)).unwrap();
-                    strict.put(id(t, b), src(t, b)).unwrap();
-                }
-            }
-            tier.wait_committed();
-            let mut run = |name: &str, op: &(dyn Fn(usize, u64) + Sync), finish: &dyn Fn()| {
-                group.bench_function(BenchmarkId::new(name, &label), |bench| {
-                    bench.iter_custom(|iters| timed(threads, iters, op, finish))
+            for op in Op::ALL {
+                group.bench_function(BenchmarkId::new(op.name(), &label), |bench| {
+                    bench.iter_custom(|iters| fixture.time(op, size, threads, iters))
                 });
-            };
-            run(
-                "put/memcpy",
-                &|t, i| {
-                    let b = i as usize % blocks;
-                    // Alternate halves, as the pool's replacing puts do.
-                    let at = ((t * blocks + b) * 2 + (i as usize / blocks) % 2) * size;
-                    // SAFETY: each (thread, block, half) owns a disjoint range inside the
-                    // baseline region, which outlives the benchmark.
-                    let dst =
-                        unsafe { std::slice::from_raw_parts_mut((base + at) as *mut u8, size) };
-                    dst.copy_from_slice(src(t, b));
-                },
-                &nothing,
-            );
-            run(
-                "put/shm",
-                &|t, i| {
-                    let b = i as usize % blocks;
-                    tier.put(id(t, b), src(t, b)).unwrap();
-                },
-                &|| tier.wait_committed(),
-            );
-            run(
-                "put/shm-strict",
-                &|t, i| {
-                    let b = i as usize % blocks;
-                    strict.put(id(t, b), src(t, b)).unwrap();
-                },
-                &nothing,
-            );
-            run(
-                "get/memcpy",
-                &|t, i| {
-                    let b = i as usize % blocks;
-                    out(t, b).copy_from_slice(src(t, b));
-                },
-                &nothing,
-            );
-            run(
-                "get/shm",
-                &|t, i| {
-                    let b = i as usize % blocks;
-                    black_box(tier.get(id(t, b), out(t, b)).unwrap());
-                },
-                &nothing,
-            );
-            run(
-                "get/shm-strict",
-                &|t, i| {
-                    let b = i as usize % blocks;
-                    black_box(strict.get(id(t, b), out(t, b)).unwrap());
-                },
-                &nothing,
-            );
-            tier.clear().unwrap();
-            strict.clear().unwrap();
+            }
         }
     }
     group.finish();
-    drop(baseline_pool);
+}
+
+/// Each tier operation against its memcpy baseline in alternating short runs (about
+/// 64 MiB per thread each), so load from other processes hits both alike; prints the
+/// median throughput of each and the median of the per-pair ratios.
+fn paired(_: &mut Criterion) {
+    const PAIRS: usize = 15;
+    let fixture = Fixture::new();
+    println!("\npaired runs ({PAIRS} alternating pairs each; GB/s = 1e9 bytes/s, medians)");
+    println!("| block | threads | operation | GB/s | memcpy GB/s | ratio |");
+    println!("|---|---|---|---|---|---|");
+    for size in SIZES {
+        for threads in THREADS {
+            fixture.fill(size, threads);
+            let iters = (WORKING_SET / size) as u64;
+            let bytes = (size * threads) as f64 * iters as f64;
+            for op in Op::ALL.into_iter().filter(|&op| op != op.baseline()) {
+                let (mut tier, mut base, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+                for pair in 0..PAIRS {
+                    let order = if pair % 2 == 0 {
+                        [op, op.baseline()]
+                    } else {
+                        [op.baseline(), op]
+                    };
+                    let mut rate = [0.0; 2];
+                    for which in order {
+                        let seconds = fixture.time(which, size, threads, iters).as_secs_f64();
+                        rate[usize::from(which == op.baseline())] = bytes / seconds / 1e9;
+                    }
+                    tier.push(rate[0]);
+                    base.push(rate[1]);
+                    ratios.push(rate[0] / rate[1]);
+                }
+                println!(
+                    "| {} KiB | {threads} | {} | {:.1} | {:.1} | {:.0}% |",
+                    size >> 10,
+                    op.name(),
+                    median(&mut tier),
+                    median(&mut base),
+                    100.0 * median(&mut ratios)
+                );
+            }
+        }
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 fn open_times(c: &mut Criterion) {
@@ -287,5 +391,5 @@ fn open_times(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, throughput, open_times);
+criterion_group!(benches, throughput, paired, open_times);
 criterion_main!(benches);
