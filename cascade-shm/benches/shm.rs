@@ -75,8 +75,10 @@ fn timed(
                 })
             })
             .collect();
-        barrier.wait();
+        // Taken before the release: workers cannot start ahead of the clock even when
+        // this thread is descheduled right after the barrier.
         let start = Instant::now();
+        barrier.wait();
         for handle in handles {
             handle.join().unwrap();
         }
@@ -263,8 +265,8 @@ fn throughput(c: &mut Criterion) {
     group.finish();
 }
 
-/// Each tier operation against its memcpy baseline in alternating short runs (about
-/// 64 MiB per thread each), so load from other processes hits both alike; prints the
+/// Each tier operation against its memcpy baseline in alternating short runs (256 MiB
+/// per thread each), so load from other processes hits both alike; prints the
 /// median throughput of each and the median of the per-pair ratios.
 fn paired(_: &mut Criterion) {
     const PAIRS: usize = 15;
@@ -275,7 +277,8 @@ fn paired(_: &mut Criterion) {
     for size in SIZES {
         for threads in THREADS {
             fixture.fill(size, threads);
-            let iters = (WORKING_SET / size) as u64;
+            // Four passes over the working set: 256 MiB per thread per run.
+            let iters = 4 * (WORKING_SET / size) as u64;
             let bytes = (size * threads) as f64 * iters as f64;
             for op in Op::ALL.into_iter().filter(|&op| op != op.baseline()) {
                 let (mut tier, mut base, mut ratios) = (Vec::new(), Vec::new(), Vec::new());

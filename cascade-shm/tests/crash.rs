@@ -196,10 +196,14 @@ fn a_flush_survives_a_kill() {
         .by_ref()
         .map_while(Result::ok)
         .any(|line| line.contains("cascade-shm-crash-child: flushed"));
+    // While the child holds the pool, another process cannot open it.
+    let busy = ShmTier::open("shm0", &config(dir.path(), POOL_MIB)).err();
     child.kill().unwrap();
     child.wait().unwrap();
     drop(lines);
     assert!(flushed, "the writer child did not reach its flush");
+    let busy = busy.expect("a second process opened a pool that was open for writing");
+    assert_eq!(busy.kind(), ErrorKind::Busy, "{busy}");
     let tier = ShmTier::open("shm0", &config(dir.path(), POOL_MIB)).unwrap();
     assert_eq!(tier.recovered_blocks() as u64, FLUSHED_BLOCKS);
     for n in 0..FLUSHED_BLOCKS {

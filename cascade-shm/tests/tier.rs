@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::sync::Arc;
 
 use cascade_core::config::ByteSize;
@@ -33,6 +33,11 @@ fn write_drop_reopen_reads_every_block() {
         assert!(tier.remove(id(100)).unwrap());
         tier.used()
     };
+    let mode = std::fs::metadata(config.path.as_ref().unwrap())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the pool is private to its user");
     let tier = ShmTier::open("shm0", &config).unwrap();
     assert_eq!(tier.recovered_blocks(), sizes.len());
     assert_eq!(tier.dropped_at_open(), 0);
