@@ -10,6 +10,18 @@
 //! drops whatever a crash left half-written. One process at a time may open a pool
 //! (an advisory `flock`); a second opener gets [`cascade_core::ErrorKind::Busy`].
 //!
+//! Crash safety rests on the order of writes: a put copies the bytes into a free extent,
+//! then its checksum and slot record are written, and the record's commit word last,
+//! with release ordering. A process killed at any instant therefore leaves each block
+//! committed with complete bytes, or uncommitted and ignored at the next open. By
+//! default the checksum and commit run on a background thread so the caller only
+//! copies; [`cascade_core::Tier::flush`] and a clean close wait for them
+//! (`background_commit = false` commits inside each put instead). A file of another
+//! format version, or a damaged header, is refused and left untouched.
+//!
+//! Figures (put and get against memcpy, open and reopen times) are in
+//! `docs/benchmarks.md`, section "Shared-memory tier (cascade-shm)".
+//!
 //! The pool's data region is exposed through [`Tier::host_region`] so the GPU tier can
 //! register it with CUDA and copy blocks without staging.
 //!

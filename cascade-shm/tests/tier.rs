@@ -348,3 +348,28 @@ fn many_threads_then_reopen_agree() {
         check_tagged(block.as_u128() as u64 - 1, &out);
     }
 }
+
+#[test]
+fn stats_report_fragmentation_and_slots() {
+    let dir = pool_dir();
+    let tier = ShmTier::open("shm0", &config(dir.path(), 4)).unwrap();
+    let stat = |name: &str| {
+        tier.extra_stats()
+            .into_iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value)
+            .unwrap()
+    };
+    for n in 0..8 {
+        tier.put(id(n), &vec![n as u8; 64 * 1024]).unwrap();
+    }
+    assert_eq!(stat("fragmentation"), 0.0);
+    assert_eq!(stat("slots_used"), 8.0);
+    // Every other block removed: the free space is split into holes.
+    for n in (0..8).step_by(2) {
+        tier.remove(id(n)).unwrap();
+    }
+    assert!(stat("fragmentation") > 0.0);
+    assert_eq!(stat("slots_used"), 4.0);
+    assert_eq!(tier.used(), 4 * 64 * 1024);
+}
