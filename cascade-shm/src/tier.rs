@@ -113,8 +113,10 @@ impl ShmTier {
         self.inner.recovered_blocks
     }
 
-    /// Slots dropped when the pool was opened: blocks that were incomplete, damaged, or
-    /// older copies of a replaced id.
+    /// Committed slots dropped when the pool was opened: records failing their own
+    /// check, blocks failing their checksum or lying out of bounds, and older copies of
+    /// a replaced id. (Puts that never committed are not counted: they were never
+    /// visible.)
     pub fn dropped_at_open(&self) -> usize {
         self.inner.dropped_at_open
     }
