@@ -8,9 +8,10 @@
 //!
 //! `cargo bench -p cascade-shm --bench shm`
 //!
-//! `put/shm` is the default tier (checksum and slot commit on a background thread; the
-//! timing ends only once every put is committed); `put/shm-strict` and
-//! `get/shm-strict` commit before each put returns and verify the checksum on each read.
+//! `put/shm` and `get/shm` are the default tier (each put checksums and commits before
+//! it returns; reads are not verified). `put/shm-background` commits on a background
+//! thread (the timing ends only once every put is committed); `get/shm-verified`
+//! verifies the checksum on each read.
 //! (`CASCADE_SHM_BENCH_POOL_GIB` sets the size of the open/reopen pool, default 4;
 //! `CASCADE_SHM_BENCH_DIR` where pools go, default /dev/shm.)
 //!
@@ -96,12 +97,12 @@ fn bench_dir() -> String {
     std::env::var("CASCADE_SHM_BENCH_DIR").unwrap_or_else(|_| "/dev/shm".into())
 }
 
-/// The default pool (background commits, unverified reads) or the strict one (each put
-/// commits before it returns, each read verifies the checksum).
-fn open_pool(dir: &Path, name: &str, capacity: usize, strict: bool) -> ShmTier {
+/// The default pool (each put commits before it returns, reads unverified) or the
+/// alternative one (puts commit on a background thread, each read verifies the checksum).
+fn open_pool(dir: &Path, name: &str, capacity: usize, alternative: bool) -> ShmTier {
     let mut config = ShmTierConfig::new(dir.join(name), ByteSize(capacity as u64));
-    config.verify_on_read = strict;
-    config.background_commit = !strict;
+    config.verify_on_read = alternative;
+    config.background_commit = alternative;
     ShmTier::open(name, &config).unwrap()
 }
 
@@ -130,10 +131,10 @@ impl Op {
         match self {
             Op::PutMemcpy => "put/memcpy",
             Op::Put => "put/shm",
-            Op::PutStrict => "put/shm-strict",
+            Op::PutStrict => "put/shm-background",
             Op::GetMemcpy => "get/memcpy",
             Op::Get => "get/shm",
-            Op::GetStrict => "get/shm-strict",
+            Op::GetStrict => "get/shm-verified",
         }
     }
 
@@ -155,7 +156,7 @@ struct Fixture {
     baseline_base: usize,
     _baseline: MmapMut,
     tier: ShmTier,
-    strict: ShmTier,
+    alternative: ShmTier,
 }
 
 impl Fixture {
@@ -175,7 +176,7 @@ impl Fixture {
         // new copy before it frees the old one.
         let capacity = 2 * max_threads * WORKING_SET + (16 << 20);
         let tier = open_pool(dir.path(), "default", capacity, false);
-        let strict = open_pool(dir.path(), "strict", capacity, true);
+        let alternative = open_pool(dir.path(), "alternative", capacity, true);
         let mut baseline = warmed(capacity, 7);
         Self {
             _dir: dir,
@@ -185,18 +186,20 @@ impl Fixture {
             baseline_base: baseline.as_mut_ptr() as usize,
             _baseline: baseline,
             tier,
-            strict,
+            alternative,
         }
     }
 
     /// Stores every block the case touches, so timed puts replace and gets find.
     fn fill(&self, size: usize, threads: usize) {
         self.tier.clear().unwrap();
-        self.strict.clear().unwrap();
+        self.alternative.clear().unwrap();
         for t in 0..threads {
             for b in 0..WORKING_SET / size {
                 self.tier.put(id(t, b), self.src(t, b, size)).unwrap();
-                self.strict.put(id(t, b), self.src(t, b, size)).unwrap();
+                self.alternative
+                    .put(id(t, b), self.src(t, b, size))
+                    .unwrap();
             }
         }
         self.tier.wait_committed();
@@ -230,13 +233,20 @@ impl Fixture {
                     dst.copy_from_slice(self.src(t, b, size));
                 }
                 Op::Put => self.tier.put(id(t, b), self.src(t, b, size)).unwrap(),
-                Op::PutStrict => self.strict.put(id(t, b), self.src(t, b, size)).unwrap(),
+                Op::PutStrict => self
+                    .alternative
+                    .put(id(t, b), self.src(t, b, size))
+                    .unwrap(),
                 Op::GetMemcpy => self.out(t, b, size).copy_from_slice(self.src(t, b, size)),
                 Op::Get => {
                     black_box(self.tier.get(id(t, b), self.out(t, b, size)).unwrap());
                 }
                 Op::GetStrict => {
-                    black_box(self.strict.get(id(t, b), self.out(t, b, size)).unwrap());
+                    black_box(
+                        self.alternative
+                            .get(id(t, b), self.out(t, b, size))
+                            .unwrap(),
+                    );
                 }
             }
         };

@@ -36,7 +36,9 @@ pub struct ShmTierConfig {
     /// across a crash when committed, which [`cascade_core::Tier::flush`] and a clean
     /// close wait for (a process killed before then loses those puts: after reopen they
     /// are absent, never torn). When false, each put commits before it returns.
-    /// Default: true.
+    /// Default: false: on this 2-core machine committing inside the put measured as fast
+    /// or faster (the hand-off to the committer costs what the checksum saves), and a put
+    /// that has returned then survives a crash.
     pub background_commit: bool,
     /// Verify each block's checksum on every read. Every block is verified when a pool
     /// is reopened; while it is open only this process writes it, through its
@@ -53,7 +55,7 @@ impl Default for ShmTierConfig {
             prefault: true,
             max_blocks: None,
             verify_on_read: false,
-            background_commit: true,
+            background_commit: false,
         }
     }
 }

@@ -14,9 +14,9 @@
 //! then its checksum and slot record are written, and the record's commit word last,
 //! with release ordering. A process killed at any instant therefore leaves each block
 //! committed with complete bytes, or uncommitted and ignored at the next open. By
-//! default the checksum and commit run on a background thread so the caller only
-//! copies; [`cascade_core::Tier::flush`] and a clean close wait for them
-//! (`background_commit = false` commits inside each put instead). A file of another
+//! default each put checksums and commits before it returns; with `background_commit =
+//! true` a background thread does it and the caller only copies
+//! ([`cascade_core::Tier::flush`] and a clean close wait for those commits). A file of another
 //! format version, or a damaged header, is refused and left untouched.
 //!
 //! Figures (put and get against memcpy, open and reopen times) are in
