@@ -18,12 +18,12 @@ fn shm_tier_passes_the_kit() {
 }
 
 #[test]
-fn shm_tier_passes_the_kit_with_synchronous_commits_verified_reads_and_no_prefault() {
+fn shm_tier_passes_the_kit_with_background_commits_verified_reads_and_no_prefault() {
     let dir = common::pool_dir();
     let mut config = common::config(dir.path(), 8);
     config.prefault = false;
     config.verify_on_read = true;
-    config.background_commit = false;
+    config.background_commit = true;
     cascade_core::conformance::run_all(&|| {
         Ok(Arc::new(ShmTier::open("shm0", &config)?) as Arc<dyn Tier>)
     });
