@@ -6,8 +6,8 @@
 //!
 //! `put/<block size>/...`: one block (128 KiB or 2 MiB) put into a pre-faulted memory
 //! tier (`tier_put`), its checksum alone, both in two passes (`checksum+tier_put`), the
-//! put with `copy_with_checksum` filling the tier's buffer in one pass
-//! (`fused_tier_put`), and the put through `CascadeStore` (`store_put`, dedup off so
+//! put with `copy_with_checksum` filling the tier's buffer through `put_with`
+//! (`copy_with_checksum_put`), and the put through `CascadeStore` (`store_put`, dedup off so
 //! every put copies). Sources cycle through 32 MiB so they come from memory, not cache.
 //!
 //! `prefix/4096tok/16`: the prefix keys of a 4096-token prompt in blocks of 16 tokens,
@@ -197,7 +197,7 @@ fn put_share(c: &mut Criterion) {
             black_box(checksum(block));
             tier.put(id(i), block).expect("put");
         });
-        run("fused_tier_put", &|i, block| {
+        run("copy_with_checksum_put", &|i, block| {
             tier.put_with(id(i), block.len(), &mut |buf| {
                 black_box(copy_with_checksum(block, buf)?);
                 Ok(())

@@ -1,14 +1,8 @@
 //! The per-block integrity checksum shared by every tier.
 
 use cascade_core::{Error, ErrorKind, Result};
-use std::hash::Hasher as _;
 
 use twox_hash::XxHash3_64;
-
-/// Bytes copied per step of [`copy_with_checksum`]: a page, so the piece just read is
-/// still in L1 when it is hashed (in trials on this machine 4 KiB did better than 16 and
-/// 64 KiB).
-const PIECE: usize = 4 * 1024;
 
 /// The per-block integrity checksum every tier stores and verifies: xxh3-64.
 ///
@@ -16,22 +10,21 @@ const PIECE: usize = 4 * 1024;
 /// core here against 35 GB/s for the SSE2 kernel a portable build of xxhash-rust uses;
 /// both give the same value, the standard XXH3-64 with seed 0).
 ///
-/// Chosen for speed: xxh3 runs near memory bandwidth (see docs/benchmarks.md, "Hashing
-/// (cascade-hash)"), so verifying a block costs a small fraction of copying it. It
-/// detects torn writes and bit rot, not tampering; content ids use SHA-256 or BLAKE3.
+/// Chosen for speed: it runs faster than a memcpy, so it costs a few percent of a disk
+/// write; against an in-memory put it is a large share (docs/benchmarks.md, "Hashing
+/// (cascade-hash)"). It detects torn writes and bit rot, not tampering; content ids use
+/// SHA-256 or BLAKE3.
 pub fn checksum(data: &[u8]) -> u64 {
     XxHash3_64::oneshot(data)
 }
 
-/// Copies `src` into the start of `dst` and returns `checksum(src)`, in one pass over
-/// memory.
+/// Copies `src` into the start of `dst` and returns `checksum(src)`: what a tier that
+/// stores checksums does on every put (use it inside `Tier::put_with` fill closures).
 ///
-/// A tier that stores a checksum otherwise reads each block twice (once to hash, once to
-/// copy); here each piece is hashed while it is still in L1 after the copy, so the
-/// source is read from memory once. Whether that saves time depends on whether the
-/// block stays in cache between two passes: docs/benchmarks.md ("Hashing
-/// (cascade-hash)") has the measured cost of both ways. Use it inside
-/// `Tier::put_with`-style fill closures.
+/// Two passes, hash then copy: a 128 KiB block is still in L2 for the copy. A fused
+/// single pass (copy 4 KiB, hash it from L1 with a streaming xxh3, repeat) was
+/// measured: slower at 128 KiB, no faster at 2 MiB (docs/benchmarks.md, "Hashing
+/// (cascade-hash)").
 ///
 /// Errors: [`ErrorKind::InvalidInput`] when `dst` is shorter than `src` (nothing is
 /// copied).
@@ -44,12 +37,9 @@ pub fn copy_with_checksum(src: &[u8], dst: &mut [u8]) -> Result<u64> {
         .with_context("block_bytes", src.len())
         .with_context("buffer_bytes", dst.len()));
     };
-    let mut hasher = XxHash3_64::new();
-    for (from, to) in src.chunks(PIECE).zip(dst.chunks_mut(PIECE)) {
-        to.copy_from_slice(from);
-        hasher.write(from);
-    }
-    Ok(hasher.finish())
+    let sum = checksum(src);
+    dst.copy_from_slice(src);
+    Ok(sum)
 }
 
 #[cfg(test)]
@@ -57,7 +47,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fused_copy_gives_the_same_checksum_and_bytes() {
+    fn copy_with_checksum_gives_the_same_checksum_and_bytes() {
         let source: Vec<u8> = (0..(128 * 1024 + 3) as u32)
             .map(|i| (i * 37 % 251) as u8)
             .collect();
@@ -71,9 +61,9 @@ mod tests {
             240,
             241,
             1024,
-            PIECE - 1,
-            PIECE,
-            PIECE + 1,
+            4095,
+            4096,
+            4097,
             source.len(),
         ] {
             let src = &source[..len];
@@ -92,7 +82,7 @@ mod tests {
     }
 
     #[test]
-    fn fused_copy_into_a_short_buffer_is_invalid_input() {
+    fn copy_into_a_short_buffer_is_invalid_input() {
         let mut dst = vec![7u8; 10];
         let err = copy_with_checksum(&[1u8; 11], &mut dst).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput);
