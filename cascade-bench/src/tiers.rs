@@ -128,6 +128,9 @@ pub fn single_tier_config(
     bench.deployment.store_config(vec![tier], false)
 }
 
+/// memcpy passes per round; the round's limit is the fastest.
+const MEMCPY_PASSES: usize = 3;
+
 /// The limit a kind is compared with.
 enum LimitKind {
     /// memcpy with the same threads: one figure for both directions.
@@ -192,7 +195,12 @@ pub fn measure_kind(
         let timed = round > 0;
         match &limit {
             LimitKind::Memcpy => {
-                let t = gbps(bytes, measure::memcpy_all(&pool, ds));
+                // The fastest of a few passes: memcpy here is bimodal (about 26 or 42
+                // GB/s on 2 threads, pass to pass), and a limit is what the hardware
+                // reaches, so a slow pass must not flatter the tier.
+                let t = (0..MEMCPY_PASSES)
+                    .map(|_| gbps(bytes, measure::memcpy_all(&pool, ds)))
+                    .fold(0.0, f64::max);
                 if timed {
                     limit_writes.push(t);
                     limit_reads.push(t);
