@@ -17,10 +17,6 @@ pub struct Deployment {
     pub source: String,
 }
 
-/// Settings that name where a file-backed tier keeps its data; each table points them at
-/// a fresh folder of the run so a benchmark never touches a deployment's real data.
-const PATH_KEYS: [&str; 4] = ["path", "dir", "directory", "root"];
-
 /// Whether `kind` names the file tier (its registry alias is `lustre`).
 pub fn is_file_kind(kind: &str) -> bool {
     kind == "file" || kind == "lustre"
@@ -52,9 +48,7 @@ impl Deployment {
     /// Where the deployment's file tier keeps its data, when it has one.
     pub fn file_tier_dir(&self) -> Option<PathBuf> {
         let tier = self.tier_of_kind("file")?;
-        PATH_KEYS
-            .iter()
-            .find_map(|key| tier.settings.get(*key)?.as_str().map(PathBuf::from))
+        tier.settings.get("path")?.as_str().map(PathBuf::from)
     }
 
     /// The kind of the deployment's fastest tier.
@@ -95,8 +89,9 @@ impl Deployment {
 }
 
 /// Points a tier's data at the run: an shm pool to a pool file named after `dir` (in the
-/// folder the deployment chose for its pool, default `/dev/shm`), any other tier's data
-/// folder to `dir` (file tiers get a `path` even when the deployment named none).
+/// folder the deployment chose for its pool, default `/dev/shm`), a file tier's folder to
+/// `dir`. Other kinds are left as configured: `memory` and `gpu` keep nothing on disk,
+/// and a plugin's `path` names its library, not its data.
 pub fn relocate(tier: &mut TierConfig, dir: &Path, run: &RunDir) {
     if tier.kind == "shm" {
         let configured = tier
@@ -109,18 +104,11 @@ pub fn relocate(tier: &mut TierConfig, dir: &Path, run: &RunDir) {
             "path".into(),
             toml::Value::String(pool.display().to_string()),
         );
-        return;
-    }
-    let value = toml::Value::String(dir.display().to_string());
-    let mut moved = false;
-    for key in PATH_KEYS {
-        if let Some(slot) = tier.settings.get_mut(key) {
-            *slot = value.clone();
-            moved = true;
-        }
-    }
-    if !moved && is_file_kind(&tier.kind) {
-        tier.settings.insert("path".into(), value);
+    } else if is_file_kind(&tier.kind) {
+        tier.settings.insert(
+            "path".into(),
+            toml::Value::String(dir.display().to_string()),
+        );
     }
 }
 
