@@ -28,6 +28,9 @@ pub use cascade_core::{
     config::{ByteSize, HasherKind},
     store::StorePolicy,
 };
+/// The GPU tier's own API (device-pointer I/O, the measured PCIe ceiling, ...).
+#[cfg(feature = "gpu")]
+pub use cascade_gpu as gpu;
 pub use cascade_hash::{self as hash, compute_block_id};
 /// The file tier's own API (`FileTier::drop_page_cache`, `compact`, `open_report`, ...).
 #[cfg(feature = "lustre")]

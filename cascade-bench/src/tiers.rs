@@ -137,18 +137,49 @@ enum LimitKind {
     Memcpy,
     /// One file written then read with O_DIRECT.
     DirectFile,
+    /// One 1 GiB pinned copy each way on this CUDA device (write: host to device,
+    /// read: device to host).
+    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+    PinnedCopy(usize),
     /// None can be measured, for this reason.
     Unmeasured(String),
 }
 
-fn limit_kind(kind: &str) -> LimitKind {
+/// Bytes of the pinned copy that sets the GPU's limit.
+#[cfg(feature = "gpu")]
+const PINNED_COPY_BYTES: usize = 1 << 30;
+
+fn limit_kind(bench: &Bench, kind: &str) -> LimitKind {
     match kind {
         k if is_file_kind(k) => LimitKind::DirectFile,
-        "gpu" => LimitKind::Unmeasured(
-            "cascade-gpu exposes no pinned-copy measurement in this build".into(),
-        ),
+        "gpu" if cfg!(feature = "gpu") => {
+            let device = bench
+                .deployment
+                .tier_of_kind("gpu")
+                .and_then(|t| t.settings.get("device_id"))
+                .and_then(toml::Value::as_integer)
+                .and_then(|d| usize::try_from(d).ok())
+                .unwrap_or(0);
+            LimitKind::PinnedCopy(device)
+        }
+        "gpu" => LimitKind::Unmeasured("this build has no GPU support (feature gpu)".into()),
         _ => LimitKind::Memcpy,
     }
+}
+
+/// Host-to-device and device-to-host GB/s of one pinned copy of 1 GiB.
+#[cfg(feature = "gpu")]
+fn pinned_copy(device: usize) -> Result<(f64, f64)> {
+    let rate = cascade::gpu::measure_pinned_copy(device, PINNED_COPY_BYTES, 1)?;
+    Ok((rate.host_to_device_gbps, rate.device_to_host_gbps))
+}
+
+#[cfg(not(feature = "gpu"))]
+fn pinned_copy(_device: usize) -> Result<(f64, f64)> {
+    Err(cascade::Error::new(
+        cascade::ErrorKind::Unavailable,
+        "this build has no GPU support (feature gpu)",
+    ))
 }
 
 /// The limit of `kind` in words, without the thread count.
@@ -179,7 +210,7 @@ pub fn measure_kind(
     let pool = bench.pools.get(threads)?;
     let bytes = ds.total_bytes();
     let fresh = is_file_kind(kind);
-    let limit = limit_kind(kind);
+    let limit = limit_kind(bench, kind);
     let mut writes = Vec::with_capacity(bench.repeat());
     let mut reads = Vec::with_capacity(bench.repeat());
     let mut limit_writes = Vec::with_capacity(bench.repeat());
@@ -214,6 +245,13 @@ pub fn measure_kind(
                 if timed {
                     limit_writes.push(gbps(bytes, w));
                     limit_reads.push(gbps(bytes, r));
+                }
+            }
+            LimitKind::PinnedCopy(device) => {
+                let (up, down) = pinned_copy(*device)?;
+                if timed {
+                    limit_writes.push(up);
+                    limit_reads.push(down);
                 }
             }
             LimitKind::Unmeasured(_) => {}

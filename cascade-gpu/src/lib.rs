@@ -13,6 +13,7 @@
 //! The crate builds without a CUDA toolkit: cudarc loads `libcuda` at run time. Where the
 //! driver is missing, [`GpuTier::open`] returns [`cascade_core::ErrorKind::Unavailable`].
 
+mod ceiling;
 mod config;
 mod copy;
 mod driver;
@@ -21,6 +22,7 @@ mod memory;
 mod staging;
 mod tier;
 
+pub use ceiling::{PinnedCopyRate, measure_pinned_copy};
 pub use config::GpuTierConfig;
 pub use driver::driver_present;
 pub use tier::{ALIGNMENT, GpuTier, KIND};
