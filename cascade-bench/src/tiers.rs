@@ -284,7 +284,11 @@ pub fn measure_kind(
         drop(store);
         bench.run_dir.release(&dir);
     }
-    let mut what = format!("{}, {threads} threads", limit_name(kind));
+    let mut what = match limit {
+        // One copy on one stream: the thread count does not apply.
+        LimitKind::PinnedCopy(_) => limit_name(kind),
+        _ => format!("{}, {threads} threads", limit_name(kind)),
+    };
     if buffered {
         what.push_str(" (the file system refused O_DIRECT: buffered, synced, cache dropped)");
     }
