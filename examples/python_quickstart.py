@@ -4,7 +4,9 @@
     python examples/python_quickstart.py
 
 This is the documented snippet with only the import line changed (`cascade_cpp` was the
-C++ module). On a machine without a GPU the 4 GiB GPU tier is skipped with a
+C++ module). Its shared-memory tier is the default one, the same 1 GiB pool at
+/dev/shm/cascade-<uid>-shm.pool that the embedded Rust deployment uses, so the two share
+blocks (a pool reopened with another capacity is refused, never resized). On a machine without a GPU the 4 GiB GPU tier is skipped with a
 TierUnavailableWarning and the block lands in shared memory.
 """
 
@@ -14,7 +16,6 @@ import cascade
 
 config = cascade.CascadeConfig()
 config.gpu_capacity_bytes = 4 * 1024**3
-config.shm_capacity_bytes = 256 * 1024**2
 store = cascade.CascadeStore(config)
 
 # Store block
