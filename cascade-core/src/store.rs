@@ -6,6 +6,11 @@
 //! removes the upper copy, all under the block's stripe lock, so a block is never in zero
 //! tiers and the index never points at a tier that lacks it. No thread ever holds two
 //! stripe locks, and room is made before a lock is taken, so moves cannot deadlock.
+//!
+//! Device memory: [`CascadeStore::put_device`] and [`CascadeStore::get_device`] take GPU
+//! addresses and go only through tiers whose capability has `device_memory` (the GPU
+//! tier), which copy device to device. A device read of a block held by a host tier
+//! promotes it into the GPU tier first, through the same move as a promotion on read.
 
 use std::sync::Arc;
 
@@ -433,21 +438,35 @@ impl CascadeStore {
                 return;
             }
         }
+        if let Err(e) = self.move_up(id, from, target, Some(bytes)) {
+            tracing::debug!(%id, error = %e, "promotion failed; the block stays where it was");
+        }
+    }
+
+    /// Copies `id` from `from` into tier `target` (room already made), repoints the index
+    /// and removes the old copy. `bytes` are the block's bytes when the caller has them
+    /// in host memory; without them the copy is read from the old tier. Returns false
+    /// when the block moved or went meanwhile (nothing is done then).
+    fn move_up(
+        &self,
+        id: BlockId,
+        from: Location,
+        target: usize,
+        bytes: Option<&[u8]>,
+    ) -> Result<bool> {
         let _guard = self.stripe(&id);
         if self.index.get(&id) != Some(from) {
-            return;
+            return Ok(false);
         }
         let upper = &self.tiers[target];
         let lower = &self.tiers[from.tier];
-        let copied = if upper.capability().device_memory && lower.host_region().is_some() {
-            // The device tier registered the pool below with the driver: copying from there
+        match bytes {
+            // A device tier registered the pool below with the driver: copying from there
             // is one DMA, while the caller's buffer is pageable and would be staged.
-            lower.get_with(id, &mut |pooled| upper.put(id, pooled))
-        } else {
-            upper.put(id, bytes)
-        };
-        if copied.is_err() {
-            return;
+            Some(bytes) if !(upper.capability().device_memory && lower.host_region().is_some()) => {
+                upper.put(id, bytes)?;
+            }
+            _ => lower.get_with(id, &mut |held| upper.put(id, held))?,
         }
         self.index.insert(
             id,
@@ -460,10 +479,286 @@ impl CascadeStore {
         self.untrack(from.tier, &id);
         self.account_add(target, from.len);
         self.track(target, id, from.len);
-        if let Err(e) = self.tiers[from.tier].remove(id) {
+        if let Err(e) = lower.remove(id) {
             tracing::warn!(%id, error = %e, "promoted block not removed from its old tier");
         }
         bump(&self.tier_counters[target].promotions, 1);
+        Ok(true)
+    }
+
+    /// The fastest tier holding device memory that accepts a block of `len` bytes.
+    fn device_tier(&self, len: u64) -> Result<usize> {
+        let mut devices = (0..self.tiers.len())
+            .filter(|&t| self.tiers[t].capability().device_memory)
+            .peekable();
+        if devices.peek().is_none() {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "this deployment has no GPU tier: device memory can only be stored or read \
+                 through a tier that holds device memory (configure a `gpu` tier, or copy \
+                 the block to host memory first)",
+            )
+            .with_context(
+                "tiers",
+                self.tiers
+                    .iter()
+                    .map(|t| t.name())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ));
+        }
+        devices.find(|&t| self.accepts(t, len)).ok_or_else(|| {
+            Error::new(
+                ErrorKind::TooLarge,
+                "no GPU tier can hold a block this large",
+            )
+            .with_context("block_bytes", len)
+        })
+    }
+
+    /// Stores `len` bytes of device (GPU) memory at `src` under `id`, copied device to
+    /// device into the fastest tier that holds device memory; that tier makes room by
+    /// demoting its least recently used blocks, as [`CascadeStore::put`] does.
+    ///
+    /// Dedup as [`CascadeStore::put`]. Errors: [`ErrorKind::Unsupported`] when no tier
+    /// holds device memory; [`ErrorKind::TooLarge`] when no such tier can ever hold the
+    /// block; [`ErrorKind::TierFull`] when no room could be made.
+    ///
+    /// # Safety
+    /// `[src, src + len)` must be device memory valid for `len` bytes on the GPU tier's
+    /// device, and nothing may write it until this returns.
+    pub unsafe fn put_device(&self, id: BlockId, src: u64, len: usize) -> Result<PutOutcome> {
+        if let Some(outcome) = self.dedup_hit(&id, len) {
+            return Ok(outcome);
+        }
+        let bytes = len as u64;
+        let tier = self.device_tier(bytes)?;
+        let mut last_full = None;
+        for _ in 0..PUT_ATTEMPTS_PER_TIER {
+            if !self.make_room(tier, bytes)? && self.free_bytes(tier) < bytes {
+                break;
+            }
+            let _guard = self.stripe(&id);
+            if let Some(outcome) = self.dedup_hit(&id, len) {
+                return Ok(outcome);
+            }
+            // SAFETY: the caller's contract is the tier's.
+            match unsafe { self.tiers[tier].put_from_device(id, src, len) } {
+                Ok(()) => {
+                    self.publish(id, tier, bytes);
+                    return Ok(PutOutcome::Stored);
+                }
+                Err(e) if e.kind() == ErrorKind::TierFull => last_full = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        let t = &self.tiers[tier];
+        Err(last_full
+            .unwrap_or_else(|| crate::tier::tier_full(t.name(), bytes, t.used(), t.capacity())))
+    }
+
+    /// Copies the block into device (GPU) memory of `capacity` bytes at `dst`. Returns
+    /// `Ok(None)` when it is not stored, `Ok(Some(len))` when found.
+    ///
+    /// A block held by a host tier is first promoted into the fastest tier holding
+    /// device memory (making room there by demotion), then read device to device.
+    ///
+    /// Errors: [`ErrorKind::InvalidInput`] when `capacity` is smaller than the block
+    /// (nothing is copied); [`ErrorKind::Unsupported`] when no tier holds device memory;
+    /// [`ErrorKind::TierFull`] / [`ErrorKind::TooLarge`] when a block in a host tier
+    /// cannot be promoted into one; [`ErrorKind::Corrupt`] as [`CascadeStore::get`].
+    ///
+    /// # Safety
+    /// `[dst, dst + capacity)` must be device memory valid for `capacity` bytes on the
+    /// GPU tier's device, which nothing else reads or writes until this returns.
+    pub unsafe fn get_device(
+        &self,
+        id: BlockId,
+        dst: u64,
+        capacity: usize,
+    ) -> Result<Option<usize>> {
+        // The tier the block was found in, counted as the hit once it is served.
+        let mut found_in = None;
+        for _ in 0..GET_ATTEMPTS {
+            let Some(at) = self.index.get(&id) else {
+                break;
+            };
+            if (capacity as u64) < at.len {
+                return Err(crate::tier::buffer_too_small(id, at.len, capacity));
+            }
+            if !self.tiers[at.tier].capability().device_memory {
+                self.promote_to_device(id, at)?;
+                found_in.get_or_insert(at.tier);
+                continue;
+            }
+            // SAFETY: the caller's contract is the tier's.
+            match unsafe { self.tiers[at.tier].get_into_device(id, dst, capacity) } {
+                Ok(n) => {
+                    bump(&self.tier_counters[found_in.unwrap_or(at.tier)].hits, 1);
+                    self.touch(at.tier, &id);
+                    return Ok(Some(n));
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    if self.index.get(&id) == Some(at) {
+                        let _guard = self.stripe(&id);
+                        self.forget(id, at);
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::Corrupt => {
+                    let _guard = self.stripe(&id);
+                    self.forget(id, at);
+                    bump(&self.tier_counters[at.tier].corrupt, 1);
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        bump(&self.counters.misses, 1);
+        Ok(None)
+    }
+
+    /// Moves a block found in a host tier into the fastest device tier, for
+    /// [`CascadeStore::get_device`]. Ok also when the block moved or went meanwhile (the
+    /// caller looks it up again).
+    fn promote_to_device(&self, id: BlockId, at: Location) -> Result<()> {
+        let target = self.device_tier(at.len)?;
+        if !self.make_room(target, at.len)? && self.free_bytes(target) < at.len {
+            let t = &self.tiers[target];
+            return Err(Error::new(
+                ErrorKind::TierFull,
+                "the block is in a host tier and the GPU tier has no room to take it \
+                 (read it into host memory with get instead)",
+            )
+            .with_context("id", id)
+            .with_context("held_by", self.tiers[at.tier].name())
+            .with_context("tier", t.name())
+            .with_context("need_bytes", at.len)
+            .with_context("used_bytes", t.used())
+            .with_context("capacity_bytes", t.capacity()));
+        }
+        match self.move_up(id, at, target, None) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                // The host tier lost the block (e.g. dropped as corrupt at open).
+                let _guard = self.stripe(&id);
+                self.forget(id, at);
+                Ok(())
+            }
+            Err(e) if e.kind() == ErrorKind::Corrupt => {
+                let _guard = self.stripe(&id);
+                self.forget(id, at);
+                bump(&self.tier_counters[at.tier].corrupt, 1);
+                Err(e)
+            }
+            Err(e) => Err(e.with_context("promoting_into", self.tiers[target].name())),
+        }
+    }
+
+    /// Stores many blocks from device memory; items are `(id, device address, length)`,
+    /// one result per item, in order.
+    ///
+    /// When the fastest device tier has room for the whole batch it receives it through
+    /// its batch path (one batched DMA on the GPU tier); otherwise blocks are placed one
+    /// by one as [`CascadeStore::put_device`] does.
+    ///
+    /// # Safety
+    /// As for [`CascadeStore::put_device`], for every item.
+    pub unsafe fn put_device_batch(
+        &self,
+        items: &[(BlockId, u64, usize)],
+    ) -> Vec<Result<PutOutcome>> {
+        self.run(|| {
+            let mut results: Vec<Option<Result<PutOutcome>>> = items
+                .iter()
+                .map(|&(id, _, len)| self.dedup_hit(&id, len).map(Ok))
+                .collect();
+            let pending: Vec<usize> = (0..items.len()).filter(|&i| results[i].is_none()).collect();
+            let total: u64 = pending.iter().map(|&i| items[i].2 as u64).sum();
+            let largest = pending
+                .iter()
+                .map(|&i| items[i].2 as u64)
+                .max()
+                .unwrap_or(0);
+            if let Ok(tier) = self.device_tier(largest)
+                && !pending.is_empty()
+                && self.make_room(tier, total).unwrap_or(false)
+            {
+                let batch: Vec<(BlockId, u64, usize)> = pending.iter().map(|&i| items[i]).collect();
+                // SAFETY: the caller's contract is the tier's.
+                let outcomes = unsafe { self.tiers[tier].put_from_device_batch(&batch) };
+                for (&i, outcome) in pending.iter().zip(outcomes) {
+                    if outcome.is_ok() {
+                        let (id, _, len) = items[i];
+                        let _guard = self.stripe(&id);
+                        self.publish(id, tier, len as u64);
+                        results[i] = Some(Ok(PutOutcome::Stored));
+                    }
+                }
+            }
+            results
+                .into_iter()
+                .zip(items)
+                .map(|(done, &(id, src, len))| {
+                    // SAFETY: the caller's contract covers every item.
+                    done.unwrap_or_else(|| unsafe { self.put_device(id, src, len) })
+                })
+                .collect()
+        })
+    }
+
+    /// Copies many blocks into device memory; items are `(id, device address,
+    /// capacity)`, one result per item, in order (`Ok(None)` for a block not stored).
+    /// Blocks already in a device tier go to it in one batch call; the others are
+    /// promoted and read one by one as [`CascadeStore::get_device`] does.
+    ///
+    /// # Safety
+    /// As for [`CascadeStore::get_device`], for every item; the ranges must not overlap.
+    pub unsafe fn get_device_batch(
+        &self,
+        items: &[(BlockId, u64, usize)],
+    ) -> Vec<Result<Option<usize>>> {
+        self.run(|| {
+            let mut results: Vec<Option<Result<Option<usize>>>> =
+                (0..items.len()).map(|_| None).collect();
+            let mut groups: Vec<Vec<usize>> = vec![Vec::new(); self.tiers.len()];
+            for (i, &(id, _, capacity)) in items.iter().enumerate() {
+                match self.index.get(&id) {
+                    Some(at) if (capacity as u64) < at.len => {
+                        results[i] = Some(Err(crate::tier::buffer_too_small(id, at.len, capacity)));
+                    }
+                    Some(at) if self.tiers[at.tier].capability().device_memory => {
+                        groups[at.tier].push(i);
+                    }
+                    // Absent or in a host tier: the single-block path counts or promotes.
+                    _ => {}
+                }
+            }
+            for (tier, members) in groups.iter().enumerate() {
+                if members.is_empty() {
+                    continue;
+                }
+                let batch: Vec<(BlockId, u64, usize)> = members.iter().map(|&i| items[i]).collect();
+                // SAFETY: the caller's contract is the tier's.
+                let outcomes = unsafe { self.tiers[tier].get_into_device_batch(&batch) };
+                for (&i, outcome) in members.iter().zip(outcomes) {
+                    if let Ok(n) = outcome {
+                        bump(&self.tier_counters[tier].hits, 1);
+                        self.touch(tier, &items[i].0);
+                        results[i] = Some(Ok(Some(n)));
+                    }
+                    // Moved, corrupt or failed: the single-block path sorts it out.
+                }
+            }
+            results
+                .into_iter()
+                .zip(items)
+                .map(|(done, &(id, dst, capacity))| {
+                    // SAFETY: the caller's contract covers every item.
+                    done.unwrap_or_else(|| unsafe { self.get_device(id, dst, capacity) })
+                })
+                .collect()
+        })
     }
 
     /// Whether `id` is stored.

@@ -108,6 +108,61 @@ pub trait Tier: Send + Sync {
         visit(&buffer[..got])
     }
 
+    /// Stores a block of `len` bytes copied from device (GPU) memory at address `src`.
+    ///
+    /// Only tiers whose [`Capability::device_memory`] is set implement this; the default
+    /// answers [`ErrorKind::Unsupported`]. Errors otherwise as [`Tier::put`].
+    ///
+    /// # Safety
+    /// `[src, src + len)` must be device memory valid for `len` bytes on the tier's
+    /// device, and nothing may write it until this returns.
+    unsafe fn put_from_device(&self, id: BlockId, src: u64, len: usize) -> Result<()> {
+        let _ = (id, src, len);
+        Err(no_device_path(self.name()))
+    }
+
+    /// Copies the block into device (GPU) memory of `capacity` bytes at `dst` and returns
+    /// its length.
+    ///
+    /// Only tiers whose [`Capability::device_memory`] is set implement this; the default
+    /// answers [`ErrorKind::Unsupported`]. Errors otherwise as [`Tier::get`].
+    ///
+    /// # Safety
+    /// `[dst, dst + capacity)` must be device memory valid for `capacity` bytes on the
+    /// tier's device, which nothing else reads or writes until this returns.
+    unsafe fn get_into_device(&self, id: BlockId, dst: u64, capacity: usize) -> Result<usize> {
+        let _ = (id, dst, capacity);
+        Err(no_device_path(self.name()))
+    }
+
+    /// Stores many blocks from device memory; items are `(id, device address, length)`,
+    /// one result per item, in order. The default calls [`Tier::put_from_device`] for
+    /// each; the GPU tier batches the copies.
+    ///
+    /// # Safety
+    /// As for [`Tier::put_from_device`], for every item.
+    unsafe fn put_from_device_batch(&self, items: &[(BlockId, u64, usize)]) -> Vec<Result<()>> {
+        items
+            .iter()
+            // SAFETY: the caller upholds put_from_device's contract for every item.
+            .map(|&(id, src, len)| unsafe { self.put_from_device(id, src, len) })
+            .collect()
+    }
+
+    /// Copies many blocks into device memory; items are `(id, device address,
+    /// capacity)`, one result (the length) per item, in order. The default calls
+    /// [`Tier::get_into_device`] for each; the GPU tier batches the copies.
+    ///
+    /// # Safety
+    /// As for [`Tier::get_into_device`], for every item; the ranges must not overlap.
+    unsafe fn get_into_device_batch(&self, items: &[(BlockId, u64, usize)]) -> Vec<Result<usize>> {
+        items
+            .iter()
+            // SAFETY: the caller upholds get_into_device's contract for every item.
+            .map(|&(id, dst, capacity)| unsafe { self.get_into_device(id, dst, capacity) })
+            .collect()
+    }
+
     /// Makes everything stored so far durable (persistent tiers) or does nothing.
     fn flush(&self) -> Result<()>;
 
@@ -183,4 +238,12 @@ pub fn tier_full(tier: &str, need: u64, used: u64, capacity: u64) -> Error {
         .with_context("need_bytes", need)
         .with_context("used_bytes", used)
         .with_context("capacity_bytes", capacity)
+}
+
+fn no_device_path(tier: &str) -> Error {
+    Error::new(
+        ErrorKind::Unsupported,
+        "this tier holds host memory and cannot copy to or from device memory",
+    )
+    .with_context("tier", tier)
 }

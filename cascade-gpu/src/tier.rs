@@ -954,6 +954,26 @@ impl Tier for GpuTier {
         self.download(&sides)
     }
 
+    unsafe fn put_from_device(&self, id: BlockId, src: u64, len: usize) -> Result<()> {
+        // SAFETY: the trait's contract is the inherent function's.
+        unsafe { GpuTier::put_from_device(self, id, src, len) }
+    }
+
+    unsafe fn get_into_device(&self, id: BlockId, dst: u64, capacity: usize) -> Result<usize> {
+        // SAFETY: the trait's contract is the inherent function's.
+        unsafe { GpuTier::get_into_device(self, id, dst, capacity) }
+    }
+
+    unsafe fn put_from_device_batch(&self, items: &[(BlockId, u64, usize)]) -> Vec<Result<()>> {
+        // SAFETY: the trait's contract is the inherent function's.
+        unsafe { GpuTier::put_from_device_batch(self, items) }
+    }
+
+    unsafe fn get_into_device_batch(&self, items: &[(BlockId, u64, usize)]) -> Vec<Result<usize>> {
+        // SAFETY: the trait's contract is the inherent function's.
+        unsafe { GpuTier::get_into_device_batch(self, items) }
+    }
+
     fn len_of(&self, id: BlockId) -> Option<u64> {
         self.blocks.with(&id, |slot| slot.len as u64)
     }
