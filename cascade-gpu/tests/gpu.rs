@@ -363,3 +363,127 @@ fn device_pointer_round_trip() {
     let single = unsafe { tier.get_into_device(id(900), dst_ptr, 64 << 10) }.unwrap();
     assert_eq!(single, 64 << 10);
 }
+
+/// Device-resident I/O through the store: `put_device` fills a 4 MiB GPU tier over a
+/// shm pool, demoting the oldest blocks into the pool; `get_device` reads every block
+/// into device memory, promoting the demoted ones back first; the batch forms agree.
+#[test]
+fn store_device_io_with_shm_below() {
+    use cascade_core::PutOutcome;
+    use cascade_core::store::StorePolicy;
+    use cudarc::driver::{DevicePtr, DevicePtrMut};
+
+    let config = GpuTierConfig {
+        capacity: ByteSize::mib(4),
+        ..small_config()
+    };
+    let Some(gpu) = open_or_skip(&config) else {
+        return;
+    };
+    let dir = match std::path::Path::new("/dev/shm").is_dir() {
+        true => tempfile::tempdir_in("/dev/shm").unwrap(),
+        false => tempfile::tempdir().unwrap(),
+    };
+    let shm_config = cascade_shm::ShmTierConfig {
+        path: Some(dir.path().join("gpu-store-device.pool")),
+        capacity: ByteSize::mib(64),
+        ..cascade_shm::ShmTierConfig::default()
+    };
+    let below = Arc::new(cascade_shm::ShmTier::open("shm0", &shm_config).unwrap());
+    let store = CascadeStore::new(
+        vec![Arc::new(gpu) as Arc<dyn Tier>, below as Arc<dyn Tier>],
+        StorePolicy {
+            promote_on_read: false,
+            ..StorePolicy::default()
+        },
+    )
+    .unwrap();
+
+    let len = 512 << 10;
+    let count = 24;
+    let blocks: Vec<Vec<u8>> = (0..count)
+        .map(|n| random_block(1200 + n as u64, len))
+        .collect();
+    let flat: Vec<u8> = blocks.concat();
+    let ctx = cudarc::driver::CudaContext::new(0).unwrap();
+    let stream = ctx.default_stream();
+    let src = stream.clone_htod(&flat).unwrap();
+    let mut dst = stream.alloc_zeros::<u8>(flat.len()).unwrap();
+    stream.synchronize().unwrap();
+    let (src_ptr, src_guard) = src.device_ptr(&stream);
+    for n in 0..count {
+        let at = src_ptr + (n * len) as u64;
+        // SAFETY: the range lies inside `src`, which nothing writes meanwhile.
+        let outcome = unsafe { store.put_device(id(1200 + n as u64), at, len) }.unwrap();
+        assert_eq!(outcome, PutOutcome::Stored);
+        assert!(store.tiers()[0].used() <= store.tiers()[0].capacity());
+    }
+    // SAFETY: as above; a second put of a stored id copies nothing.
+    let again = unsafe { store.put_device(id(1200), src_ptr, len) }.unwrap();
+    assert_eq!(again, PutOutcome::Deduplicated);
+    drop(src_guard);
+    let demoted = (0..count)
+        .filter(|&n| store.tier_of(id(1200 + n as u64)) == Some(1))
+        .count();
+    assert!(
+        demoted >= 16,
+        "a 4 MiB GPU tier holds at most 8 blocks of 512 KiB; {demoted} demoted"
+    );
+    // A block put from host memory and demoted to shm also reads into device memory.
+    assert_eq!(store.tier_of(id(1200)), Some(1));
+
+    let dst_ptr = {
+        let (p, _g) = dst.device_ptr_mut(&stream);
+        p
+    };
+    for n in 0..count {
+        let at = dst_ptr + (n * len) as u64;
+        // SAFETY: disjoint ranges inside `dst`, owned here.
+        let got = unsafe { store.get_device(id(1200 + n as u64), at, len) }.unwrap();
+        assert_eq!(got, Some(len), "block {n}");
+    }
+    let back = stream.clone_dtoh(&dst).unwrap();
+    assert!(back == flat, "device reads through the store differ");
+    let stats = store.stats();
+    assert!(stats.promotions >= 16, "{stats:?}");
+    assert_eq!(stats.hits, count as u64);
+    assert_eq!(stats.dedup_hits, 1);
+
+    // Too small a device output is refused before any copy.
+    // SAFETY: the range lies inside `dst`; it is refused before any copy.
+    let err = unsafe { store.get_device(id(1200), dst_ptr, len - 1) }.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+
+    // The batch form: zero the output, read all blocks (many demoted again meanwhile).
+    stream.memset_zeros(&mut dst).unwrap();
+    stream.synchronize().unwrap();
+    let reads: Vec<(BlockId, u64, usize)> = (0..count)
+        .map(|n| (id(1200 + n as u64), dst_ptr + (n * len) as u64, len))
+        .collect();
+    // SAFETY: disjoint ranges inside `dst`, owned here.
+    for r in unsafe { store.get_device_batch(&reads) } {
+        assert_eq!(r.unwrap(), Some(len));
+    }
+    let back = stream.clone_dtoh(&dst).unwrap();
+    assert!(
+        back == flat,
+        "batched device reads through the store differ"
+    );
+
+    // A host-put block demoted to shm, then read straight into device memory.
+    let host_block = random_block(1300, len);
+    store.put(id(1300), &host_block).unwrap();
+    for n in 0..8 {
+        let at = src.device_ptr(&stream).0 + (n * len) as u64;
+        store.remove(id(1200 + n as u64)).unwrap();
+        // SAFETY: the range lies inside `src`, which nothing writes meanwhile.
+        unsafe { store.put_device(id(1200 + n as u64), at, len) }.unwrap();
+    }
+    assert_eq!(store.tier_of(id(1300)), Some(1), "demoted by newer blocks");
+    // SAFETY: the range lies inside `dst`, owned here.
+    let got = unsafe { store.get_device(id(1300), dst_ptr, len) }.unwrap();
+    assert_eq!(got, Some(len));
+    assert_eq!(store.tier_of(id(1300)), Some(0));
+    let back = stream.clone_dtoh(&dst).unwrap();
+    assert!(back[..len] == host_block[..], "promoted block differs");
+}
