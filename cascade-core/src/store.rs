@@ -488,32 +488,38 @@ impl CascadeStore {
 
     /// The fastest tier holding device memory that accepts a block of `len` bytes.
     fn device_tier(&self, len: u64) -> Result<usize> {
-        let mut devices = (0..self.tiers.len())
+        self.require_device_tier()?;
+        (0..self.tiers.len())
             .filter(|&t| self.tiers[t].capability().device_memory)
-            .peekable();
-        if devices.peek().is_none() {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                "this deployment has no GPU tier: device memory can only be stored or read \
-                 through a tier that holds device memory (configure a `gpu` tier, or copy \
-                 the block to host memory first)",
-            )
-            .with_context(
-                "tiers",
-                self.tiers
-                    .iter()
-                    .map(|t| t.name())
-                    .collect::<Vec<_>>()
-                    .join(","),
-            ));
+            .find(|&t| self.accepts(t, len))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::TooLarge,
+                    "no GPU tier can hold a block this large",
+                )
+                .with_context("block_bytes", len)
+            })
+    }
+
+    /// Fails with [`ErrorKind::Unsupported`] unless some tier holds device memory.
+    fn require_device_tier(&self) -> Result<()> {
+        if self.tiers.iter().any(|t| t.capability().device_memory) {
+            return Ok(());
         }
-        devices.find(|&t| self.accepts(t, len)).ok_or_else(|| {
-            Error::new(
-                ErrorKind::TooLarge,
-                "no GPU tier can hold a block this large",
-            )
-            .with_context("block_bytes", len)
-        })
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            "this deployment has no GPU tier: GPU memory can only be stored or read through \
+             a tier that holds device memory (configure a `gpu` tier, or pass host memory, \
+             e.g. tensor.cpu())",
+        )
+        .with_context(
+            "tiers",
+            self.tiers
+                .iter()
+                .map(|t| t.name())
+                .collect::<Vec<_>>()
+                .join(","),
+        ))
     }
 
     /// Stores `len` bytes of device (GPU) memory at `src` under `id`, copied device to
@@ -563,8 +569,9 @@ impl CascadeStore {
     /// A block held by a host tier is first promoted into the fastest tier holding
     /// device memory (making room there by demotion), then read device to device.
     ///
-    /// Errors: [`ErrorKind::InvalidInput`] when `capacity` is smaller than the block
-    /// (nothing is copied); [`ErrorKind::Unsupported`] when no tier holds device memory;
+    /// Errors: [`ErrorKind::Unsupported`] when no tier holds device memory (also for an
+    /// absent block); [`ErrorKind::InvalidInput`] when `capacity` is smaller than the
+    /// block (nothing is copied);
     /// [`ErrorKind::TierFull`] / [`ErrorKind::TooLarge`] when a block in a host tier
     /// cannot be promoted into one; [`ErrorKind::Corrupt`] as [`CascadeStore::get`].
     ///
@@ -577,6 +584,7 @@ impl CascadeStore {
         dst: u64,
         capacity: usize,
     ) -> Result<Option<usize>> {
+        self.require_device_tier()?;
         // The tier the block was found in, counted as the hit once it is served.
         let mut found_in = None;
         for _ in 0..GET_ATTEMPTS {

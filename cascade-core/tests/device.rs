@@ -169,9 +169,11 @@ fn a_store_without_a_device_tier_refuses_device_memory() {
     assert_eq!(err.kind(), ErrorKind::Unsupported);
     assert!(err.to_string().contains("no GPU tier"), "{err}");
     assert!(!store.contains(id(1)));
+    let mut out = vec![0u8; 4096];
+    let err = get_device(&store, id(1), &mut out).expect_err("refused even when absent");
+    assert_eq!(err.kind(), ErrorKind::Unsupported);
 
     store.put(id(1), &data).expect("host put");
-    let mut out = vec![0u8; 4096];
     let err = get_device(&store, id(1), &mut out).expect_err("no device tier");
     assert_eq!(err.kind(), ErrorKind::Unsupported);
     assert!(out.iter().all(|&b| b == 0), "nothing copied");

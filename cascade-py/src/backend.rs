@@ -86,8 +86,9 @@ impl PyBackend {
     }
 }
 
+/// Synchronizes each distinct producer stream of device arguments once.
 #[cfg(feature = "gpu")]
-fn sync_streams(device_id: usize, streams: &[u64]) -> cascade::Result<()> {
+pub(crate) fn sync_streams(device_id: usize, streams: &[u64]) -> cascade::Result<()> {
     let mut done: Vec<u64> = Vec::new();
     for &stream in streams {
         if !done.contains(&stream) {
@@ -98,8 +99,9 @@ fn sync_streams(device_id: usize, streams: &[u64]) -> cascade::Result<()> {
     Ok(())
 }
 
+/// A copy of `e` (kind and message) for each item of a batch that it fails.
 #[cfg(feature = "gpu")]
-fn clone_error(e: &cascade::Error) -> cascade::Error {
+pub(crate) fn clone_error(e: &cascade::Error) -> cascade::Error {
     cascade::Error::new(e.kind(), e.to_string())
 }
 

@@ -124,15 +124,15 @@ fn take_ordered(
     Err(buffer_error)
 }
 
-/// Host bytes only: for hashing, and for stores whose tiers take host memory.
+/// Host bytes only: for hashing and for calls that take host memory.
 pub fn take_host(obj: &Bound<'_, PyAny>, access: Access, what: &str) -> PyResult<Host> {
     match take(obj, access, what)? {
         Data::Host(host) => Ok(host),
         Data::Device(_) => Err(crate::errors::kind_error(
             cascade::ErrorKind::Unsupported,
             format!(
-                "{what} is in GPU memory; this call takes host memory (a GPUBackend takes \
-                 CUDA tensors directly; otherwise pass tensor.cpu())"
+                "{what} is in GPU memory; this call takes host memory (pass tensor.cpu(); \
+                 CascadeStore.put/get with a GPU tier and GPUBackend take CUDA tensors)"
             ),
         )),
     }

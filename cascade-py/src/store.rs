@@ -5,13 +5,13 @@ use std::sync::{Arc, RwLock};
 use pyo3::prelude::*;
 use pyo3::types::PyType;
 
-use cascade::{BlockId, Cascade, CascadeConfig, CascadeStore, ErrorKind};
+use cascade::{BlockId, Cascade, CascadeConfig, CascadeStore, ErrorKind, PutOutcome};
 
 use crate::backend::check_disjoint;
 use crate::buffer::Access;
 use crate::config::PyConfig;
 use crate::convert::to_python;
-use crate::data::{self, Part, PartMut};
+use crate::data::{self, Data, DeviceRange, Part, PartMut};
 use crate::errors::{IntoPy, kind_error, to_py, warn_tier_unavailable};
 use crate::ids;
 
@@ -21,7 +21,11 @@ use crate::ids;
 /// Every method that copies or does I/O releases the GIL, so Python threads calling the
 /// same store run in parallel. Blocks go in from any C-contiguous buffer (numpy arrays,
 /// bytes, bytearray, memoryview) without an intermediate copy and come back into
-/// writable buffers. Block ids are 32-character hex strings (`compute_block_id`).
+/// writable buffers. Where the store has a GPU tier, `put` / `get` / `put_batch` /
+/// `get_batch` also take CUDA tensors (DLPack or `__cuda_array_interface__`), copied
+/// device to device after the producer's stream is synchronized; a block held by a host
+/// tier is promoted into the GPU tier on such a read. Block ids are 32-character hex
+/// strings (`compute_block_id`).
 ///
 /// The store is closed when it is garbage-collected, by `close()`, or at the end of a
 /// `with` block; persistent tiers (shared memory, files) keep their blocks for the next
@@ -29,6 +33,10 @@ use crate::ids;
 #[pyclass(name = "CascadeStore", module = "cascade", frozen)]
 pub struct PyStore {
     inner: RwLock<Option<Arc<CascadeStore>>>,
+    /// The CUDA device of the store's GPU tier, whose producer streams are synchronized
+    /// before device copies; None without a GPU tier (the store then refuses them).
+    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+    gpu_device: Option<usize>,
 }
 
 impl PyStore {
@@ -73,10 +81,112 @@ impl PyStore {
             let message = format!("{warning}; continuing with tiers: {}", opened.join(", "));
             warn_tier_unavailable(py, &message)?;
         }
+        let gpu_device = config
+            .tiers
+            .iter()
+            .enumerate()
+            .filter(|(position, tier)| {
+                tier.kind == "gpu" && opened.contains(&tier.display_name(*position))
+            })
+            .find_map(|(position, tier)| gpu_device_of(tier, position));
         Ok(Self {
             inner: RwLock::new(Some(Arc::new(store))),
+            gpu_device,
         })
     }
+
+    /// Stores device ranges through the store's GPU tier, after synchronizing their
+    /// producers' streams, with the GIL released.
+    fn put_device(
+        &self,
+        py: Python<'_>,
+        store: &CascadeStore,
+        items: &[(BlockId, DeviceRange)],
+    ) -> Vec<cascade::Result<PutOutcome>> {
+        let plain: Vec<(BlockId, u64, usize)> =
+            items.iter().map(|(id, d)| (*id, d.ptr, d.len)).collect();
+        #[cfg(feature = "gpu")]
+        {
+            let streams: Vec<u64> = items.iter().filter_map(|(_, d)| d.stream).collect();
+            py.detach(|| {
+                if let Some(device_id) = self.gpu_device
+                    && let Err(e) = crate::backend::sync_streams(device_id, &streams)
+                {
+                    return plain
+                        .iter()
+                        .map(|_| Err(crate::backend::clone_error(&e)))
+                        .collect();
+                }
+                // SAFETY: each range was checked dense and is kept alive by its Python
+                // owner (held by the caller) until this returns; the producer's stream
+                // was synchronized above, so nothing writes it meanwhile. Without a GPU
+                // tier the store refuses the ranges without touching them.
+                unsafe { store.put_device_batch(&plain) }
+            })
+        }
+        #[cfg(not(feature = "gpu"))]
+        {
+            let _ = (py, store);
+            plain.iter().map(|_| Err(no_gpu_build())).collect()
+        }
+    }
+
+    /// Reads blocks into device ranges through the store's GPU tier, after
+    /// synchronizing their producers' streams, with the GIL released.
+    fn get_device(
+        &self,
+        py: Python<'_>,
+        store: &CascadeStore,
+        items: &[(BlockId, DeviceRange)],
+    ) -> Vec<cascade::Result<Option<usize>>> {
+        let plain: Vec<(BlockId, u64, usize)> =
+            items.iter().map(|(id, d)| (*id, d.ptr, d.len)).collect();
+        #[cfg(feature = "gpu")]
+        {
+            let streams: Vec<u64> = items.iter().filter_map(|(_, d)| d.stream).collect();
+            py.detach(|| {
+                if let Some(device_id) = self.gpu_device
+                    && let Err(e) = crate::backend::sync_streams(device_id, &streams)
+                {
+                    return plain
+                        .iter()
+                        .map(|_| Err(crate::backend::clone_error(&e)))
+                        .collect();
+                }
+                // SAFETY: as in put_device; the outputs were checked not to overlap.
+                unsafe { store.get_device_batch(&plain) }
+            })
+        }
+        #[cfg(not(feature = "gpu"))]
+        {
+            let _ = (py, store);
+            plain.iter().map(|_| Err(no_gpu_build())).collect()
+        }
+    }
+}
+
+/// The CUDA device a configured GPU tier uses.
+fn gpu_device_of(tier: &cascade::TierConfig, position: usize) -> Option<usize> {
+    #[cfg(feature = "gpu")]
+    {
+        tier.parse_settings::<cascade_gpu::GpuTierConfig>(position)
+            .ok()
+            .map(|c| c.device_id)
+    }
+    #[cfg(not(feature = "gpu"))]
+    {
+        let _ = (tier, position);
+        None
+    }
+}
+
+#[cfg(not(feature = "gpu"))]
+fn no_gpu_build() -> cascade::Error {
+    cascade::Error::new(
+        ErrorKind::Unsupported,
+        "GPU memory needs a build of cascade with GPU support and a GPU tier; pass host \
+         memory (tensor.cpu())",
+    )
 }
 
 #[pymethods]
@@ -118,10 +228,17 @@ impl PyStore {
         data: &Bound<'_, PyAny>,
     ) -> PyResult<bool> {
         let id = ids::parse(block_id)?;
-        let buffer = data::take_host(data, Access::Read, "data")?;
         let store = self.store()?;
-        let bytes = buffer.bytes();
-        py.detach(|| store.put(id, bytes)).py_err()?;
+        match data::take(data, Access::Read, "data")? {
+            Data::Host(buffer) => {
+                let bytes = buffer.bytes();
+                py.detach(|| store.put(id, bytes)).py_err()?;
+            }
+            Data::Device(device) => {
+                let mut results = self.put_device(py, &store, &[(id, device.range)]);
+                results.remove(0).py_err()?;
+            }
+        }
         Ok(true)
     }
 
@@ -146,10 +263,17 @@ impl PyStore {
         out: &Bound<'_, PyAny>,
     ) -> PyResult<(bool, usize)> {
         let id = ids::parse(block_id)?;
-        let mut buffer = data::take_host(out, Access::Write, "out")?;
         let store = self.store()?;
-        let bytes = buffer.bytes_mut();
-        let found = py.detach(|| store.get(id, bytes)).py_err()?;
+        let found = match data::take(out, Access::Write, "out")? {
+            Data::Host(mut buffer) => {
+                let bytes = buffer.bytes_mut();
+                py.detach(|| store.get(id, bytes)).py_err()?
+            }
+            Data::Device(device) => {
+                let mut results = self.get_device(py, &store, &[(id, device.range)]);
+                results.remove(0).py_err()?
+            }
+        };
         Ok(found.map_or((false, 0), |n| (true, n)))
     }
 
@@ -188,17 +312,35 @@ impl PyStore {
     ) -> PyResult<usize> {
         let ids = ids::parse_all(block_ids, "block_ids")?;
         let batch = data::take_batch(blocks, ids.len(), Access::Read, "blocks")?;
-        let items = ids
-            .iter()
-            .zip(batch.parts())
-            .enumerate()
-            .map(|(i, (id, part))| match part {
-                Part::Host(bytes) => Ok((*id, bytes)),
-                Part::Device(_) => Err(device_refused(&format!("blocks[{i}]"))),
-            })
-            .collect::<PyResult<Vec<(BlockId, &[u8])>>>()?;
+        let (mut host_at, mut host_items, mut device_at, mut device_items) =
+            (vec![], vec![], vec![], vec![]);
+        for (i, (id, part)) in ids.iter().zip(batch.parts()).enumerate() {
+            match part {
+                Part::Host(bytes) => {
+                    host_at.push(i);
+                    host_items.push((*id, bytes));
+                }
+                Part::Device(range) => {
+                    device_at.push(i);
+                    device_items.push((*id, range));
+                }
+            }
+        }
         let store = self.store()?;
-        let results = py.detach(|| store.put_batch(&items));
+        let mut results: Vec<cascade::Result<PutOutcome>> =
+            (0..ids.len()).map(|_| Ok(PutOutcome::Stored)).collect();
+        if !host_items.is_empty() {
+            let done = py.detach(|| store.put_batch(&host_items));
+            for (i, r) in host_at.into_iter().zip(done) {
+                results[i] = r;
+            }
+        }
+        if !device_items.is_empty() {
+            let done = self.put_device(py, &store, &device_items);
+            for (i, r) in device_at.into_iter().zip(done) {
+                results[i] = r;
+            }
+        }
         let stored = results.iter().filter(|r| r.is_ok()).count();
         first_error(results.into_iter().map(|r| r.map(|_| ())))?;
         Ok(stored)
@@ -227,17 +369,35 @@ impl PyStore {
             })
             .collect();
         check_disjoint(&mut spans, "outs")?;
-        let mut items = ids
-            .iter()
-            .zip(parts)
-            .enumerate()
-            .map(|(i, (id, part))| match part {
-                PartMut::Host(bytes) => Ok((*id, bytes)),
-                PartMut::Device(_) => Err(device_refused(&format!("outs[{i}]"))),
-            })
-            .collect::<PyResult<Vec<(BlockId, &mut [u8])>>>()?;
+        let (mut host_at, mut host_items, mut device_at, mut device_items) =
+            (vec![], vec![], vec![], vec![]);
+        for (i, (id, part)) in ids.iter().zip(parts).enumerate() {
+            match part {
+                PartMut::Host(bytes) => {
+                    host_at.push(i);
+                    host_items.push((*id, bytes));
+                }
+                PartMut::Device(range) => {
+                    device_at.push(i);
+                    device_items.push((*id, range));
+                }
+            }
+        }
         let store = self.store()?;
-        let results = py.detach(|| store.get_batch(&mut items));
+        let mut results: Vec<cascade::Result<Option<usize>>> =
+            (0..ids.len()).map(|_| Ok(None)).collect();
+        if !host_items.is_empty() {
+            let done = py.detach(|| store.get_batch(&mut host_items));
+            for (i, r) in host_at.into_iter().zip(done) {
+                results[i] = r;
+            }
+        }
+        if !device_items.is_empty() {
+            let done = self.get_device(py, &store, &device_items);
+            for (i, r) in device_at.into_iter().zip(done) {
+                results[i] = r;
+            }
+        }
         let sizes: Vec<Option<usize>> = results
             .iter()
             .map(|r| r.as_ref().ok().copied().flatten())
@@ -345,16 +505,6 @@ impl PyStore {
             Err(_) => "<CascadeStore closed>".to_string(),
         }
     }
-}
-
-fn device_refused(what: &str) -> PyErr {
-    kind_error(
-        ErrorKind::Unsupported,
-        format!(
-            "{what} is in GPU memory; the store takes host memory (a GPUBackend takes CUDA \
-             tensors directly; otherwise pass tensor.cpu())"
-        ),
-    )
 }
 
 /// Raises the first failed item of a batch, naming its position.

@@ -46,6 +46,9 @@ _Buffer = Buffer
 _WritableBuffer = Buffer
 # 32 hex characters, as returned by compute_block_id.
 _BlockId = str
+# A host buffer, or a CUDA tensor (DLPack or __cuda_array_interface__, e.g. a torch CUDA
+# tensor), which a CascadeStore with a GPU tier copies device to device.
+_Block = Union[Buffer, Any]
 
 class CascadeError(Exception):
     """Base class of every error raised by Cascade."""
@@ -115,28 +118,33 @@ class CascadeStore:
     def from_toml(cls, path: Union[str, os.PathLike[str]]) -> CascadeStore: ...
     @classmethod
     def from_toml_str(cls, text: str) -> CascadeStore: ...
-    def put(self, block_id: _BlockId, data: _Buffer) -> bool:
-        """Stores `data`; True once stored (dedup: an id already stored copies nothing)."""
+    def put(self, block_id: _BlockId, data: _Block) -> bool:
+        """Stores `data`; True once stored (dedup: an id already stored copies nothing).
+        A CUDA tensor is copied device to device into the GPU tier (UnsupportedError
+        when the store has none)."""
     def put_content(self, data: _Buffer) -> _BlockId:
         """Hashes `data` with the configured hasher, stores it, returns the id."""
-    def get(self, block_id: _BlockId, out: _WritableBuffer) -> tuple[bool, int]:
-        """Copies the block into `out`; (found, size), (False, 0) when absent."""
+    def get(self, block_id: _BlockId, out: _Block) -> tuple[bool, int]:
+        """Copies the block into `out`; (found, size), (False, 0) when absent. A CUDA
+        tensor `out` is filled device to device, from the GPU tier (a block held by a
+        host tier is promoted into it first)."""
     def contains(self, block_id: _BlockId) -> bool: ...
     def __contains__(self, block_id: _BlockId, /) -> bool: ...
     def size_of(self, block_id: _BlockId) -> Optional[int]: ...
     def remove(self, block_id: _BlockId) -> bool: ...
     def put_batch(
-        self, block_ids: Sequence[_BlockId], blocks: Union[Sequence[_Buffer], _Buffer]
+        self, block_ids: Sequence[_BlockId], blocks: Union[Sequence[_Block], _Block]
     ) -> int:
-        """Stores many blocks in one call (a list, or one array whose rows are the
-        blocks); returns how many are stored."""
+        """Stores many blocks in one call (a list, or one array or tensor whose rows are
+        the blocks; host and CUDA blocks may be mixed); returns how many are stored."""
     def get_batch(
         self,
         block_ids: Sequence[_BlockId],
-        outs: Union[Sequence[_WritableBuffer], _WritableBuffer],
+        outs: Union[Sequence[_Block], _Block],
     ) -> list[Optional[int]]:
         """Reads many blocks in one call (into a list of outputs, or the rows of one
-        array); size per block, None when absent."""
+        array or tensor; host and CUDA outputs may be mixed); size per block, None when
+        absent."""
     def lookup_prefix(self, keys: Sequence[_BlockId]) -> int:
         """How many leading keys of a token-prefix chain are stored."""
     def get_stats(self) -> dict[str, Any]: ...
