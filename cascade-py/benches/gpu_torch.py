@@ -9,10 +9,11 @@ Checks (each prints "ok: ..." or "FAILED: ..." with its traceback, and the run g
 - a tensor still being written by kernels on a side stream is stored only after that
   stream finished (the producer's stream is synchronized first);
 - host memory (torch CPU tensors, through DLPack) goes into and out of the GPU tier;
-- CascadeStore with gpu_capacity_bytes opens the GPU tier above shm without a warning.
+- CascadeStore with gpu_capacity_bytes opens the GPU tier above shm without a warning,
+  and takes CUDA tensors in put_batch / get_batch / get (device to device).
 Times (medians of 5, same run): GPUBackend put_batch / get_batch of CUDA tensors against
 torch copying the same blocks one by one and in one copy; CascadeStore put_batch /
-get_batch of host tensors through the GPU tier.
+get_batch of CUDA tensors (device to device) and of host tensors through the GPU tier.
 """
 
 import argparse
@@ -190,6 +191,30 @@ def main():
                 store.clear()
                 store.put_batch(ids, host_pool)
 
+            def store_cuda_round_trip():
+                store.clear()
+                assert store.put_batch(ids, src) == n
+                dst.zero_()
+                assert store.get_batch(ids, dst) == [size] * n
+                assert torch.equal(dst, src)
+                out = torch.empty_like(src[0])
+                assert store.get(ids[5], out) == (True, size) and torch.equal(out, src[5])
+                assert store.get_stats()["tiers"][0]["blocks"] == n
+
+            check("CascadeStore put_batch/get_batch/get of CUDA tensors (device to device)", store_cuda_round_trip)
+
+            def store_put_cuda_whole():
+                store.clear()
+                store.put_batch(ids, src)
+
+            def store_put_cuda_list():
+                store.clear()
+                store.put_batch(ids, src_rows)
+
+            rows.append(("CascadeStore.put_batch, one CUDA tensor, rows = blocks (device to device)", median_time(store_put_cuda_whole)))
+            rows.append(("CascadeStore.get_batch, one CUDA tensor, rows = blocks", median_time(lambda: store.get_batch(ids, dst))))
+            rows.append(("CascadeStore.put_batch, list of CUDA tensors", median_time(store_put_cuda_list)))
+            rows.append(("CascadeStore.get_batch, list of CUDA tensors", median_time(lambda: store.get_batch(ids, dst_rows))))
             rows.append(("CascadeStore.put_batch, host tensors into the GPU tier", median_time(store_put)))
             rows.append(("CascadeStore.put_batch, one host tensor, rows = blocks", median_time(store_put_whole)))
             rows.append(("CascadeStore.get_batch, GPU tier into host tensors", median_time(lambda: store.get_batch(ids, host_outs))))

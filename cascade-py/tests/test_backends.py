@@ -150,6 +150,9 @@ def test_cuda_arrays_are_refused_by_host_stores(store):
         store.put_batch(["0" * 32, "1" * 32], FakeCudaArray(128))
     with pytest.raises(cascade.UnsupportedError, match="GPU memory"):
         store.get_batch(["0" * 32], [FakeCudaArray(64)])
+    # Refused also for an absent block: the store has no GPU tier to read into.
+    with pytest.raises(cascade.UnsupportedError, match="GPU memory"):
+        store.get("0" * 32, FakeCudaArray(64))
 
 
 def test_cuda_array_interface_layout_checks(store):
