@@ -402,26 +402,40 @@ impl CascadeStore {
                     }
                     return Ok(Some(n));
                 }
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    // Moved between the lookup and the read: look again. If the index still
-                    // points here, the tier lost it (e.g. dropped as corrupt at open).
-                    if self.index.get(&id) == Some(at) {
-                        let _guard = self.stripe(&id);
-                        self.forget(id, at);
+                Err(e) => {
+                    if !self.after_failed_read(id, at, e)? {
                         break;
                     }
                 }
-                Err(e) if e.kind() == ErrorKind::Corrupt => {
-                    let _guard = self.stripe(&id);
-                    self.forget(id, at);
-                    bump(&self.tier_counters[at.tier].corrupt, 1);
-                    return Err(e);
-                }
-                Err(e) => return Err(e),
             }
         }
         bump(&self.counters.misses, 1);
         Ok(None)
+    }
+
+    /// What a tier read of `id` at `at` that failed with `error` means for the caller:
+    /// `Ok(true)` look again (the block moved between the lookup and the read);
+    /// `Ok(false)` the block is gone (the index still pointed at a tier that lost it, e.g.
+    /// dropped as corrupt at open), a miss; `Err` fail with the error, after dropping a
+    /// block whose bytes failed their checksum.
+    fn after_failed_read(&self, id: BlockId, at: Location, error: Error) -> Result<bool> {
+        match error.kind() {
+            ErrorKind::NotFound => {
+                if self.index.get(&id) != Some(at) {
+                    return Ok(true);
+                }
+                let _guard = self.stripe(&id);
+                self.forget(id, at);
+                Ok(false)
+            }
+            ErrorKind::Corrupt => {
+                let _guard = self.stripe(&id);
+                self.forget(id, at);
+                bump(&self.tier_counters[at.tier].corrupt, 1);
+                Err(error)
+            }
+            _ => Err(error),
+        }
     }
 
     /// Copies a block just read from a slower tier into the fastest tier that takes it.
@@ -606,20 +620,11 @@ impl CascadeStore {
                     self.touch(at.tier, &id);
                     return Ok(Some(n));
                 }
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    if self.index.get(&id) == Some(at) {
-                        let _guard = self.stripe(&id);
-                        self.forget(id, at);
+                Err(e) => {
+                    if !self.after_failed_read(id, at, e)? {
                         break;
                     }
                 }
-                Err(e) if e.kind() == ErrorKind::Corrupt => {
-                    let _guard = self.stripe(&id);
-                    self.forget(id, at);
-                    bump(&self.tier_counters[at.tier].corrupt, 1);
-                    return Err(e);
-                }
-                Err(e) => return Err(e),
             }
         }
         bump(&self.counters.misses, 1);
