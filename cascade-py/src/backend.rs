@@ -113,6 +113,55 @@ fn no_device_path() -> cascade::Error {
     )
 }
 
+/// Outputs of a batch read, checked to share no memory and split by where they live,
+/// each list with the positions of its items in the batch.
+pub struct SplitOutputs<'a> {
+    /// Positions of the host outputs.
+    pub host_at: Vec<usize>,
+    /// Host outputs with their ids.
+    pub host_items: Vec<(BlockId, &'a mut [u8])>,
+    /// Positions of the device outputs.
+    pub device_at: Vec<usize>,
+    /// Device outputs with their ids.
+    pub device_items: Vec<(BlockId, DeviceRange)>,
+}
+
+/// Checks that `parts` do not overlap and splits them into host and device outputs.
+pub fn split_outputs<'a>(
+    ids: &[BlockId],
+    parts: Vec<PartMut<'a>>,
+    what: &str,
+) -> PyResult<SplitOutputs<'a>> {
+    let mut spans: Vec<(usize, usize, usize)> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let (start, len) = p.span();
+            (start, len, i)
+        })
+        .collect();
+    check_disjoint(&mut spans, what)?;
+    let mut split = SplitOutputs {
+        host_at: Vec::new(),
+        host_items: Vec::new(),
+        device_at: Vec::new(),
+        device_items: Vec::new(),
+    };
+    for (i, (id, part)) in ids.iter().zip(parts).enumerate() {
+        match part {
+            PartMut::Host(bytes) => {
+                split.host_at.push(i);
+                split.host_items.push((*id, bytes));
+            }
+            PartMut::Device(range) => {
+                split.device_at.push(i);
+                split.device_items.push((*id, range));
+            }
+        }
+    }
+    Ok(split)
+}
+
 /// Fails when two outputs share bytes (they are written in parallel).
 pub fn check_disjoint(spans: &mut Vec<(usize, usize, usize)>, what: &str) -> PyResult<()> {
     spans.retain(|s| s.1 > 0);
@@ -259,30 +308,12 @@ impl PyBackend {
     ) -> PyResult<Vec<Option<usize>>> {
         let ids = ids::parse_all(block_ids, "block_ids")?;
         let mut batch = data::take_batch(outs, ids.len(), Access::Write, "outs")?;
-        let parts = batch.parts_mut();
-        let mut spans: Vec<(usize, usize, usize)> = parts
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let (start, len) = p.span();
-                (start, len, i)
-            })
-            .collect();
-        check_disjoint(&mut spans, "outs")?;
-        let (mut host_at, mut host_items, mut device_at, mut device_items) =
-            (vec![], vec![], vec![], vec![]);
-        for (i, (id, part)) in ids.iter().zip(parts).enumerate() {
-            match part {
-                PartMut::Host(bytes) => {
-                    host_at.push(i);
-                    host_items.push((*id, bytes));
-                }
-                PartMut::Device(range) => {
-                    device_at.push(i);
-                    device_items.push((*id, range));
-                }
-            }
-        }
+        let SplitOutputs {
+            host_at,
+            mut host_items,
+            device_at,
+            device_items,
+        } = split_outputs(&ids, batch.parts_mut(), "outs")?;
         let mut results: Vec<cascade::Result<usize>> = (0..ids.len()).map(|_| Ok(0)).collect();
         let tier = &self.tier;
         if !host_items.is_empty() {

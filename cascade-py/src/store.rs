@@ -7,11 +7,11 @@ use pyo3::types::PyType;
 
 use cascade::{BlockId, Cascade, CascadeConfig, CascadeStore, ErrorKind, PutOutcome};
 
-use crate::backend::check_disjoint;
+use crate::backend::{SplitOutputs, split_outputs};
 use crate::buffer::Access;
 use crate::config::PyConfig;
 use crate::convert::to_python;
-use crate::data::{self, Data, DeviceRange, Part, PartMut};
+use crate::data::{self, Data, DeviceRange, Part};
 use crate::errors::{IntoPy, kind_error, to_py, warn_tier_unavailable};
 use crate::ids;
 
@@ -359,30 +359,12 @@ impl PyStore {
     ) -> PyResult<Vec<Option<usize>>> {
         let ids = ids::parse_all(block_ids, "block_ids")?;
         let mut batch = data::take_batch(outs, ids.len(), Access::Write, "outs")?;
-        let parts = batch.parts_mut();
-        let mut spans: Vec<(usize, usize, usize)> = parts
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let (start, len) = p.span();
-                (start, len, i)
-            })
-            .collect();
-        check_disjoint(&mut spans, "outs")?;
-        let (mut host_at, mut host_items, mut device_at, mut device_items) =
-            (vec![], vec![], vec![], vec![]);
-        for (i, (id, part)) in ids.iter().zip(parts).enumerate() {
-            match part {
-                PartMut::Host(bytes) => {
-                    host_at.push(i);
-                    host_items.push((*id, bytes));
-                }
-                PartMut::Device(range) => {
-                    device_at.push(i);
-                    device_items.push((*id, range));
-                }
-            }
-        }
+        let SplitOutputs {
+            host_at,
+            mut host_items,
+            device_at,
+            device_items,
+        } = split_outputs(&ids, batch.parts_mut(), "outs")?;
         let store = self.store()?;
         let mut results: Vec<cascade::Result<Option<usize>>> =
             (0..ids.len()).map(|_| Ok(None)).collect();
