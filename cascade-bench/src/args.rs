@@ -125,6 +125,9 @@ impl TierChoice {
 pub enum Section {
     /// Write and read GB/s per tier with hardware efficiency.
     Tiers,
+    /// The file tier's write and cold read against one file per block and a raw
+    /// sequential read of one file, in the same rounds (needs the file tier in `--tier`).
+    File,
     /// Thread scaling 1, 2, 4, ... `--threads`.
     Scaling,
     /// Data beyond the shm capacity spilled to the file tier, read back cold.
@@ -145,6 +148,7 @@ impl Args {
         let mut sections = if self.section.is_empty() {
             vec![
                 Section::Tiers,
+                Section::File,
                 Section::Scaling,
                 Section::Overflow,
                 Section::Dedup,
@@ -263,6 +267,7 @@ mod tests {
         assert_eq!(args.tier, TierChoice::All);
         assert_eq!(args.total_bytes(), 10000 * 128 * 1024);
         assert!(!args.sections().contains(&Section::Peers));
+        assert!(args.sections().contains(&Section::File), "on by default");
     }
 
     #[test]
@@ -272,7 +277,7 @@ mod tests {
             "--tier",
             "shm",
             "--section",
-            "tiers,hash",
+            "hash,file,tiers",
             "--peers",
             "--size",
             "2MiB",
@@ -282,7 +287,7 @@ mod tests {
         assert_eq!(args.tier.kinds(), vec!["shm"]);
         assert_eq!(
             args.sections(),
-            vec![Section::Tiers, Section::Hash, Section::Peers]
+            vec![Section::Tiers, Section::File, Section::Hash, Section::Peers]
         );
         assert_eq!(args.block_size(), 2 << 20);
         assert_eq!(

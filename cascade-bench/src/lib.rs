@@ -8,6 +8,7 @@
 
 pub mod args;
 pub mod bench;
+pub mod cold_read;
 pub mod dataset;
 pub mod dedup;
 pub mod hashing;
@@ -61,6 +62,7 @@ pub fn run(args: Args, command: String, progress: Progress) -> Result<Report> {
             deployment: bench.deployment.source.clone(),
         },
         tiers: None,
+        file: None,
         scaling: None,
         overflow: None,
         dedup: None,
@@ -75,6 +77,7 @@ pub fn run(args: Args, command: String, progress: Progress) -> Result<Report> {
         let section_start = Instant::now();
         match section {
             Section::Tiers => report.tiers = Some(tiers::run(&bench, &mut ds, &kinds, threads)),
+            Section::File => report.file = Some(cold_read::run(&bench, &mut ds, &kinds)),
             Section::Scaling => report.scaling = Some(scaling::run(&bench, &mut ds)),
             Section::Overflow => report.overflow = Some(overflow::run(&mut bench, &mut ds)),
             Section::Dedup => report.dedup = Some(dedup::run(&bench, ds.block_size())),
@@ -83,7 +86,11 @@ pub fn run(args: Args, command: String, progress: Progress) -> Result<Report> {
             Section::Peers => {
                 let table = peers::run(&mut bench, &mut ds);
                 let rows = report.tiers.get_or_insert_with(Vec::new);
-                let figures = cascade_figures(&bench, &mut ds, rows, threads);
+                let mut figures = cascade_figures(&bench, &mut ds, rows, threads);
+                figures.file_same_round = report
+                    .file
+                    .as_ref()
+                    .and_then(cold_read::FileTable::same_round);
                 report.ratios = peers::ratios(figures.as_ref(), &table);
                 report.peers = Some(table);
             }
@@ -106,6 +113,7 @@ pub fn run(args: Args, command: String, progress: Progress) -> Result<Report> {
 struct Figures {
     host: Option<(String, f64, f64)>,
     file: Option<(f64, f64)>,
+    file_same_round: Option<peers::SameRound>,
 }
 
 impl Figures {
@@ -113,6 +121,7 @@ impl Figures {
         CascadeFigures {
             host: self.host.as_ref().map(|(k, w, r)| (k.as_str(), *w, *r)),
             file: self.file,
+            file_same_round: self.file_same_round,
         }
     }
 }
@@ -143,5 +152,6 @@ fn cascade_figures(
     Figures {
         host: medians(host_kind).map(|(w, r)| (host_kind.to_string(), w, r)),
         file: medians("file"),
+        file_same_round: None,
     }
 }

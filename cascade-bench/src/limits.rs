@@ -1,9 +1,11 @@
 //! Hardware limits measured in the same run, against which every tier's efficiency is
 //! computed: memcpy with the same threads (memory and shm tiers), sequential O_DIRECT
 //! write and read of one file of the same total size (file tier), and a pinned copy for
-//! the GPU where the GPU crate offers one.
+//! the GPU where the GPU crate offers one; and the buffered sequential read of one file
+//! that the file tier's cold read is judged against (see [`crate::cold_read`]).
 
 use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -16,6 +18,10 @@ use crate::dataset::Dataset;
 /// Bytes per O_DIRECT request of the file limit: large enough that the disk, not the
 /// system call rate, is what is measured.
 pub const DIRECT_CHUNK: usize = 4 << 20;
+
+/// Bytes per `write` and `read` of the buffered sequential file: what `dd bs=4M` uses,
+/// large enough that the kernel's readahead, not the call rate, sets the pace.
+pub const BUFFERED_CHUNK: usize = 4 << 20;
 
 /// How the file limit reached the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +82,45 @@ pub fn direct_file(
     ds.verify("O_DIRECT limit file")?;
     let _ = std::fs::remove_file(&path);
     Ok((write, read, mode))
+}
+
+/// Writes the data set's bytes to one new file in `dir` with `BUFFERED_CHUNK` writes on
+/// the calling thread and fsyncs it (the write time includes the fsync); drops its page
+/// cache; syncs every file system; then reads it start to end with `BUFFERED_CHUNK` reads
+/// on the calling thread, as `dd` or `cat` would, leaving readahead to the kernel.
+/// Returns (write time, cold read time).
+pub fn buffered_file(ds: &mut Dataset, dir: &Path) -> Result<(Duration, Duration)> {
+    let path = dir.join("sequential.bin");
+    let io_err = |what: &'static str| {
+        let path = path.display().to_string();
+        move |e: std::io::Error| Error::io(what, e).with_context("path", path)
+    };
+    let start = Instant::now();
+    let mut file = File::create(&path).map_err(io_err("cannot create the sequential file"))?;
+    ds.source()
+        .as_slice()
+        .chunks(BUFFERED_CHUNK)
+        .try_for_each(|chunk| file.write_all(chunk))
+        .map_err(io_err("write of the sequential file failed"))?;
+    file.sync_all()
+        .map_err(io_err("sync of the sequential file failed"))?;
+    let write = start.elapsed();
+    drop(file);
+    crate::setup::drop_file_cache(&path)?;
+    crate::setup::sync_everything();
+    ds.reset_read_back();
+    let (_, dst) = ds.buffers_mut();
+    let start = Instant::now();
+    let mut file = File::open(&path).map_err(io_err("cannot open the sequential file"))?;
+    dst.as_mut_slice()
+        .chunks_mut(BUFFERED_CHUNK)
+        .try_for_each(|chunk| file.read_exact(chunk))
+        .map_err(io_err("read of the sequential file failed"))?;
+    let read = start.elapsed();
+    drop(file);
+    ds.verify("sequential file")?;
+    let _ = std::fs::remove_file(&path);
+    Ok((write, read))
 }
 
 fn open_direct(path: &Path, create: bool) -> Result<(File, DirectMode)> {

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::cold_read::{Direction, FileTable, Layout};
 use crate::dedup::DedupTable;
 use crate::hashing::HashRow;
 use crate::latency::LatencyRow;
@@ -44,6 +45,9 @@ pub struct Report {
     /// Per-tier table.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tiers: Option<Vec<TierRow>>,
+    /// File tier cold read against its baselines, same rounds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileTable>,
     /// Thread scaling.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scaling: Option<ScalingTable>,
@@ -109,6 +113,9 @@ impl Report {
         );
         if let Some(rows) = &self.tiers {
             self.tiers_text(&mut t, rows);
+        }
+        if let Some(table) = &self.file {
+            file_text(&mut t, table);
         }
         if let Some(table) = &self.scaling {
             scaling_text(&mut t, table);
@@ -189,6 +196,70 @@ impl Report {
                 pct(row.read_efficiency)
             );
         }
+    }
+}
+
+fn file_text(t: &mut String, table: &FileTable) {
+    let _ = writeln!(
+        t,
+        "\n## File tier cold read ({} threads, all layouts in the same rounds)\n",
+        table.threads
+    );
+    let _ = writeln!(t, "{}\n", table.note);
+    if let Some(reason) = &table.skipped {
+        let _ = writeln!(t, "skipped: {reason}");
+        return;
+    }
+    let _ = writeln!(t, "| layout | write GB/s | cold read GB/s | how |");
+    let _ = writeln!(t, "|---|---|---|---|");
+    for r in &table.layouts {
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} |",
+            r.layout.name(),
+            gb(r.write_gbps.median),
+            gb(r.cold_read_gbps.median),
+            r.description
+        );
+    }
+    let _ = writeln!(
+        t,
+        "\n| comparison (median of per-round ratios) | ratio | per round | goal |"
+    );
+    let _ = writeln!(t, "|---|---|---|---|");
+    for r in &table.ratios {
+        // Against a raw read of one file the goal is a share of it; elsewhere a speedup.
+        let raw = matches!(r.baseline, Layout::RawBuffered | Layout::RawDirect)
+            && r.direction == Direction::ColdRead;
+        let show = |v: f64| {
+            if raw {
+                format!("{:.0}%", v * 100.0)
+            } else {
+                format!("{v:.2}x")
+            }
+        };
+        let goal = match (r.goal, r.met) {
+            (Some(g), met) => {
+                let verdict = if met == Some(true) { "met" } else { "NOT met" };
+                let ceiling = if raw { " (the faster raw read)" } else { "" };
+                let g = if raw {
+                    format!("{:.0}%", g * 100.0)
+                } else {
+                    format!("{g}x")
+                };
+                format!(">= {g}: {verdict}{ceiling}")
+            }
+            (None, _) if raw => "shown, not judged (the slower raw read)".into(),
+            (None, _) => String::new(),
+        };
+        let rounds: Vec<String> = r.ratio.values.iter().map(|v| show(*v)).collect();
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {goal} |",
+            r.what,
+            show(r.ratio.median),
+            rounds.join(", ")
+        );
     }
 }
 

@@ -110,6 +110,14 @@ fn memory_tier_run_writes_every_table() {
         .collect();
     assert_eq!(hashes, vec!["SHA-256", "BLAKE3", "xxh3-64"]);
     assert!(report.get("peers").is_none(), "peers only with --peers");
+    assert!(
+        report["file"]["skipped"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--tier"),
+        "the file section needs the file tier: {}",
+        report["file"]
+    );
 
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .expect("list")
@@ -204,4 +212,69 @@ fn config_file_is_the_deployment_under_test() {
         .expect("run cascade-bench");
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("config"));
+}
+
+#[test]
+fn file_section_measures_every_layout_in_the_same_rounds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = run_bench(dir.path(), &["--tier", "file", "--section", "file"]);
+    let table = &report["file"];
+    assert!(
+        report.get("tiers").is_none(),
+        "only the file section ran: {report}"
+    );
+    if table["skipped"].is_string() {
+        // A build without the file tier says why instead.
+        assert!(
+            table["skipped"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("not in this build"),
+            "{table}"
+        );
+        return;
+    }
+    let layouts: Vec<&str> = table["layouts"]
+        .as_array()
+        .expect("layout rows")
+        .iter()
+        .filter_map(|r| r["layout"].as_str())
+        .collect();
+    assert_eq!(
+        layouts,
+        vec![
+            "file_tier",
+            "one_file_per_block",
+            "raw_buffered",
+            "raw_direct"
+        ]
+    );
+    for row in table["layouts"].as_array().expect("layout rows") {
+        assert!(median(&row["write_gbps"]) > 0.0, "{row}");
+        assert!(median(&row["cold_read_gbps"]) > 0.0, "{row}");
+        assert_eq!(
+            row["cold_read_gbps"]["values"].as_array().map(Vec::len),
+            Some(1)
+        );
+    }
+    let ratios = table["ratios"].as_array().expect("ratios");
+    let files = ratios
+        .iter()
+        .find(|r| r["baseline"] == "one_file_per_block" && r["direction"] == "cold_read")
+        .expect("ratio against one file per block");
+    assert!(median(&files["ratio"]) > 0.0);
+    assert_eq!(files["goal"], 1.5);
+    assert!(files["met"].is_boolean());
+    let ceiling = table["raw_ceiling"].as_str().expect("raw ceiling named");
+    let judged: Vec<&Value> = ratios.iter().filter(|r| r["goal"] == 0.8).collect();
+    assert_eq!(judged.len(), 1, "{ratios:?}");
+    assert_eq!(judged[0]["baseline"], ceiling);
+    assert_eq!(table["round_orders"].as_array().map(Vec::len), Some(1));
+
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("list")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name() != "report.json")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }

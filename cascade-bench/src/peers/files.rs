@@ -55,8 +55,9 @@ fn measure(bench: &Bench, ds: &mut Dataset) -> Result<RwFigures> {
 }
 
 /// Creates one file per block and writes it, then makes them durable with one `syncfs`
-/// (the file tier's figure includes its flush too).
-fn write_files(ds: &Dataset, dir: &Path) -> Result<Duration> {
+/// (the file tier's figure includes its flush too). Runs on the current rayon pool
+/// (call it inside `pool.install`).
+pub fn write_files(ds: &Dataset, dir: &Path) -> Result<Duration> {
     let start = Instant::now();
     ds.ids().par_iter().enumerate().try_for_each(|(i, id)| {
         let path = dir.join(id.to_hex());
@@ -74,8 +75,9 @@ fn write_files(ds: &Dataset, dir: &Path) -> Result<Duration> {
     Ok(start.elapsed())
 }
 
-/// Opens and reads every block's file into its place in the read-back buffer.
-fn read_files(ds: &mut Dataset, dir: &Path) -> Result<Duration> {
+/// Opens and reads every block's file into its place in the read-back buffer, on the
+/// current rayon pool.
+pub fn read_files(ds: &mut Dataset, dir: &Path) -> Result<Duration> {
     let targets = ds.targets();
     let start = Instant::now();
     targets.into_par_iter().try_for_each(|(id, out)| {
