@@ -8,8 +8,10 @@ use cascade::ByteSize;
 use clap::{Parser, ValueEnum};
 
 /// Measures a Cascade deployment: per-tier bandwidth against hardware limits measured in
-/// the same run, thread scaling, tiered overflow with cold reads, dedup, latency, hashing,
-/// and (with `--peers`) Redis, one-file-per-block and HDF5 on the same machine.
+/// the same run, the file tier's cold read against one file per block and a raw
+/// sequential read in the same rounds, thread scaling, tiered overflow with cold reads,
+/// dedup, latency, hashing, and (with `--peers`) Redis, one-file-per-block and HDF5 on
+/// the same machine.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "cascade-bench", version, about, long_about = None)]
 pub struct Args {
