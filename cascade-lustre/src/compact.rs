@@ -1,6 +1,6 @@
 //! Compaction: rewriting sealed segments that are mostly dead.
 //!
-//! The live records of a candidate are copied to the active segment with their original
+//! The live records of a candidate are copied to a segment being appended to, with their original
 //! sequence numbers, the index is pointed at the copies, the copies are fsynced, and only
 //! then is the old file deleted. A crash at any point leaves either the old record, the
 //! copy, or both (identical, same sequence) on disk, so nothing is lost and nothing
@@ -194,7 +194,8 @@ fn compact_segment(inner: &Inner, segment: &Arc<Segment>) -> Result<(u64, u64)> 
                 checksum: r.checksum,
             })
             .collect();
-        let placed = inner.append(&mut w, &items);
+        let lane = w.lane_of.of_caller();
+        let placed = inner.append(&mut w, lane, &items);
         for ((old, _), outcome) in still.iter().zip(placed) {
             let (target, record) = outcome?;
             let span = record_span(record.len);
@@ -209,10 +210,6 @@ fn compact_segment(inner: &Inner, segment: &Arc<Segment>) -> Result<(u64, u64)> 
             } else {
                 target.live.fetch_sub(span, Ordering::AcqRel);
             }
-        }
-        let active = Arc::clone(&w.active);
-        if !w.unsynced.iter().any(|s| Arc::ptr_eq(s, &active)) {
-            w.unsynced.push(active);
         }
     }
     if segment.live.load(Ordering::Acquire) != 0 {

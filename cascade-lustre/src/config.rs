@@ -60,6 +60,11 @@ pub struct FileTierConfig {
     /// (Lustre serves many concurrent RPCs per client). Default: 8.
     #[serde(default = "default_io_threads")]
     pub io_threads: usize,
+    /// Segments appended to at once. Each writing thread appends to the segment of its
+    /// own lane, so the blocks one thread writes stay contiguous on disk and read back
+    /// as one sequential stream (threads beyond this number share lanes). Default: 8.
+    #[serde(default = "default_write_lanes")]
+    pub write_lanes: usize,
     /// Run compaction on a background thread as segments cross the threshold. When
     /// false, only [`crate::FileTier::compact`] compacts. Default: true.
     #[serde(default = "default_true")]
@@ -90,6 +95,10 @@ fn default_io_threads() -> usize {
     8
 }
 
+fn default_write_lanes() -> usize {
+    8
+}
+
 fn default_true() -> bool {
     true
 }
@@ -107,6 +116,7 @@ impl FileTierConfig {
             writer_id: None,
             compaction_threshold: default_compaction_threshold(),
             io_threads: default_io_threads(),
+            write_lanes: default_write_lanes(),
             background_compaction: true,
         }
     }
@@ -143,6 +153,10 @@ impl FileTierConfig {
         if self.io_threads == 0 || self.io_threads > 256 {
             return Err(Error::config("io_threads: must be 1 to 256")
                 .with_context("io_threads", self.io_threads));
+        }
+        if self.write_lanes == 0 || self.write_lanes > 64 {
+            return Err(Error::config("write_lanes: must be 1 to 64")
+                .with_context("write_lanes", self.write_lanes));
         }
         if let Some(writer) = &self.writer_id {
             if writer.is_empty() || writer.len() > MAX_WRITER_LEN / 2 {

@@ -214,14 +214,6 @@ pub fn read_vectored_at(file: &File, bufs: &mut [&mut [u8]], offset: u64) -> io:
     Ok(total)
 }
 
-/// Tells the kernel the file will be read sequentially (larger readahead).
-pub fn advise_sequential(file: &File) {
-    // SAFETY: plain syscall on a valid descriptor; failure only loses a hint.
-    unsafe {
-        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
-    }
-}
-
 /// Writes back the file's dirty pages and drops all its pages from the page cache, so
 /// the next read comes from the device (for cold-read measurements).
 pub fn drop_file_cache(file: &File) -> io::Result<()> {

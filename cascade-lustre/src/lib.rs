@@ -10,7 +10,10 @@
 //! A directory holds a format marker (`CASCADE-FILE-TIER`), and per writer: segment files
 //! `<writer>.<number>.seg`, a delete log `<writer>.del` and a lock file `<writer>.lock`.
 //! The writer id defaults to `<host>-<pid>`, so processes on many nodes can share one
-//! directory; each appends only to its own segments and reads everyone's. A segment is a
+//! directory; each appends only to its own segments and reads everyone's. Within a writer,
+//! each writing thread appends to the segment of its own write lane (`write_lanes`), so
+//! the blocks one thread writes stay contiguous and read back as one sequential stream;
+//! `get_batch` reads each run of adjacent records with one call. A segment is a
 //! header page, then records (a 64-byte header with magic, version, id, sequence, length
 //! and xxh3-64 checksum, then the payload, padded to 4 KiB so every direct I/O is
 //! aligned), and once sealed a footer listing its records, so that opening a directory
@@ -23,7 +26,7 @@
 //!   process** without any flush: the kernel writes the page cache back on its own.
 //!   A call still running when the process dies may be lost; it is then as if it never
 //!   started (a torn record is cut off at the next open, with a warning in the log).
-//! - [`cascade_core::Tier::flush`] fsyncs the active segment, every segment sealed or
+//! - [`cascade_core::Tier::flush`] fsyncs the segments being appended to, every segment sealed or
 //!   written by compaction since the last flush, the delete log and the directory:
 //!   after it returns, everything written so far also **survives a power loss or a
 //!   kernel crash**. Without it, a power loss may lose recent writes and removals (a
@@ -54,6 +57,7 @@ mod config;
 mod deletes;
 pub mod format;
 mod io;
+mod lane;
 mod lustre;
 mod segment;
 mod store;

@@ -24,10 +24,14 @@ use crate::segment::Segment;
 
 /// Longest run of records written with one vectored call (and staged, under O_DIRECT).
 const RUN_LIMIT: u64 = 32 << 20;
-/// Bounds of the run length of adjacent records read with one call: a batch is cut into
-/// about as many runs as there are I/O threads, each at least this small ...
-const MIN_READ_RUN: u64 = 256 << 10;
-/// ... and at most this large.
+/// Shortest run of adjacent records read with one O_DIRECT call: a batch is cut into
+/// about as many runs as there are I/O threads, but none shorter than this, as devices
+/// serve a few large requests faster than many small ones.
+const MIN_DIRECT_READ_RUN: u64 = 4 << 20;
+/// Longest run read with one call. Buffered runs are never cut shorter: one `preadv`
+/// that continues where the previous read of the file ended is what the kernel's
+/// readahead recognises as a stream (large requests, the next window read while the
+/// caller verifies this one); parts of one run read in parallel look random to it.
 const MAX_READ_RUN: u64 = 16 << 20;
 /// Zeros for record padding.
 static ZEROS: [u8; PAGE as usize] = [0u8; PAGE as usize];
@@ -43,8 +47,11 @@ pub struct Entry {
 
 /// State only mutations touch.
 pub struct Writer {
-    /// The segment appends go to.
-    pub active: Arc<Segment>,
+    /// The segment each write lane appends to; a lane gets its first segment when a
+    /// thread of that lane first writes (lane 0 has one from the start).
+    pub lanes: Vec<Option<Arc<Segment>>>,
+    /// The lane of each writing thread.
+    pub lane_of: crate::lane::Lanes,
     /// Number of the next segment this writer creates.
     pub next_number: u64,
     /// Last sequence handed out.
@@ -139,20 +146,39 @@ impl Inner {
         w.last_seq
     }
 
-    /// Seals the active segment and starts a new one.
-    pub fn roll(&self, w: &mut Writer) -> Result<()> {
-        let number = w.next_number;
+    /// A new segment of this writer, known to readers from now on.
+    pub fn new_segment(&self, w: &mut Writer) -> Result<Arc<Segment>> {
         let fresh = Arc::new(Segment::create(
             &self.dir,
             &self.writer_id,
-            number,
+            w.next_number,
             self.direct,
             self.striping,
         )?);
         w.next_number += 1;
         w.dir_dirty = true;
-        let old = std::mem::replace(&mut w.active, Arc::clone(&fresh));
-        self.segments.write().insert(fresh.name.clone(), fresh);
+        self.segments
+            .write()
+            .insert(fresh.name.clone(), Arc::clone(&fresh));
+        Ok(fresh)
+    }
+
+    /// The segment `lane` appends to, started when the lane has none yet.
+    pub fn lane_segment(&self, w: &mut Writer, lane: usize) -> Result<Arc<Segment>> {
+        if let Some(segment) = &w.lanes[lane] {
+            return Ok(Arc::clone(segment));
+        }
+        let fresh = self.new_segment(w)?;
+        w.lanes[lane] = Some(Arc::clone(&fresh));
+        Ok(fresh)
+    }
+
+    /// Seals the segment of `lane` and starts a new one.
+    pub fn roll(&self, w: &mut Writer, lane: usize) -> Result<()> {
+        let fresh = self.new_segment(w)?;
+        let Some(old) = w.lanes[lane].replace(fresh) else {
+            return Ok(());
+        };
         if let Err(e) = old.seal() {
             // Still readable: the next open scans it instead of reading a footer.
             tracing::warn!(segment = %old.path.display(), error = %e, "sealing a full segment failed");
@@ -162,17 +188,26 @@ impl Inner {
         Ok(())
     }
 
-    /// Appends `items` in order, rolling segments as they fill; one result per item:
-    /// the segment and record written. Live-byte counts are the caller's business.
+    /// Appends `items` in order to the segment of `lane`, rolling segments as they fill;
+    /// one result per item: the segment and record written. Live-byte counts are the
+    /// caller's business.
     pub fn append(
         &self,
         w: &mut Writer,
+        lane: usize,
         items: &[Item<'_>],
     ) -> Vec<Result<(Arc<Segment>, RecordMeta)>> {
         let mut results = Vec::with_capacity(items.len());
         let mut start = 0;
         while start < items.len() {
-            let seg_end = w.active.end.load(Ordering::Acquire);
+            let active = match self.lane_segment(w, lane) {
+                Ok(segment) => segment,
+                Err(e) => {
+                    results.extend(items[start..].iter().map(|_| Err(copy_error(&e))));
+                    break;
+                }
+            };
+            let seg_end = active.end.load(Ordering::Acquire);
             let mut end = start;
             let mut bytes = 0u64;
             while end < items.len() {
@@ -187,24 +222,23 @@ impl Inner {
                 end += 1;
             }
             if end == start {
-                if let Err(e) = self.roll(w) {
+                if let Err(e) = self.roll(w, lane) {
                     results.extend(items[start..].iter().map(|_| Err(copy_error(&e))));
                     break;
                 }
                 continue;
             }
             let run = &items[start..end];
-            match self.write_run(w, run, seg_end) {
+            match self.write_run(w, &active, run, seg_end) {
                 Ok(metas) => {
-                    let segment = Arc::clone(&w.active);
-                    segment.records.lock().extend_from_slice(&metas);
-                    segment.end.store(seg_end + bytes, Ordering::Release);
-                    results.extend(metas.into_iter().map(|m| Ok((Arc::clone(&segment), m))));
+                    active.records.lock().extend_from_slice(&metas);
+                    active.end.store(seg_end + bytes, Ordering::Release);
+                    results.extend(metas.into_iter().map(|m| Ok((Arc::clone(&active), m))));
                 }
                 Err(e) => {
                     // Cut what a failed write may have left, so the next append (and a
                     // later footer) start right after the last good record.
-                    let _ = w.active.file.set_len(seg_end);
+                    let _ = active.file.set_len(seg_end);
                     results.extend(run.iter().map(|_| Err(copy_error(&e))));
                 }
             }
@@ -213,9 +247,15 @@ impl Inner {
         results
     }
 
-    /// One vectored write of `run` at `at` in the active segment.
-    fn write_run(&self, w: &mut Writer, run: &[Item<'_>], at: u64) -> Result<Vec<RecordMeta>> {
-        let nonce = w.active.nonce;
+    /// One vectored write of `run` at `at` in `segment`.
+    fn write_run(
+        &self,
+        w: &mut Writer,
+        segment: &Segment,
+        run: &[Item<'_>],
+        at: u64,
+    ) -> Result<Vec<RecordMeta>> {
+        let nonce = segment.nonce;
         let mut metas = Vec::with_capacity(run.len());
         let mut headers = Vec::with_capacity(run.len());
         let mut offset = at;
@@ -249,7 +289,7 @@ impl Inner {
                 staging[body + item.data.len()..cursor + span].fill(0);
                 cursor += span;
             }
-            io::write_all_vectored_at(&w.active.file, &[w.staging.as_slice()], at)
+            io::write_all_vectored_at(&segment.file, &[w.staging.as_slice()], at)
         } else {
             let mut bufs: Vec<&[u8]> = Vec::with_capacity(run.len() * 3);
             for (item, header) in run.iter().zip(&headers) {
@@ -259,7 +299,7 @@ impl Inner {
                 bufs.push(item.data);
                 bufs.push(&ZEROS[..pad]);
             }
-            io::write_all_vectored_at(&w.active.file, &bufs, at)
+            io::write_all_vectored_at(&segment.file, &bufs, at)
         };
         result.map_err(|e| {
             let full = matches!(
@@ -273,7 +313,7 @@ impl Inner {
             };
             Error::io(message, e)
                 .with_context("tier", &self.name)
-                .with_context("path", w.active.path.display())
+                .with_context("path", segment.path.display())
         })?;
         Ok(metas)
     }
@@ -282,6 +322,7 @@ impl Inner {
     pub fn put_many(&self, items: &[(BlockId, &[u8])], checksums: &[u64]) -> Vec<Result<()>> {
         let mut results: Vec<Option<Result<()>>> = (0..items.len()).map(|_| None).collect();
         let mut w = self.writer.lock();
+        let lane = w.lane_of.of_caller();
         let mut accepted = Vec::with_capacity(items.len());
         let mut positions = Vec::with_capacity(items.len());
         for (position, ((id, data), sum)) in items.iter().zip(checksums).enumerate() {
@@ -301,7 +342,7 @@ impl Inner {
             });
             positions.push(position);
         }
-        let placed = self.append(&mut w, &accepted);
+        let placed = self.append(&mut w, lane, &accepted);
         for ((position, item), outcome) in positions.into_iter().zip(&accepted).zip(placed) {
             let span = record_span(item.data.len() as u64);
             results[position] = Some(match outcome {
@@ -592,17 +633,19 @@ impl Inner {
             .collect()
     }
 
-    /// Groups found entries into runs of adjacent records of one segment.
+    /// Groups found entries into runs of adjacent records of one segment, each read
+    /// with one call (runs go to the I/O threads in parallel).
     pub fn plan_runs<'a>(
         mut found: Vec<(usize, Entry, &'a mut [u8])>,
         threads: usize,
+        direct: bool,
     ) -> Vec<Vec<(usize, Entry, &'a mut [u8])>> {
         found.sort_by_key(|(_, e, _)| (Arc::as_ptr(&e.segment) as usize, e.record.offset));
-        let total: u64 = found
-            .iter()
-            .map(|(_, e, _)| record_span(e.record.len))
-            .sum();
-        let limit = (total / threads.max(1) as u64).clamp(MIN_READ_RUN, MAX_READ_RUN);
+        let limit = if direct {
+            Self::direct_run_limit(&found, threads)
+        } else {
+            MAX_READ_RUN
+        };
         let mut runs: Vec<Vec<(usize, Entry, &'a mut [u8])>> = Vec::new();
         let mut run_bytes = 0u64;
         for item in found {
@@ -629,8 +672,22 @@ impl Inner {
         runs
     }
 
-    /// fsync of everything written so far: the active segment, segments sealed since the
-    /// last flush, the delete log, and the directory when files were created or deleted.
+    /// Run length under O_DIRECT, where nothing reads ahead: long enough for large
+    /// requests, short enough to keep the I/O threads busy. A batch is cut into `parts`
+    /// runs of about equal length (a short tail run would cost a whole request); the
+    /// slack of almost one record keeps the greedy grouping at `parts` runs when records
+    /// differ in length, without letting equal records spill from one part into the next.
+    fn direct_run_limit(found: &[(usize, Entry, &mut [u8])], threads: usize) -> u64 {
+        let spans = found.iter().map(|(_, e, _)| record_span(e.record.len));
+        let total: u64 = spans.clone().sum();
+        let largest = spans.max().unwrap_or(0);
+        let parts = (total / MIN_DIRECT_READ_RUN).clamp(1, threads.max(1) as u64);
+        (total.div_ceil(parts) + largest.saturating_sub(1)).min(MAX_READ_RUN)
+    }
+
+    /// fsync of everything written so far: the segments the lanes append to, segments
+    /// sealed since the last flush, the delete log, and the directory when files were
+    /// created or deleted.
     pub fn flush(&self) -> Result<()> {
         let mut w = self.writer.lock();
         let sync_error = |segment: &Segment, e: std::io::Error| {
@@ -638,10 +695,9 @@ impl Inner {
                 .with_context("tier", &self.name)
                 .with_context("path", segment.path.display())
         };
-        w.active
-            .file
-            .sync_data()
-            .map_err(|e| sync_error(&w.active, e))?;
+        for active in w.lanes.iter().flatten() {
+            active.file.sync_data().map_err(|e| sync_error(active, e))?;
+        }
         while let Some(segment) = w.unsynced.last() {
             if !segment.retired.load(Ordering::Acquire) {
                 segment

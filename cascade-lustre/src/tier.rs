@@ -351,11 +351,6 @@ impl FileTier {
             map.insert(segment.name.clone(), Arc::clone(segment));
         }
         map.insert(active.name.clone(), Arc::clone(&active));
-        for segment in &segments {
-            if !direct {
-                io::advise_sequential(&segment.file);
-            }
-        }
         let io_pool = rayon::ThreadPoolBuilder::new()
             .num_threads(config.io_threads)
             .thread_name(|i| format!("cascade-file-io-{i}"))
@@ -375,7 +370,13 @@ impl FileTier {
             index,
             segments: RwLock::new(map),
             writer: Mutex::new(Writer {
-                active,
+                lanes: std::iter::once(Some(active))
+                    .chain(std::iter::repeat_n(
+                        None,
+                        config.write_lanes.saturating_sub(1),
+                    ))
+                    .collect(),
+                lane_of: crate::lane::Lanes::new(config.write_lanes),
                 next_number: next_number + 1,
                 last_seq,
                 deletes,
@@ -426,6 +427,14 @@ impl FileTier {
         self.inner.direct
     }
 
+    /// Where a block lives: its segment file and the byte offset of its record there
+    /// (for tools and tests; `None` when the tier does not hold it).
+    pub fn location(&self, id: BlockId) -> Option<(PathBuf, u64)> {
+        self.inner
+            .index
+            .with(&id, |e| (e.segment.path.clone(), e.record.offset))
+    }
+
     /// The segment files this tier knows, sorted by name.
     pub fn segment_paths(&self) -> Vec<PathBuf> {
         self.inner
@@ -442,14 +451,20 @@ impl FileTier {
         compact::compact(&self.inner)
     }
 
-    /// Seals the active segment now and starts a new one, so that its dead space can be
-    /// compacted (tests and tools; normally segments seal when full).
+    /// Seals every segment being appended to that holds records, and starts new ones,
+    /// so that their dead space can be compacted (tests and tools; normally segments
+    /// seal when full).
     pub fn seal_active(&self) -> Result<()> {
         let mut w = self.inner.writer.lock();
-        if w.active.records.lock().is_empty() {
-            return Ok(());
+        for lane in 0..w.lanes.len() {
+            let holds_records = w.lanes[lane]
+                .as_ref()
+                .is_some_and(|s| !s.records.lock().is_empty());
+            if holds_records {
+                self.inner.roll(&mut w, lane)?;
+            }
         }
-        self.inner.roll(&mut w)
+        Ok(())
     }
 
     /// Flushes, then drops every segment file's pages from the page cache
@@ -472,10 +487,12 @@ impl Drop for FileTier {
         self.compactor = None;
         let inner = &self.inner;
         let w = inner.writer.lock();
-        if w.active.records.lock().is_empty() {
-            let _ = std::fs::remove_file(&w.active.path);
-        } else if let Err(e) = w.active.seal() {
-            tracing::warn!(tier = %inner.name, error = %e, "sealing the active segment at close failed; the next open scans it");
+        for active in w.lanes.iter().flatten() {
+            if active.records.lock().is_empty() {
+                let _ = std::fs::remove_file(&active.path);
+            } else if let Err(e) = active.seal() {
+                tracing::warn!(tier = %inner.name, segment = %active.path.display(), error = %e, "sealing a segment at close failed; the next open scans it");
+            }
         }
     }
 }
@@ -574,7 +591,11 @@ impl Tier for FileTier {
                 }
             }
         }
-        let runs = Inner::plan_runs(found, self.inner.io_pool.current_num_threads());
+        let runs = Inner::plan_runs(
+            found,
+            self.inner.io_pool.current_num_threads(),
+            self.inner.direct,
+        );
         let outcomes: Vec<(usize, Result<usize>)> = if runs.len() == 1 {
             runs.into_iter()
                 .flat_map(|run| self.inner.read_run(run))
@@ -625,21 +646,9 @@ impl Tier for FileTier {
             }
         }
         w.unsynced.clear();
+        // Lanes start their next segment when they next write.
+        w.lanes.iter_mut().for_each(|lane| *lane = None);
         w.deletes.reset()?;
-        let number = w.next_number;
-        let fresh = Arc::new(Segment::create(
-            &inner.dir,
-            &inner.writer_id,
-            number,
-            inner.direct,
-            inner.striping,
-        )?);
-        w.next_number += 1;
-        inner
-            .segments
-            .write()
-            .insert(fresh.name.clone(), Arc::clone(&fresh));
-        w.active = fresh;
         io::sync_dir(&inner.dir)
             .map_err(|e| io_error("fsync of the tier directory failed", &inner.dir, e))?;
         w.dir_dirty = false;
@@ -680,5 +689,62 @@ impl FileTier {
     /// Largest payload: the capacity less one record header, on whole pages.
     fn max_block_size(&self) -> u64 {
         (self.inner.capacity - self.inner.capacity % PAGE).saturating_sub(HEADER_LEN as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cascade_core::config::ByteSize;
+
+    /// The entries of `count` blocks of `len` bytes put in one batch, with their buffers.
+    fn planned(direct: bool, count: usize, len: usize, threads: usize) -> Vec<usize> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = FileTierConfig::new(dir.path());
+        config.direct_io = direct;
+        config.capacity = ByteSize::mib(256);
+        let tier = FileTier::open("file0", &config).unwrap();
+        let block = vec![3u8; len];
+        let ids: Vec<BlockId> = (0..count as u128)
+            .map(|n| BlockId::from_u128(n + 1))
+            .collect();
+        let items: Vec<(BlockId, &[u8])> = ids.iter().map(|id| (*id, block.as_slice())).collect();
+        for result in tier.put_batch(&items) {
+            result.unwrap();
+        }
+        let mut outs = vec![vec![0u8; len]; count];
+        let found: Vec<(usize, Entry, &mut [u8])> = ids
+            .iter()
+            .zip(outs.iter_mut())
+            .enumerate()
+            .map(|(i, (id, out))| {
+                let entry = tier.inner.index.with(id, Entry::clone).unwrap();
+                (i, entry, out.as_mut_slice())
+            })
+            .collect();
+        Inner::plan_runs(found, threads, direct)
+            .iter()
+            .map(|run| run.len())
+            .collect()
+    }
+
+    #[test]
+    fn buffered_reads_keep_a_contiguous_batch_in_one_run_up_to_the_limit() {
+        // 64 records of 128 KiB: about 8.3 MiB, one call however many I/O threads.
+        assert_eq!(planned(false, 64, 128 << 10, 8), [64]);
+        // 160 records: about 20.6 MiB, cut at 16 MiB.
+        let span = record_span(128 << 10) as usize;
+        let first = (16 << 20) / span;
+        assert_eq!(planned(false, 160, 128 << 10, 8), [first, 160 - first]);
+    }
+
+    #[test]
+    fn direct_reads_cut_a_batch_into_equal_parts_of_at_least_4_mib() {
+        // About 8.3 MiB: two parts of 32 records, not one of 4 MiB and a short tail.
+        assert_eq!(planned(true, 64, 128 << 10, 8), [32, 32]);
+        // Below 4 MiB: one run.
+        assert_eq!(planned(true, 16, 128 << 10, 8), [16]);
+        // One thread: one run (up to the 16 MiB limit).
+        assert_eq!(planned(true, 64, 128 << 10, 1), [64]);
     }
 }
