@@ -221,6 +221,7 @@ fn compact_segment(inner: &Inner, segment: &Arc<Segment>) -> Result<(u64, u64)> 
     let size = segment.file.metadata().map(|m| m.len()).unwrap_or(0);
     inner.segments.write().remove(&segment.name);
     segment.retired.store(true, Ordering::Release);
+    inner.read_handles.forget(segment.serial);
     match std::fs::remove_file(&segment.path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -59,6 +59,7 @@ pub mod format;
 mod io;
 mod lane;
 mod lustre;
+mod readers;
 mod segment;
 mod store;
 mod tier;

@@ -41,6 +41,9 @@ pub struct Segment {
     pub path: PathBuf,
     /// Open for reading (and writing while active or being sealed).
     pub file: File,
+    /// Unique among the segments of this process (the key of per-thread read handles;
+    /// names can repeat across directories, addresses after a segment is dropped).
+    pub serial: u64,
     /// Random per segment, repeated in every record header.
     pub nonce: u64,
     /// This tier may seal, compact and delete it (its writer, or a writer found dead).
@@ -66,6 +69,13 @@ pub struct LoadReport {
     pub torn_bytes: u64,
     /// Damaged pages skipped between records.
     pub damaged_pages: u64,
+}
+
+/// Serials handed out so far.
+static SERIALS: AtomicU64 = AtomicU64::new(0);
+
+fn next_serial() -> u64 {
+    SERIALS.fetch_add(1, Ordering::Relaxed)
 }
 
 fn incompatible(path: &Path, version: u32) -> Error {
@@ -118,6 +128,7 @@ impl Segment {
             writer: writer.to_string(),
             path,
             file,
+            serial: next_serial(),
             nonce,
             owned: true,
             live: AtomicU64::new(0),
@@ -211,6 +222,7 @@ impl Segment {
             writer: writer.to_string(),
             path: path.to_path_buf(),
             file,
+            serial: next_serial(),
             nonce,
             owned,
             live: AtomicU64::new(0),

@@ -20,6 +20,7 @@ use crate::deletes::{DeleteLog, Kill};
 use crate::format::{HEADER_LEN, PAGE, RecordHeader, RecordMeta, record_span};
 use crate::io::{self, AlignedBuf, with_scratch};
 use crate::lustre::Striping;
+use crate::readers::{ReadFile, ReadHandles};
 use crate::segment::Segment;
 
 /// Longest run of records written with one vectored call (and staged, under O_DIRECT).
@@ -105,6 +106,8 @@ pub struct Inner {
     pub signal: Arc<Signal>,
     /// Threads reading the runs of a batch.
     pub io_pool: rayon::ThreadPool,
+    /// Each reading thread's own handles on the segments it reads (buffered I/O).
+    pub read_handles: ReadHandles,
     /// Counters.
     pub counters: Counters,
     /// Held for the tier's life: the flock that says this writer id is in use.
@@ -462,11 +465,11 @@ impl Inner {
             ));
         }
         let out = &mut out[..len];
-        let file = &entry.segment.file;
+        let file = self.read_file(&entry.segment);
         let offset = entry.record.offset;
         let verdict: Result<Option<&str>> = if self.direct {
             with_scratch(|buf| {
-                let bytes = io::read_aligned(file, buf, offset, HEADER_LEN + len)
+                let bytes = io::read_aligned(&file, buf, offset, HEADER_LEN + len)
                     .map_err(|e| self.read_error(entry, e))?;
                 if bytes.len() < HEADER_LEN + len {
                     return Ok(Some("segment file truncated"));
@@ -479,7 +482,7 @@ impl Inner {
             })
         } else {
             let mut header = [0u8; HEADER_LEN];
-            let got = io::read_vectored_at(file, &mut [&mut header, out], offset)
+            let got = io::read_vectored_at(&file, &mut [&mut header, out], offset)
                 .map_err(|e| self.read_error(entry, e))?;
             if got < HEADER_LEN + len {
                 Ok(Some("segment file truncated"))
@@ -500,6 +503,16 @@ impl Inner {
                 out.fill(0);
                 Err(self.corrupt(entry, why))
             }
+        }
+    }
+
+    /// The file a read of `segment` by the calling thread goes through: its own handle
+    /// for buffered reads (its own readahead), the shared one under O_DIRECT.
+    fn read_file<'a>(&self, segment: &'a Segment) -> ReadFile<'a> {
+        if self.direct {
+            ReadFile::Shared(&segment.file)
+        } else {
+            self.read_handles.for_caller(segment)
         }
     }
 
@@ -546,7 +559,7 @@ impl Inner {
                 bufs.push(out);
                 bufs.push(mine);
             }
-            io::read_vectored_at(&segment.file, &mut bufs, start).ok()
+            io::read_vectored_at(&self.read_file(&segment), &mut bufs, start).ok()
         };
         if got != Some(expected) {
             // Short or failed: let each record report its own outcome.

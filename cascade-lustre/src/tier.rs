@@ -18,6 +18,7 @@ use crate::deletes::{self, DELETE_SUFFIX, DeleteLog, Kill};
 use crate::format::{FORMAT_VERSION, HEADER_LEN, PAGE, record_span};
 use crate::io::{self, AlignedBuf};
 use crate::lustre;
+use crate::readers::{READ_HANDLES, ReadHandles};
 use crate::segment::{LoadReport, Segment, parse_segment_file_name};
 use crate::store::{Counters, Entry, Inner, Writer};
 
@@ -359,6 +360,7 @@ impl FileTier {
         let signal = Arc::new(Signal::default());
         let inner = Arc::new(Inner {
             io_pool,
+            read_handles: ReadHandles::new(READ_HANDLES),
             name,
             dir,
             writer_id,
@@ -646,6 +648,7 @@ impl Tier for FileTier {
             }
         }
         w.unsynced.clear();
+        inner.read_handles.forget_all();
         // Lanes start their next segment when they next write.
         w.lanes.iter_mut().for_each(|lane| *lane = None);
         w.deletes.reset()?;
@@ -677,6 +680,7 @@ impl Tier for FileTier {
                 "compactions".into(),
                 self.inner.counters.compactions.load(Ordering::Relaxed) as f64,
             ),
+            ("read_handles".into(), self.inner.read_handles.len() as f64),
             (
                 "corrupt_dropped".into(),
                 self.inner.counters.corrupt_dropped.load(Ordering::Relaxed) as f64,
