@@ -16,6 +16,8 @@ use crate::format::FORMAT_VERSION;
 
 /// File-name suffix of delete logs.
 pub const DELETE_SUFFIX: &str = ".del";
+/// Suffix of a delete log being rewritten (renamed over the log when complete).
+pub const DELETE_TMP_SUFFIX: &str = ".del.tmp";
 const MAGIC: [u8; 8] = *b"CASCDEL\0";
 const HEADER_LEN: usize = 16;
 const ENTRY_LEN: usize = 32;
@@ -115,7 +117,7 @@ impl DeleteLog {
     /// Writes `kills` to a fresh log at `path` (through a temporary file, fsynced and
     /// renamed, so a crash leaves either the old or the new log) and opens it.
     pub fn create(path: &Path, kills: &[Kill]) -> Result<Self> {
-        let tmp = path.with_extension("del.tmp");
+        let tmp = path.with_extension(&DELETE_TMP_SUFFIX[1..]);
         let mut bytes = Vec::with_capacity(HEADER_LEN + kills.len() * ENTRY_LEN);
         bytes.extend_from_slice(&header());
         for kill in kills {

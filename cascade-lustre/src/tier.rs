@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use crate::compact::{self, CompactionReport, Compactor, Signal};
 use crate::config::FileTierConfig;
-use crate::deletes::{self, DELETE_SUFFIX, DeleteLog, Kill};
+use crate::deletes::{self, DELETE_SUFFIX, DELETE_TMP_SUFFIX, DeleteLog, Kill};
 use crate::format::{FORMAT_VERSION, HEADER_LEN, PAGE, record_span};
 use crate::io::{self, AlignedBuf};
 use crate::lustre;
@@ -78,10 +78,17 @@ fn check_format(dir: &Path) -> Result<()> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let tmp = dir.join(format!("{FORMAT_FILE}.tmp.{}", std::process::id()));
-            std::fs::write(&tmp, format!("{prefix}{FORMAT_VERSION}\n"))
+            let marker = format!("{prefix}{FORMAT_VERSION}\n");
+            std::fs::write(&tmp, &marker)
                 .map_err(|e| io_error("cannot write the format marker", &tmp, e))?;
-            std::fs::rename(&tmp, &path)
-                .map_err(|e| io_error("cannot install the format marker", &path, e))?;
+            if let Err(e) = std::fs::rename(&tmp, &path) {
+                // Another process initialising the directory at the same moment may have
+                // installed the marker and cleared our temporary file as a leftover.
+                let installed = std::fs::read_to_string(&path).is_ok_and(|t| t == marker);
+                if !installed {
+                    return Err(io_error("cannot install the format marker", &path, e));
+                }
+            }
             io::sync_dir(dir).map_err(|e| io_error("fsync of the tier directory failed", dir, e))
         }
         Err(e) => Err(io_error("cannot read the format marker", &path, e)),
@@ -94,6 +101,9 @@ struct Listing {
     segments: BTreeMap<String, Vec<(u64, PathBuf)>>,
     deletes: BTreeMap<String, PathBuf>,
     locks: HashSet<String>,
+    /// Temporary files a crash left between write and rename: a writer's delete log
+    /// being rewritten (with the writer), or a format marker being installed (`None`).
+    leftovers: Vec<(Option<String>, PathBuf)>,
 }
 
 fn list(dir: &Path) -> Result<Listing> {
@@ -113,6 +123,12 @@ fn list(dir: &Path) -> Result<Listing> {
             listing.deletes.insert(writer.to_string(), entry.path());
         } else if let Some(writer) = name.strip_suffix(LOCK_SUFFIX) {
             listing.locks.insert(writer.to_string());
+        } else if let Some(writer) = name.strip_suffix(DELETE_TMP_SUFFIX) {
+            listing
+                .leftovers
+                .push((Some(writer.to_string()), entry.path()));
+        } else if name.starts_with(&format!("{FORMAT_FILE}.tmp.")) {
+            listing.leftovers.push((None, entry.path()));
         }
     }
     Ok(listing)
@@ -193,6 +209,7 @@ impl FileTier {
             .segments
             .keys()
             .chain(listing.deletes.keys())
+            .chain(listing.leftovers.iter().filter_map(|(w, _)| w.as_ref()))
             .filter(|w| **w != writer_id)
             .collect();
         for other in others {
@@ -204,6 +221,20 @@ impl FileTier {
             }
         }
         let owned = |writer: &str| writer == writer_id || dead.contains(writer);
+        // The marker is in place (checked above) and no live writer is rewriting these.
+        for (writer, path) in &listing.leftovers {
+            if writer.as_deref().is_none_or(owned) {
+                match std::fs::remove_file(path) {
+                    Ok(()) => {
+                        tracing::info!(path = %path.display(), "removed a temporary file left by a crash")
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot remove a leftover temporary file")
+                    }
+                }
+            }
+        }
 
         let paths: Vec<(String, PathBuf)> = listing
             .segments

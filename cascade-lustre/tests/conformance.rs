@@ -149,3 +149,31 @@ fn missing_path_is_a_config_error_naming_it() {
     assert_eq!(err.kind(), ErrorKind::Config);
     assert!(err.to_string().contains("path"), "{err}");
 }
+
+#[test]
+fn temporary_files_left_by_a_crash_are_removed_but_a_live_writers_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    drop(FileTier::open("file0", &config).unwrap());
+    let mut live = config.clone();
+    live.writer_id = Some("live".into());
+    let live_tier = FileTier::open("live", &live).unwrap();
+    let leftovers = [
+        "test.del.tmp",               // our own delete log, being rewritten at a crash
+        "gone.del.tmp",               // a writer whose lock nobody holds
+        "CASCADE-FILE-TIER.tmp.4242", // a format marker never renamed
+    ];
+    for name in leftovers.iter().chain(std::iter::once(&"live.del.tmp")) {
+        std::fs::write(dir.path().join(name), b"partial").unwrap();
+    }
+    let tier = FileTier::open("file0", &config).unwrap();
+    for name in leftovers {
+        assert!(!dir.path().join(name).exists(), "{name} removed");
+    }
+    assert!(
+        dir.path().join("live.del.tmp").exists(),
+        "a live writer may be renaming it right now"
+    );
+    tier.put(BlockId::from_u128(9), b"still works").unwrap();
+    drop(live_tier);
+}
