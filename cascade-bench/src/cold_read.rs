@@ -17,6 +17,7 @@ use crate::dataset::Dataset;
 use crate::limits::{self, BUFFERED_CHUNK, DIRECT_CHUNK, DirectMode};
 use crate::measure;
 use crate::peers::{SameRound, files};
+use crate::reopen::{self, ReopenTable};
 use crate::setup::{self, is_file_kind};
 use crate::stats::{Samples, gbps};
 use crate::tiers::single_tier_config;
@@ -145,6 +146,10 @@ pub struct FileTable {
     pub raw_ceiling: Option<Layout>,
     /// The order each timed round measured the layouts in.
     pub round_orders: Vec<Vec<Layout>>,
+    /// The time to reopen a directory of many small blocks (skipped with its reason
+    /// when the section or `--reopen-blocks 0` turns it off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reopen: Option<ReopenTable>,
 }
 
 impl FileTable {
@@ -166,6 +171,7 @@ impl FileTable {
             ratios: Vec::new(),
             raw_ceiling: None,
             round_orders: Vec::new(),
+            reopen: None,
         }
     }
 
@@ -203,6 +209,7 @@ pub fn skip_reason(kinds: &[&str]) -> Option<String> {
 pub fn run(bench: &Bench, ds: &mut Dataset, kinds: &[&str]) -> FileTable {
     let mut table = FileTable::empty(bench.args.threads, bench.batch());
     if let Some(reason) = skip_reason(kinds) {
+        table.reopen = Some(reopen::run(bench, Some(&reason)));
         table.skipped = Some(reason);
         return table;
     }
@@ -217,6 +224,7 @@ pub fn run(bench: &Bench, ds: &mut Dataset, kinds: &[&str]) -> FileTable {
         }
         Err(e) => table.skipped = Some(format!("could not be measured: {e}")),
     }
+    table.reopen = Some(reopen::run(bench, None));
     table
 }
 

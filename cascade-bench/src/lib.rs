@@ -19,6 +19,7 @@ pub mod measure;
 pub mod overflow;
 pub mod peers;
 pub mod progress;
+pub mod reopen;
 pub mod report;
 pub mod scaling;
 pub mod setup;

@@ -11,7 +11,9 @@ use crate::latency::LatencyRow;
 use crate::machine::Machine;
 use crate::overflow::OverflowTable;
 use crate::peers::{PeersTable, Ratio};
+use crate::reopen::ReopenTable;
 use crate::scaling::ScalingTable;
+use crate::stats::Samples;
 use crate::tiers::TierRow;
 
 /// The settings a run used.
@@ -206,10 +208,59 @@ fn file_text(t: &mut String, table: &FileTable) {
         table.threads
     );
     let _ = writeln!(t, "{}\n", table.note);
+    match &table.skipped {
+        Some(reason) => {
+            let _ = writeln!(t, "skipped: {reason}");
+        }
+        None => file_layouts_text(t, table),
+    }
+    if let Some(reopen) = &table.reopen {
+        reopen_text(t, reopen);
+    }
+}
+
+fn reopen_text(t: &mut String, table: &ReopenTable) {
+    let _ = writeln!(
+        t,
+        "\n### File tier reopen ({} blocks of {} bytes)\n",
+        table.blocks, table.block_bytes
+    );
     if let Some(reason) = &table.skipped {
         let _ = writeln!(t, "skipped: {reason}");
         return;
     }
+    let _ = writeln!(t, "{}\n", table.note);
+    let _ = writeln!(
+        t,
+        "| blocks | segment files | cold open ms | warm open ms | cold per open | warm per open | goal |"
+    );
+    let _ = writeln!(t, "|---|---|---|---|---|---|---|");
+    let ms = |s: Option<&Samples>| s.map_or_else(|| "-".into(), |s| format!("{:.1}", s.median));
+    let each = |s: Option<&Samples>| {
+        s.map_or_else(String::new, |s| {
+            let v: Vec<String> = s.values.iter().map(|v| format!("{v:.1}")).collect();
+            v.join(", ")
+        })
+    };
+    let verdict = if table.met == Some(true) {
+        "met"
+    } else {
+        "NOT met"
+    };
+    let _ = writeln!(
+        t,
+        "| {} | {} | {} | {} | {} | {} | < {:.0} ms (cold median): {verdict} |",
+        table.blocks,
+        table.segments.map_or_else(|| "-".into(), |n| n.to_string()),
+        ms(table.cold_ms.as_ref()),
+        ms(table.warm_ms.as_ref()),
+        each(table.cold_ms.as_ref()),
+        each(table.warm_ms.as_ref()),
+        table.goal_ms
+    );
+}
+
+fn file_layouts_text(t: &mut String, table: &FileTable) {
     let _ = writeln!(t, "| layout | write GB/s | cold read GB/s | how |");
     let _ = writeln!(t, "|---|---|---|---|");
     for r in &table.layouts {
@@ -466,5 +517,54 @@ fn peers_text(t: &mut String, table: &PeersTable, ratios: &[Ratio]) {
             gb(r.peer_gbps),
             r.ratio
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reopen(skipped: Option<&str>, cold: Vec<f64>) -> ReopenTable {
+        ReopenTable {
+            blocks: 100_000,
+            block_bytes: 4032,
+            goal_ms: 1000.0,
+            note: "how".into(),
+            skipped: skipped.map(String::from),
+            segments: skipped.is_none().then_some(7),
+            met: skipped
+                .is_none()
+                .then(|| crate::reopen::meets_goal(&Samples::new(cold.clone()))),
+            cold_ms: skipped.is_none().then(|| Samples::new(cold)),
+            warm_ms: skipped
+                .is_none()
+                .then(|| Samples::new(vec![40.0, 50.0, 45.0])),
+        }
+    }
+
+    #[test]
+    fn reopen_row_shows_medians_and_the_verdict_on_the_cold_median() {
+        let mut t = String::new();
+        reopen_text(&mut t, &reopen(None, vec![1200.0, 900.0, 1100.0]));
+        assert!(t.contains("100000 blocks of 4032 bytes"), "{t}");
+        assert!(
+            t.contains("| 100000 | 7 | 1100.0 | 45.0 | 1200.0, 900.0, 1100.0 | 40.0, 50.0, 45.0 | < 1000 ms (cold median): NOT met |"),
+            "{t}"
+        );
+        let mut t = String::new();
+        reopen_text(&mut t, &reopen(None, vec![300.0, 250.0, 1500.0]));
+        assert!(t.contains("| 100000 | 7 | 300.0 |"), "{t}");
+        assert!(t.contains("(cold median): met |"), "{t}");
+    }
+
+    #[test]
+    fn skipped_reopen_says_why_and_shows_no_row() {
+        let mut t = String::new();
+        reopen_text(
+            &mut t,
+            &reopen(Some("--reopen-blocks 0 turns it off"), vec![]),
+        );
+        assert!(t.contains("skipped: --reopen-blocks 0 turns it off"), "{t}");
+        assert!(!t.contains("| 100000 |"), "{t}");
     }
 }

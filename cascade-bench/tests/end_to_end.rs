@@ -20,7 +20,13 @@ fn run_bench(data_dir: &Path, extra: &[&str]) -> Value {
             "--batch",
             "8",
         ])
-        .args(["--latency-ops", "20", "--no-progress"])
+        .args([
+            "--latency-ops",
+            "20",
+            "--no-progress",
+            "--reopen-blocks",
+            "0",
+        ])
         .arg("--data-dir")
         .arg(data_dir)
         .arg("--json")
@@ -270,6 +276,97 @@ fn file_section_measures_every_layout_in_the_same_rounds() {
     assert_eq!(judged.len(), 1, "{ratios:?}");
     assert_eq!(judged[0]["baseline"], ceiling);
     assert_eq!(table["round_orders"].as_array().map(Vec::len), Some(1));
+    assert!(
+        table["reopen"]["skipped"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--reopen-blocks 0"),
+        "{table}"
+    );
+    assert!(table["reopen"].get("cold_ms").is_none(), "{table}");
+
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("list")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name() != "report.json")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// The file section's run with `extra` on top of the usual small settings, or `None` when
+/// this build has no file tier (the section then says why and measures nothing).
+fn file_section(dir: &Path, extra: &[&str]) -> Option<(Value, String)> {
+    let json = dir.join("report.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_cascade-bench"))
+        .args(["--blocks", "16", "--size", "16KiB", "--threads", "2"])
+        .args(["--repeat", "1", "--batch", "8", "--no-progress"])
+        .args(["--tier", "file", "--section", "file"])
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--json")
+        .arg(&json)
+        .args(extra)
+        .output()
+        .expect("run cascade-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "cascade-bench failed\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("JSON report written"))
+            .expect("JSON report parses");
+    let skipped = report["file"]["skipped"].as_str().unwrap_or_default();
+    if skipped.contains("not in this build") {
+        let reopen = &report["file"]["reopen"];
+        assert_eq!(reopen["skipped"], skipped, "{reopen}");
+        return None;
+    }
+    Some((report, stdout))
+}
+
+#[test]
+fn file_section_reopens_a_directory_of_small_blocks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some((report, stdout)) = file_section(dir.path(), &["--reopen-blocks", "200"]) else {
+        return;
+    };
+    let reopen = &report["file"]["reopen"];
+    assert!(reopen.get("skipped").is_none(), "{reopen}");
+    assert_eq!(reopen["blocks"], 200);
+    assert_eq!(reopen["block_bytes"], 4096 - 64);
+    assert_eq!(reopen["goal_ms"], 1000.0);
+    assert!(
+        reopen["segments"].as_u64().expect("segments") >= 1,
+        "{reopen}"
+    );
+    for key in ["cold_ms", "warm_ms"] {
+        let samples = &reopen[key];
+        assert_eq!(
+            samples["values"].as_array().map(Vec::len),
+            Some(1),
+            "{reopen}"
+        );
+        assert!(median(samples) > 0.0, "{reopen}");
+    }
+    assert!(reopen["met"].is_boolean(), "{reopen}");
+    assert!(reopen["note"].as_str().unwrap_or_default().contains("cold"));
+
+    let section = stdout
+        .split("### File tier reopen")
+        .nth(1)
+        .expect("reopen table under the file section");
+    assert!(section.contains("200 blocks of 4032 bytes"), "{section}");
+    let row = section
+        .lines()
+        .find(|l| l.starts_with("| 200 |"))
+        .expect("a row for 200 blocks");
+    assert!(row.contains("< 1000 ms (cold median)"), "{row}");
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    let cold: f64 = cells[3].parse().expect("cold ms");
+    let warm: f64 = cells[4].parse().expect("warm ms");
+    assert!(cold >= 0.0 && warm >= 0.0, "{row}");
 
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .expect("list")
