@@ -1,8 +1,8 @@
 //! Hardware limits measured in the same run, against which every tier's efficiency is
-//! computed: memcpy with the same threads (memory and shm tiers), sequential O_DIRECT
-//! write and read of one file of the same total size (file tier), and a pinned copy for
-//! the GPU where the GPU crate offers one; and the buffered sequential read of one file
-//! that the file tier's cold read is judged against (see [`crate::cold_read`]).
+//! computed: memcpy with the same threads (memory and shm tiers), sequential O_DIRECT and
+//! buffered write and read of one file of the same total size (file tier: the faster of
+//! the two per direction; the `file` section shows both, see [`crate::cold_read`]), and
+//! a pinned copy for the GPU where the GPU crate offers one.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
