@@ -52,6 +52,8 @@ pub struct Segment {
     pub live: AtomicU64,
     /// End of the record area (where the next record or the footer goes).
     pub end: AtomicU64,
+    /// Offset up to which writeback of appended records has been started.
+    pub written_back: AtomicU64,
     /// Has a footer; never appended to again.
     pub sealed: AtomicBool,
     /// Deleted by compaction or clear; open handles keep serving reads meanwhile.
@@ -133,6 +135,7 @@ impl Segment {
             owned: true,
             live: AtomicU64::new(0),
             end: AtomicU64::new(PAGE),
+            written_back: AtomicU64::new(0),
             sealed: AtomicBool::new(false),
             retired: AtomicBool::new(false),
             records: Mutex::new(Vec::new()),
@@ -227,6 +230,7 @@ impl Segment {
             owned,
             live: AtomicU64::new(0),
             end: AtomicU64::new(data_end),
+            written_back: AtomicU64::new(data_end),
             sealed: AtomicBool::new(sealed),
             retired: AtomicBool::new(false),
             records: Mutex::new(records),

@@ -34,6 +34,11 @@ const MIN_DIRECT_READ_RUN: u64 = 4 << 20;
 /// readahead recognises as a stream (large requests, the next window read while the
 /// caller verifies this one); parts of one run read in parallel look random to it.
 const MAX_READ_RUN: u64 = 16 << 20;
+/// Bytes appended to a segment before their writeback is started without waiting (as
+/// RocksDB's `bytes_per_sync` does): large enough that the device gets large requests,
+/// small enough that it works while the next runs are copied into the page cache, so a
+/// flush finds little left to write instead of the whole batch.
+const WRITEBACK_CHUNK: u64 = 8 << 20;
 /// Zeros for record padding.
 static ZEROS: [u8; PAGE as usize] = [0u8; PAGE as usize];
 
@@ -236,6 +241,7 @@ impl Inner {
                 Ok(metas) => {
                     active.records.lock().extend_from_slice(&metas);
                     active.end.store(seg_end + bytes, Ordering::Release);
+                    self.write_back_early(&active);
                     results.extend(metas.into_iter().map(|m| Ok((Arc::clone(&active), m))));
                 }
                 Err(e) => {
@@ -248,6 +254,21 @@ impl Inner {
             start = end;
         }
         results
+    }
+
+    /// Starts writeback of what was appended to `segment` since the last start, once that
+    /// reaches [`WRITEBACK_CHUNK`] (buffered I/O only: O_DIRECT writes are on the device
+    /// already). Runs under the writer lock, which orders the updates of the mark.
+    fn write_back_early(&self, segment: &Segment) {
+        if self.direct {
+            return;
+        }
+        let end = segment.end.load(Ordering::Acquire);
+        let from = segment.written_back.load(Ordering::Acquire);
+        if end >= from + WRITEBACK_CHUNK {
+            io::start_writeback(&segment.file, from, end - from);
+            segment.written_back.store(end, Ordering::Release);
+        }
     }
 
     /// One vectored write of `run` at `at` in `segment`.

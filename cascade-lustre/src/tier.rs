@@ -763,6 +763,55 @@ mod tests {
             .collect()
     }
 
+    /// (end, written-back mark) of the caller's lane segment after putting `count` blocks
+    /// of 128 KiB one batch at a time.
+    fn writeback_marks(direct: bool, batches: &[usize]) -> Vec<(u64, u64)> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = FileTierConfig::new(dir.path());
+        config.direct_io = direct;
+        config.capacity = ByteSize::mib(256);
+        let tier = FileTier::open("file0", &config).unwrap();
+        let block = vec![5u8; 128 << 10];
+        let mut next = 1u128;
+        batches
+            .iter()
+            .map(|&count| {
+                let ids: Vec<BlockId> = (next..next + count as u128)
+                    .map(BlockId::from_u128)
+                    .collect();
+                next += count as u128;
+                let items: Vec<(BlockId, &[u8])> =
+                    ids.iter().map(|id| (*id, block.as_slice())).collect();
+                for result in tier.put_batch(&items) {
+                    result.unwrap();
+                }
+                let segment = tier
+                    .inner
+                    .index
+                    .with(&ids[0], |e| Arc::clone(&e.segment))
+                    .unwrap();
+                (
+                    segment.end.load(Ordering::Acquire),
+                    segment.written_back.load(Ordering::Acquire),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn writeback_starts_once_8_mib_were_appended_and_covers_all_of_it() {
+        let marks = writeback_marks(false, &[16, 40, 20]);
+        // 16 blocks (~2 MiB): too little yet.
+        assert_eq!(marks[0].1, 0);
+        // 56 blocks (~7.2 MiB): still below 8 MiB.
+        assert_eq!(marks[1].1, 0);
+        // 76 blocks (~9.8 MiB): everything appended so far is handed to writeback.
+        assert_eq!(marks[2].1, marks[2].0);
+        // O_DIRECT writes bypass the page cache: nothing to start.
+        let direct = writeback_marks(true, &[76]);
+        assert_eq!(direct[0].1, 0);
+    }
+
     #[test]
     fn buffered_reads_keep_a_contiguous_batch_in_one_run_up_to_the_limit() {
         // 64 records of 128 KiB: about 8.3 MiB, one call however many I/O threads.
