@@ -27,6 +27,7 @@ pub fn run_all(open: Opener<'_>) {
     batch_round_trip(open);
     many_threads(open);
     reopen_keeps_blocks(open);
+    refresh_reports_only_others(open);
 }
 
 fn fresh(open: Opener<'_>) -> Arc<dyn Tier> {
@@ -311,6 +312,38 @@ pub fn reopen_keeps_blocks(open: Opener<'_>) {
     }
     assert_eq!(reopened.ids().len(), blocks.len() - 1);
     reopened.clear().unwrap();
+}
+
+/// A tier that no other process shares has nothing to refresh: its own puts, replaces
+/// and removes are never reported, and its blocks stay as they were.
+pub fn refresh_reports_only_others(open: Opener<'_>) {
+    let tier = fresh(open);
+    let len = unit(&*tier);
+    let blocks: Vec<(BlockId, Vec<u8>)> = (0..4)
+        .map(|n| (id(400 + n), random_block(400 + n, len / 2 + n as usize)))
+        .collect();
+    for (id, data) in &blocks {
+        tier.put(*id, data).unwrap();
+    }
+    let newer = random_block(499, len / 3);
+    tier.put(blocks[1].0, &newer).unwrap();
+    assert!(tier.remove(blocks[0].0).unwrap());
+    let found = tier.refresh().unwrap();
+    assert_eq!(
+        found,
+        crate::TierRefresh::default(),
+        "{}: refresh reported the tier's own changes",
+        tier.name()
+    );
+    assert!(
+        !tier.contains(blocks[0].0),
+        "{}: removed block back",
+        tier.name()
+    );
+    read_back(&*tier, blocks[1].0, &newer);
+    for (id, data) in &blocks[2..] {
+        read_back(&*tier, *id, data);
+    }
 }
 
 #[cfg(test)]

@@ -31,5 +31,5 @@ pub use hasher::Hasher;
 pub use index::{Index, Location, ShardedIndex};
 pub use memory::{MemoryTier, MemoryTierConfig};
 pub use stats::{StoreStats, TierStats};
-pub use store::{CascadeStore, PutOutcome};
-pub use tier::{Capability, Tier};
+pub use store::{CascadeStore, PutOutcome, RefreshReport, TierRefreshCounts};
+pub use tier::{Capability, Tier, TierRefresh};

@@ -33,6 +33,31 @@ pub enum PutOutcome {
     Deduplicated,
 }
 
+/// What [`CascadeStore::refresh`] changed in the store's index.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RefreshReport {
+    /// Blocks newly indexed, over all tiers.
+    pub added: u64,
+    /// Blocks dropped from the index, over all tiers.
+    pub removed: u64,
+    /// The same per tier, fastest first.
+    pub tiers: Vec<TierRefreshCounts>,
+}
+
+/// What [`CascadeStore::refresh`] changed at one tier.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TierRefreshCounts {
+    /// Tier instance name.
+    pub name: String,
+    /// Blocks newly indexed at this tier.
+    pub added: u64,
+    /// Blocks the store already placed here whose length changed because another
+    /// process replaced them.
+    pub replaced: u64,
+    /// Blocks dropped from the index because another process removed them here.
+    pub removed: u64,
+}
+
 /// Store-wide policy, taken from [`CascadeConfig`].
 #[derive(Debug, Clone)]
 pub struct StorePolicy {
@@ -152,18 +177,84 @@ impl CascadeStore {
                     tier.remove(id)?;
                     continue;
                 }
-                self.index.insert(
-                    id,
-                    Location {
-                        tier: position,
-                        len,
-                    },
-                );
-                self.recency[position].lock().insert(id, len);
-                self.account_add(position, len);
+                self.adopt(position, id, len);
             }
         }
         Ok(())
+    }
+
+    /// Indexes a block a tier already holds (found at open or by a refresh) at `tier`,
+    /// as the least recently used there for now.
+    fn adopt(&self, tier: usize, id: BlockId, len: u64) {
+        self.index.insert(id, Location { tier, len });
+        self.recency[tier].lock().insert(id, len);
+        self.account_add(tier, len);
+    }
+
+    /// Asks every tier for blocks that other processes sharing its storage stored or
+    /// removed since this store opened (see [`Tier::refresh`]) and updates the index:
+    /// - an added block the store does not hold is indexed at that tier;
+    /// - an added block the store holds at that tier keeps its place (its length is
+    ///   updated when another process replaced it); one held by another tier is left
+    ///   as it is, and nothing another process stored is ever removed;
+    /// - a removed block is dropped from the index only where the index places it at
+    ///   that tier and the tier indeed no longer holds it.
+    ///
+    /// Errors: the first tier whose refresh fails; tiers before it were applied.
+    pub fn refresh(&self) -> Result<RefreshReport> {
+        let mut report = RefreshReport::default();
+        for (position, tier) in self.tiers.iter().enumerate() {
+            let found = tier
+                .refresh()
+                .map_err(|e| e.with_context("tier", tier.name()))?;
+            let mut counts = TierRefreshCounts {
+                name: tier.name().to_string(),
+                ..TierRefreshCounts::default()
+            };
+            for (id, _) in found.added {
+                let _guard = self.stripe(&id);
+                // The tier's answer now, not at its refresh: a put or remove may have
+                // come in between.
+                let Some(len) = tier.len_of(id) else {
+                    continue;
+                };
+                match self.index.get(&id) {
+                    None => {
+                        self.adopt(position, id, len);
+                        counts.added += 1;
+                    }
+                    Some(at) if at.tier == position && at.len != len => {
+                        self.index.insert(
+                            id,
+                            Location {
+                                tier: position,
+                                len,
+                            },
+                        );
+                        self.account_sub(position, at.len);
+                        self.account_add(position, len);
+                        self.recency[position].lock().insert(id, len);
+                        counts.replaced += 1;
+                    }
+                    Some(_) => {}
+                }
+            }
+            for id in found.removed {
+                let _guard = self.stripe(&id);
+                let Some(at) = self.index.get(&id) else {
+                    continue;
+                };
+                if at.tier == position && !tier.contains(id) && self.index.remove_if(&id, at) {
+                    self.account_sub(position, at.len);
+                    self.untrack(position, &id);
+                    counts.removed += 1;
+                }
+            }
+            report.added += counts.added;
+            report.removed += counts.removed;
+            report.tiers.push(counts);
+        }
+        Ok(report)
     }
 
     fn run<R: Send>(&self, job: impl FnOnce() -> R + Send) -> R {

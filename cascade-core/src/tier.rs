@@ -189,6 +189,28 @@ pub trait Tier: Send + Sync {
     fn extra_stats(&self) -> Vec<(String, f64)> {
         Vec::new()
     }
+
+    /// Looks at the tier's storage again for blocks that other processes sharing it
+    /// stored or removed since this instance opened (or last refreshed), and makes them
+    /// visible (or gone) here, without reopening.
+    ///
+    /// Only tiers whose storage several processes can share implement this (the file
+    /// tier on a shared directory); the default, which memory, shm, GPU and plugin tiers
+    /// keep, reports nothing.
+    fn refresh(&self) -> Result<TierRefresh> {
+        Ok(TierRefresh::default())
+    }
+}
+
+/// What [`Tier::refresh`] found: changes made by other processes sharing the tier's
+/// storage, never this instance's own puts and removes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TierRefresh {
+    /// Blocks that became visible, or whose stored bytes another process replaced, with
+    /// their length now.
+    pub added: Vec<(BlockId, u64)>,
+    /// Blocks that are no longer held (another process removed them).
+    pub removed: Vec<BlockId>,
 }
 
 /// A range of host memory owned by a tier, valid for as long as the tier lives.

@@ -60,6 +60,7 @@ mod io;
 mod lane;
 mod lustre;
 mod readers;
+mod refresh;
 mod segment;
 mod store;
 mod tier;

@@ -264,6 +264,48 @@ impl Segment {
         Ok(())
     }
 
+    /// Reads again a segment of another live writer that was being appended to when it
+    /// was loaded: its footer when the writer sealed it since, else its records by scan.
+    /// Records found past the known end are added to `records` and returned; nothing is
+    /// written to the file (it is not ours to cut or seal).
+    pub fn catch_up(&self, direct: bool) -> Result<Vec<RecordMeta>> {
+        let file_len = self
+            .file
+            .metadata()
+            .map_err(|e| io_error("cannot stat a segment file", &self.path, e))?
+            .len();
+        let reader: &dyn format::ReadAt = if direct {
+            &DirectReader(&self.file)
+        } else {
+            &self.file
+        };
+        let (found, data_end, sealed) = match read_footer(reader, self.nonce, file_len) {
+            Ok(Some((records, data_end))) => (records, data_end, true),
+            Err(ParseError::Version(v)) => return Err(incompatible(&self.path, v)),
+            Ok(None) | Err(ParseError::Garbage) => {
+                let scan = format::scan_records(reader, self.nonce)
+                    .map_err(|e| io_error("cannot scan a segment", &self.path, e))?;
+                if let Some(v) = scan.foreign_version {
+                    return Err(incompatible(&self.path, v));
+                }
+                (scan.records, scan.valid_end, false)
+            }
+        };
+        let known_end = self.end.load(Ordering::Acquire);
+        let fresh: Vec<RecordMeta> = found
+            .into_iter()
+            .filter(|r| r.offset >= known_end)
+            .collect();
+        self.records.lock().extend_from_slice(&fresh);
+        self.end.store(data_end.max(known_end), Ordering::Release);
+        self.written_back
+            .store(data_end.max(known_end), Ordering::Release);
+        if sealed {
+            self.sealed.store(true, Ordering::Release);
+        }
+        Ok(fresh)
+    }
+
     /// Bytes of the record area (header page excluded).
     pub fn data_bytes(&self) -> u64 {
         self.end.load(Ordering::Acquire).saturating_sub(PAGE)

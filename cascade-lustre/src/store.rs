@@ -115,6 +115,8 @@ pub struct Inner {
     pub read_handles: ReadHandles,
     /// Counters.
     pub counters: Counters,
+    /// Held by a refresh for its whole run, so two refreshes never merge at once.
+    pub refreshing: Mutex<()>,
     /// Held for the tier's life: the flock that says this writer id is in use.
     pub _lock: std::fs::File,
 }

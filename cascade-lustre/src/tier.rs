@@ -97,16 +97,16 @@ fn check_format(dir: &Path) -> Result<()> {
 
 /// The files of a tier directory, by writer.
 #[derive(Default)]
-struct Listing {
-    segments: BTreeMap<String, Vec<(u64, PathBuf)>>,
-    deletes: BTreeMap<String, PathBuf>,
+pub(crate) struct Listing {
+    pub(crate) segments: BTreeMap<String, Vec<(u64, PathBuf)>>,
+    pub(crate) deletes: BTreeMap<String, PathBuf>,
     locks: HashSet<String>,
     /// Temporary files a crash left between write and rename: a writer's delete log
     /// being rewritten (with the writer), or a format marker being installed (`None`).
     leftovers: Vec<(Option<String>, PathBuf)>,
 }
 
-fn list(dir: &Path) -> Result<Listing> {
+pub(crate) fn list(dir: &Path) -> Result<Listing> {
     let mut listing = Listing::default();
     let entries =
         std::fs::read_dir(dir).map_err(|e| io_error("cannot list the tier directory", dir, e))?;
@@ -420,6 +420,7 @@ impl FileTier {
             used: AtomicU64::new(used),
             signal: Arc::clone(&signal),
             counters: Counters::default(),
+            refreshing: Mutex::new(()),
             _lock: lock,
         });
         let compactor = if config.background_compaction {
@@ -695,6 +696,12 @@ impl Tier for FileTier {
             .index
             .for_each(|id, e| ids.push((*id, e.record.len)));
         ids
+    }
+
+    /// Picks up other writers' segments, appends, removals and compactions since open
+    /// (see the crate documentation, "Several writers").
+    fn refresh(&self) -> Result<cascade_core::TierRefresh> {
+        self.inner.refresh()
     }
 
     fn extra_stats(&self) -> Vec<(String, f64)> {
