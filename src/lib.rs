@@ -24,7 +24,8 @@ use std::sync::Arc;
 
 pub use cascade_core::{
     self as core, BlockId, Capability, CascadeConfig, CascadeStore, Error, ErrorKind, Hasher,
-    MemoryTier, MemoryTierConfig, PutOutcome, Result, StoreStats, Tier, TierConfig, TierStats,
+    MemoryTier, MemoryTierConfig, PutOutcome, RefreshReport, Result, StoreStats, Tier, TierConfig,
+    TierRefresh, TierRefreshCounts, TierStats,
     config::{ByteSize, HasherKind},
     store::StorePolicy,
 };

@@ -10,7 +10,10 @@
 //! A directory holds a format marker (`CASCADE-FILE-TIER`), and per writer: segment files
 //! `<writer>.<number>.seg`, a delete log `<writer>.del` and a lock file `<writer>.lock`.
 //! The writer id defaults to `<host>-<pid>`, so processes on many nodes can share one
-//! directory; each appends only to its own segments and reads everyone's. Within a writer,
+//! directory; each appends only to its own segments and reads everyone's: as they were at
+//! open, and again at each [`cascade_core::Tier::refresh`], which picks up what the others
+//! stored, removed or compacted since (`docs/file-tier.md`, "Several writers, one
+//! directory", has the rules and limits). Within a writer,
 //! each writing thread appends to the segment of its own write lane (`write_lanes`), so
 //! the blocks one thread writes stay contiguous and read back as one sequential stream;
 //! `get_batch` reads each run of adjacent records with one call. A segment is a

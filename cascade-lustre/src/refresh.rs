@@ -3,7 +3,7 @@
 //!
 //! The directory is listed again, and the result is merged into the index with the rules
 //! of an open: the newest sequence of an id wins unless some writer's delete log killed
-//! it. Only other live writers' files are read; this writer's own segments, lanes and
+//! it. Only other writers' files are read; this writer's own segments, lanes and
 //! delete log are never touched, and nothing is written to any file. Segments of writers
 //! that died since are read like live ones: taking them over (sealing, compacting) is
 //! left to the next open.

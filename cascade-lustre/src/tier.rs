@@ -698,8 +698,8 @@ impl Tier for FileTier {
         ids
     }
 
-    /// Picks up other writers' segments, appends, removals and compactions since open
-    /// (see the crate documentation, "Several writers").
+    /// Picks up other writers' new segments, appends, removals and compactions since
+    /// open or the last refresh, as an open would see them (see the crate documentation).
     fn refresh(&self) -> Result<cascade_core::TierRefresh> {
         self.inner.refresh()
     }

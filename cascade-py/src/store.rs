@@ -403,6 +403,17 @@ impl PyStore {
         to_python(py, &stats)
     }
 
+    /// Picks up blocks that other processes sharing a tier's storage (a file tier's
+    /// directory on a shared file system) stored or removed since this store opened,
+    /// without reopening. Returns a dict: `added` and `removed` (blocks newly indexed or
+    /// dropped, over all tiers) and `tiers` (per tier: name, added, replaced, removed).
+    /// Blocks this store holds are never removed because another process stored them.
+    fn refresh(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let store = self.store()?;
+        let report = py.detach(|| store.refresh()).py_err()?;
+        to_python(py, &report)
+    }
+
     /// Every stored block id.
     fn ids(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         let store = self.store()?;

@@ -148,6 +148,10 @@ class CascadeStore:
     def lookup_prefix(self, keys: Sequence[_BlockId]) -> int:
         """How many leading keys of a token-prefix chain are stored."""
     def get_stats(self) -> dict[str, Any]: ...
+    def refresh(self) -> dict[str, Any]:
+        """Picks up blocks other processes sharing a tier's storage (a file tier's
+        directory) stored or removed since this store opened: ``{"added": int,
+        "removed": int, "tiers": [{"name", "added", "replaced", "removed"}, ...]}``."""
     def ids(self) -> list[_BlockId]: ...
     @property
     def tiers(self) -> list[str]:
