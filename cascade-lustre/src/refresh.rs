@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use cascade_core::{BlockId, ErrorKind, Result, TierRefresh};
-use rayon::prelude::*;
 
 use crate::deletes;
 use crate::format::{RecordMeta, record_span};
@@ -126,8 +125,11 @@ impl Inner {
             .cloned()
             .collect();
 
+        // One by one, not on rayon: the `refreshing` lock is held here, and a rayon
+        // thread waiting on its subtasks may pick up another refresh, which would then
+        // wait on that lock forever.
         let loaded: Vec<_> = fresh_paths
-            .par_iter()
+            .iter()
             .map(|(writer, path)| Segment::load(path, writer, self.direct, false))
             .collect();
         let mut fresh = Vec::with_capacity(loaded.len());
