@@ -1,7 +1,9 @@
 //! Warm-cache micro-benchmarks of the file tier: batches of 64 blocks of 128 KiB.
 //!
 //! `cargo bench -p cascade-lustre --bench file_tier`. Cold reads and the baselines are
-//! in `examples/file_tier_bench.rs`, which drops the page cache between phases.
+//! in `examples/file_tier_bench.rs` and `cascade-bench --section file`, which drop the
+//! page cache between phases. Also the cost of `refresh` on a directory another writer
+//! shares.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: failing loudly is right
 #![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
 
@@ -78,9 +80,77 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
+/// Blocks of the other writer's directory in the refresh benchmarks, in segments of
+/// `REFRESH_SEGMENT_MIB` MiB (small blocks, so the directory has many records and segments).
+const REFRESH_BLOCKS: usize = 20_000;
+const REFRESH_BLOCK: usize = 4032;
+const REFRESH_SEGMENT_MIB: u64 = 4;
+
+fn refresh(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |writer: &str| {
+        let mut config = FileTierConfig::new(dir.path());
+        config.capacity = ByteSize::gib(8);
+        config.segment_size = ByteSize::mib(REFRESH_SEGMENT_MIB);
+        config.writer_id = Some(writer.into());
+        config
+    };
+    let writer = FileTier::open("a", &config("a")).unwrap();
+    let block = vec![7u8; REFRESH_BLOCK];
+    let ids: Vec<BlockId> = (0..REFRESH_BLOCKS as u128)
+        .map(|n| BlockId::from_u128(n + 1))
+        .collect();
+    for chunk in ids.chunks(1024) {
+        let items: Vec<(BlockId, &[u8])> = chunk.iter().map(|id| (*id, block.as_slice())).collect();
+        for result in writer.put_batch(&items) {
+            result.unwrap();
+        }
+    }
+    // A few removals, so the delete log has entries to read again.
+    for id in ids.iter().step_by(100) {
+        writer.remove(*id).unwrap();
+    }
+    writer.seal_active().unwrap();
+    writer.flush().unwrap();
+    let reader = FileTier::open("b", &config("b")).unwrap();
+    let segments = reader.segment_paths().len();
+    let mut group = c.benchmark_group("file_tier refresh");
+    group.bench_function(
+        format!("nothing new ({REFRESH_BLOCKS} blocks in {segments} segments of another writer)"),
+        |b| {
+            b.iter(|| {
+                let found = reader.refresh().unwrap();
+                assert!(found.added.is_empty() && found.removed.is_empty());
+            })
+        },
+    );
+    let mut next = REFRESH_BLOCKS as u128 + 1;
+    group.bench_function("one new sealed segment of 64 blocks", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                let fresh: Vec<BlockId> = (next..next + 64).map(BlockId::from_u128).collect();
+                next += 64;
+                let items: Vec<(BlockId, &[u8])> =
+                    fresh.iter().map(|id| (*id, block.as_slice())).collect();
+                for result in writer.put_batch(&items) {
+                    result.unwrap();
+                }
+                writer.seal_active().unwrap();
+                let started = Instant::now();
+                let found = reader.refresh().unwrap();
+                spent += started.elapsed();
+                assert_eq!(found.added.len(), 64);
+            }
+            spent
+        });
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(10).measurement_time(Duration::from_secs(3));
-    targets = bench
+    targets = bench, refresh
 }
 criterion_main!(benches);
