@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -107,26 +107,23 @@ pub fn read_aligned<'a>(
 
 /// Writes all of `bufs` back to back at `offset` with as few `pwritev` calls as possible.
 pub fn write_all_vectored_at(file: &File, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
-    let mut iov: Vec<libc::iovec> = bufs
+    let mut slices: Vec<IoSlice<'_>> = bufs
         .iter()
         .filter(|b| !b.is_empty())
-        .map(|b| libc::iovec {
-            iov_base: b.as_ptr() as *mut libc::c_void,
-            iov_len: b.len(),
-        })
+        .map(|b| IoSlice::new(b))
         .collect();
-    let mut first = 0;
+    let mut rest: &mut [IoSlice<'_>] = &mut slices;
     let mut at = offset;
-    while first < iov.len() {
-        let count = (iov.len() - first).min(IOV_MAX);
+    while !rest.is_empty() {
+        let count = rest.len().min(IOV_MAX);
         let offset =
             libc::off_t::try_from(at).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: every iovec points into a slice of `bufs`, borrowed for this call, and
-        // pwritev only reads from them.
+        // SAFETY: IoSlice is ABI compatible with iovec on Unix; every entry points into a
+        // slice of `bufs`, borrowed for this call, and pwritev only reads from them.
         let n = unsafe {
             libc::pwritev(
                 file.as_raw_fd(),
-                iov[first..].as_ptr(),
+                rest.as_ptr().cast::<libc::iovec>(),
                 count as libc::c_int,
                 offset,
             )
@@ -141,20 +138,8 @@ pub fn write_all_vectored_at(file: &File, bufs: &[&[u8]], offset: u64) -> io::Re
         if n == 0 {
             return Err(io::Error::from(io::ErrorKind::WriteZero));
         }
-        let mut written = n as usize;
-        at += written as u64;
-        while written > 0 && first < iov.len() {
-            let entry = &mut iov[first];
-            if written >= entry.iov_len {
-                written -= entry.iov_len;
-                first += 1;
-            } else {
-                // SAFETY: advancing inside the same slice by fewer bytes than it holds.
-                entry.iov_base = unsafe { entry.iov_base.cast::<u8>().add(written) }.cast();
-                entry.iov_len -= written;
-                written = 0;
-            }
-        }
+        at += n as u64;
+        IoSlice::advance_slices(&mut rest, n as usize);
     }
     Ok(())
 }
@@ -162,26 +147,23 @@ pub fn write_all_vectored_at(file: &File, bufs: &[&[u8]], offset: u64) -> io::Re
 /// Fills `bufs` back to back from `offset` with as few `preadv` calls as possible;
 /// returns the bytes read (less than the total only at the end of the file).
 pub fn read_vectored_at(file: &File, bufs: &mut [&mut [u8]], offset: u64) -> io::Result<usize> {
-    let mut iov: Vec<libc::iovec> = bufs
+    let mut slices: Vec<IoSliceMut<'_>> = bufs
         .iter_mut()
         .filter(|b| !b.is_empty())
-        .map(|b| libc::iovec {
-            iov_base: b.as_mut_ptr().cast(),
-            iov_len: b.len(),
-        })
+        .map(|b| IoSliceMut::new(b))
         .collect();
-    let mut first = 0;
+    let mut rest: &mut [IoSliceMut<'_>] = &mut slices;
     let mut total = 0usize;
-    while first < iov.len() {
-        let count = (iov.len() - first).min(IOV_MAX);
+    while !rest.is_empty() {
+        let count = rest.len().min(IOV_MAX);
         let at = libc::off_t::try_from(offset + total as u64)
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: every iovec points into a distinct `&mut` slice of `bufs`, borrowed
-        // exclusively for this call.
+        // SAFETY: IoSliceMut is ABI compatible with iovec on Unix; every entry points into
+        // a distinct `&mut` slice of `bufs`, borrowed exclusively for this call.
         let n = unsafe {
             libc::preadv(
                 file.as_raw_fd(),
-                iov[first..].as_ptr(),
+                rest.as_ptr().cast::<libc::iovec>(),
                 count as libc::c_int,
                 at,
             )
@@ -196,20 +178,8 @@ pub fn read_vectored_at(file: &File, bufs: &mut [&mut [u8]], offset: u64) -> io:
         if n == 0 {
             break;
         }
-        let mut got = n as usize;
-        total += got;
-        while got > 0 && first < iov.len() {
-            let entry = &mut iov[first];
-            if got >= entry.iov_len {
-                got -= entry.iov_len;
-                first += 1;
-            } else {
-                // SAFETY: advancing inside the same slice by fewer bytes than it holds.
-                entry.iov_base = unsafe { entry.iov_base.cast::<u8>().add(got) }.cast();
-                entry.iov_len -= got;
-                got = 0;
-            }
-        }
+        total += n as usize;
+        IoSliceMut::advance_slices(&mut rest, n as usize);
     }
     Ok(total)
 }
@@ -338,6 +308,22 @@ mod tests {
         assert_eq!(n, 5100, "a short read at the end of the file");
         assert_eq!(x, a);
         assert_eq!(&y[..5000], &b[..]);
+    }
+
+    #[test]
+    fn more_buffers_than_one_call_takes_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = open_file(&dir.path().join("f"), true, false).unwrap();
+        let pieces: Vec<Vec<u8>> = (0..IOV_MAX * 2 + 7)
+            .map(|n| vec![(n % 251) as u8; 1 + n % 13])
+            .collect();
+        let refs: Vec<&[u8]> = pieces.iter().map(Vec::as_slice).collect();
+        write_all_vectored_at(&file, &refs, 3).unwrap();
+        let mut back: Vec<Vec<u8>> = pieces.iter().map(|p| vec![0u8; p.len()]).collect();
+        let total: usize = pieces.iter().map(Vec::len).sum();
+        let mut outs: Vec<&mut [u8]> = back.iter_mut().map(Vec::as_mut_slice).collect();
+        assert_eq!(read_vectored_at(&file, &mut outs, 3).unwrap(), total);
+        assert_eq!(back, pieces);
     }
 
     #[test]
