@@ -187,7 +187,7 @@ impl CascadeStore {
     /// as the least recently used there for now.
     fn adopt(&self, tier: usize, id: BlockId, len: u64) {
         self.index.insert(id, Location { tier, len });
-        self.recency[tier].lock().insert(id, len);
+        self.track(tier, id, len);
         self.account_add(tier, len);
     }
 
@@ -224,16 +224,8 @@ impl CascadeStore {
                         counts.added += 1;
                     }
                     Some(at) if at.tier == position && at.len != len => {
-                        self.index.insert(
-                            id,
-                            Location {
-                                tier: position,
-                                len,
-                            },
-                        );
                         self.account_sub(position, at.len);
-                        self.account_add(position, len);
-                        self.recency[position].lock().insert(id, len);
+                        self.adopt(position, id, len);
                         counts.replaced += 1;
                     }
                     Some(_) => {}
