@@ -565,16 +565,18 @@ impl Inner {
                 record_span(e.record.len) as usize - HEADER_LEN - e.record.len as usize
             })
             .collect();
-        let mut pad_space = vec![0u8; pads.iter().sum()];
+        let pad_total: usize = pads.iter().sum();
         let mut run = run;
         let expected: usize = run
             .iter()
             .map(|(_, e, _)| record_span(e.record.len) as usize)
             .sum();
         let segment = Arc::clone(&run[0].1.segment);
-        let got = {
+        // The padding is read into this thread's scratch buffer and discarded: no
+        // allocation (or page faults on fresh memory) per run.
+        let got = with_scratch(|scratch| {
             let mut bufs: Vec<&mut [u8]> = Vec::with_capacity(run.len() * 3);
-            let mut rest: &mut [u8] = &mut pad_space;
+            let mut rest: &mut [u8] = scratch.get(pad_total, false);
             for ((header, (_, _, out)), pad) in headers.iter_mut().zip(run.iter_mut()).zip(&pads) {
                 let (mine, tail) = rest.split_at_mut(*pad);
                 rest = tail;
@@ -583,7 +585,7 @@ impl Inner {
                 bufs.push(mine);
             }
             io::read_vectored_at(&self.read_file(&segment), &mut bufs, start).ok()
-        };
+        });
         if got != Some(expected) {
             // Short or failed: let each record report its own outcome.
             return run
