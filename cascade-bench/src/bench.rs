@@ -12,7 +12,8 @@ use crate::progress::Progress;
 use crate::setup::{Deployment, RunDir};
 use crate::stats::Samples;
 
-/// Write and cold-read figures of a layout measured once per run.
+/// Write and read GB/s of one store or layout, one figure per timed repetition (the
+/// read is cold for file-backed layouts).
 #[derive(Debug, Clone)]
 pub struct RwFigures {
     /// Write GB/s per repetition.

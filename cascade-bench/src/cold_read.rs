@@ -7,20 +7,17 @@
 //! layout back to back, in an order that rotates from round to round, and the goals are
 //! judged on the median of the per-round ratios.
 
-use std::time::Duration;
-
 use cascade::Result;
 use serde::Serialize;
 
 use crate::bench::Bench;
 use crate::dataset::Dataset;
 use crate::limits::{self, BUFFERED_CHUNK, DIRECT_CHUNK, DirectMode};
-use crate::measure;
 use crate::peers::{SameRound, files};
 use crate::reopen::{self, ReopenTable};
 use crate::setup::{self, is_file_kind};
 use crate::stats::{Samples, gbps};
-use crate::tiers::single_tier_config;
+use crate::tiers;
 
 /// Goal: the file tier's cold read over one file per block's.
 pub const FILES_GOAL: f64 = 1.5;
@@ -357,8 +354,22 @@ fn measure_rounds(bench: &Bench, ds: &mut Dataset) -> Result<Measured> {
         for layout in order {
             bar.set_message(layout.name());
             let (write, read) = match layout {
-                Layout::FileTier => tier_round(bench, &pool, ds)?,
-                Layout::OneFilePerBlock => files_round(bench, &pool, ds)?,
+                // The file tier alone in a fresh store, as the per-tier table measures it.
+                Layout::FileTier => tiers::fresh_store_round(
+                    bench,
+                    &pool,
+                    ds,
+                    "file",
+                    "cold-file",
+                    setup::sync_everything,
+                )?,
+                // One file per block, as the peers table measures it.
+                Layout::OneFilePerBlock => {
+                    let dir = bench.run_dir.fresh("cold-files")?;
+                    let times = files::write_then_read(&pool, ds, &dir, setup::sync_everything)?;
+                    bench.run_dir.release(&dir);
+                    times
+                }
                 Layout::RawBuffered => {
                     let dir = bench.run_dir.fresh("cold-raw-buffered")?;
                     setup::sync_everything();
@@ -388,43 +399,6 @@ fn measure_rounds(bench: &Bench, ds: &mut Dataset) -> Result<Measured> {
     }
     bar.finish_and_clear();
     Ok(measured)
-}
-
-/// The file tier alone in a fresh store, as the per-tier table measures it.
-fn tier_round(
-    bench: &Bench,
-    pool: &rayon::ThreadPool,
-    ds: &mut Dataset,
-) -> Result<(Duration, Duration)> {
-    let dir = bench.run_dir.fresh("cold-file")?;
-    let store = setup::open_store(&single_tier_config(bench, ds, "file", &dir))?;
-    setup::sync_everything();
-    let times = measure::write_then_read(pool, &store, ds, bench.batch(), &mut || {
-        setup::drop_page_cache(&dir)?;
-        setup::sync_everything();
-        Ok(())
-    })?;
-    drop(store);
-    bench.run_dir.release(&dir);
-    Ok(times)
-}
-
-/// One file per block in a fresh folder, as the peers table measures it.
-fn files_round(
-    bench: &Bench,
-    pool: &rayon::ThreadPool,
-    ds: &mut Dataset,
-) -> Result<(Duration, Duration)> {
-    let dir = bench.run_dir.fresh("cold-files")?;
-    ds.reset_read_back();
-    setup::sync_everything();
-    let write = pool.install(|| files::write_files(ds, &dir))?;
-    setup::drop_page_cache(&dir)?;
-    setup::sync_everything();
-    let read = pool.install(|| files::read_files(ds, &dir))?;
-    ds.verify("one file per block")?;
-    bench.run_dir.release(&dir);
-    Ok((write, read))
 }
 
 #[cfg(test)]

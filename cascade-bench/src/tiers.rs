@@ -1,10 +1,12 @@
 //! The per-tier table: write and read GB/s of a store holding one tier of each kind, and
 //! the hardware efficiency against a limit measured in the same run.
 
+use std::time::Duration;
+
 use cascade::{CascadeConfig, Result};
 use serde::Serialize;
 
-use crate::bench::Bench;
+use crate::bench::{Bench, RwFigures};
 use crate::dataset::Dataset;
 use crate::limits::{self, DirectMode};
 use crate::measure;
@@ -67,15 +69,6 @@ pub struct Limit {
     pub read_gbps: Option<Samples>,
 }
 
-/// Store write/read figures of one kind at one thread count.
-#[derive(Debug, Clone)]
-pub struct Measured {
-    /// Write GB/s per repetition.
-    pub write: Samples,
-    /// Read GB/s per repetition.
-    pub read: Samples,
-}
-
 /// The per-tier table for `kinds`, each with `threads` threads.
 pub fn run(bench: &Bench, ds: &mut Dataset, kinds: &[&str], threads: usize) -> Vec<TierRow> {
     let bar = bench.progress.bar("tiers", kinds.len() as u64);
@@ -126,6 +119,31 @@ pub fn single_tier_config(
         .deployment
         .bench_tier(kind, capacity, dir, &bench.run_dir);
     bench.deployment.store_config(vec![tier], false)
+}
+
+/// One write and cold read of the data set through a new store holding one tier of
+/// `kind`, in a new folder named after `label`: the page cache of the store's files is
+/// dropped between the write and the read. `settle` runs, untimed, before each timed
+/// phase. Returns (write time, read time).
+pub fn fresh_store_round(
+    bench: &Bench,
+    pool: &rayon::ThreadPool,
+    ds: &mut Dataset,
+    kind: &str,
+    label: &str,
+    settle: impl Fn(),
+) -> Result<(Duration, Duration)> {
+    let dir = bench.run_dir.fresh(label)?;
+    let store = setup::open_store(&single_tier_config(bench, ds, kind, &dir))?;
+    settle();
+    let times = measure::write_then_read(pool, &store, ds, bench.batch(), &mut || {
+        setup::drop_page_cache(&dir)?;
+        settle();
+        Ok(())
+    })?;
+    drop(store);
+    bench.run_dir.release(&dir);
+    Ok(times)
 }
 
 /// memcpy passes per round; the round's limit is the fastest.
@@ -207,7 +225,7 @@ pub fn measure_kind(
     ds: &mut Dataset,
     kind: &str,
     threads: usize,
-) -> Result<(Measured, Limit)> {
+) -> Result<(RwFigures, Limit)> {
     let pool = bench.pools.get(threads)?;
     let bytes = ds.total_bytes();
     let fresh = is_file_kind(kind);
@@ -265,17 +283,7 @@ pub fn measure_kind(
                 store.clear()?;
                 times
             }
-            None => {
-                let dir = bench.run_dir.fresh(kind)?;
-                let store = setup::open_store(&single_tier_config(bench, ds, kind, &dir))?;
-                let times =
-                    measure::write_then_read(&pool, &store, ds, bench.batch(), &mut || {
-                        setup::drop_page_cache(&dir).map(|_| ())
-                    })?;
-                drop(store);
-                bench.run_dir.release(&dir);
-                times
-            }
+            None => fresh_store_round(bench, &pool, ds, kind, kind, || {})?,
         };
         if timed {
             writes.push(gbps(bytes, w));
@@ -309,7 +317,7 @@ pub fn measure_kind(
         },
     };
     Ok((
-        Measured {
+        RwFigures {
             write: Samples::new(writes),
             read: Samples::new(reads),
         },

@@ -36,11 +36,7 @@ fn measure(bench: &Bench, ds: &mut Dataset) -> Result<RwFigures> {
         // A fresh folder per repetition, all deleted at the end of the run: this ext4
         // makes a create slow for tens of seconds after thousands of deletes.
         let dir = bench.run_dir.fresh("files")?;
-        ds.reset_read_back();
-        let write = pool.install(|| write_files(ds, &dir))?;
-        setup::drop_page_cache(&dir)?;
-        let read = pool.install(|| read_files(ds, &dir))?;
-        ds.verify("one file per block")?;
+        let (write, read) = write_then_read(&pool, ds, &dir, || {})?;
         if rep > 0 {
             writes.push(gbps(bytes, write));
             reads.push(gbps(bytes, read));
@@ -52,6 +48,25 @@ fn measure(bench: &Bench, ds: &mut Dataset) -> Result<RwFigures> {
         write: Samples::new(writes),
         read: Samples::new(reads),
     })
+}
+
+/// One repetition in `dir`: writes every block's file, drops their pages from the page
+/// cache, reads them back cold and checks the bytes. `settle` runs, untimed, before each
+/// timed phase. Returns (write time, read time).
+pub fn write_then_read(
+    pool: &rayon::ThreadPool,
+    ds: &mut Dataset,
+    dir: &Path,
+    settle: impl Fn(),
+) -> Result<(Duration, Duration)> {
+    ds.reset_read_back();
+    settle();
+    let write = pool.install(|| write_files(ds, dir))?;
+    setup::drop_page_cache(dir)?;
+    settle();
+    let read = pool.install(|| read_files(ds, dir))?;
+    ds.verify("one file per block")?;
+    Ok((write, read))
 }
 
 /// Creates one file per block and writes it, then makes them durable with one `syncfs`
