@@ -198,7 +198,20 @@ impl RunDir {
         if let Ok(mut dirs) = self.pool_dirs.lock() {
             dirs.insert(folder.clone());
         }
+        self.pool_file(&folder, dir)
+    }
+
+    /// The pool file of `dir` in `folder`: the one name [`RunDir::release`] removes.
+    fn pool_file(&self, folder: &Path, dir: &Path) -> PathBuf {
         folder.join(format!("{}{}.pool", Self::pool_prefix(), self.label(dir)))
+    }
+
+    /// The folders pools of this run were placed in.
+    fn pool_folders(&self) -> Vec<PathBuf> {
+        self.pool_dirs
+            .lock()
+            .map(|d| d.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// `dir` relative to the root, its components joined by `-`: unique within the run.
@@ -220,17 +233,8 @@ impl RunDir {
     /// memory for as long as it exists) and the folder itself when it holds only a few
     /// files (see [`RunDir::fresh`] for why large folders wait for the end).
     pub fn release(&self, dir: &Path) {
-        let dirs: Vec<PathBuf> = self
-            .pool_dirs
-            .lock()
-            .map(|d| d.iter().cloned().collect())
-            .unwrap_or_default();
-        for folder in dirs {
-            let _ = std::fs::remove_file(folder.join(format!(
-                "{}{}.pool",
-                Self::pool_prefix(),
-                self.label(dir)
-            )));
+        for folder in self.pool_folders() {
+            let _ = std::fs::remove_file(self.pool_file(&folder, dir));
         }
         remove_small_dir(dir);
     }
@@ -241,12 +245,7 @@ impl Drop for RunDir {
         if self.keep {
             return;
         }
-        let dirs: Vec<PathBuf> = self
-            .pool_dirs
-            .lock()
-            .map(|d| d.iter().cloned().collect())
-            .unwrap_or_default();
-        for folder in dirs {
+        for folder in self.pool_folders() {
             let Ok(entries) = std::fs::read_dir(&folder) else {
                 continue;
             };
