@@ -157,6 +157,14 @@ fn share(blocks: usize, c: usize, n: usize) -> (usize, usize) {
     (blocks * c / n, blocks * (c + 1) / n)
 }
 
+/// Waits for every client thread; the first error (or panic) is the result.
+fn join_all(jobs: Vec<std::thread::ScopedJoinHandle<'_, Result<()>>>) -> Result<()> {
+    jobs.into_iter().try_for_each(|job| {
+        job.join()
+            .map_err(|_| Error::new(ErrorKind::Io, "a redis client thread panicked"))?
+    })
+}
+
 fn set_all(links: &mut [redis::Connection], ds: &Dataset, batch: usize) -> Result<Duration> {
     let n = links.len();
     let start = Instant::now();
@@ -182,10 +190,7 @@ fn set_all(links: &mut [redis::Connection], ds: &Dataset, batch: usize) -> Resul
                 })
             })
             .collect();
-        jobs.into_iter().try_for_each(|job| {
-            job.join()
-                .map_err(|_| Error::new(ErrorKind::Io, "a redis client thread panicked"))?
-        })
+        join_all(jobs)
     })?;
     Ok(start.elapsed())
 }
@@ -236,10 +241,7 @@ fn get_all(links: &mut [redis::Connection], ds: &mut Dataset, batch: usize) -> R
                 })
             })
             .collect();
-        jobs.into_iter().try_for_each(|job| {
-            job.join()
-                .map_err(|_| Error::new(ErrorKind::Io, "a redis client thread panicked"))?
-        })
+        join_all(jobs)
     })?;
     Ok(start.elapsed())
 }
