@@ -5,44 +5,74 @@ use std::process::Command;
 
 use serde_json::Value;
 
-fn run_bench(data_dir: &Path, extra: &[&str]) -> Value {
+/// Runs the binary with `args`, its data and its JSON report in `data_dir`; asserts it
+/// succeeded and returns the report and what it printed.
+fn run_json(data_dir: &Path, args: &[&str]) -> (Value, String) {
     let json = data_dir.join("report.json");
     let output = Command::new(env!("CARGO_BIN_EXE_cascade-bench"))
-        .args([
-            "--blocks",
-            "48",
-            "--size",
-            "16KiB",
-            "--threads",
-            "2",
-            "--repeat",
-            "1",
-            "--batch",
-            "8",
-        ])
-        .args([
-            "--latency-ops",
-            "20",
-            "--no-progress",
-            "--reopen-blocks",
-            "0",
-        ])
+        .args(args)
         .arg("--data-dir")
         .arg(data_dir)
         .arg("--json")
         .arg(&json)
-        .args(extra)
         .output()
         .expect("run cascade-bench");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
-        "cascade-bench failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        "cascade-bench failed\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
     );
-    assert!(stdout.contains("# cascade-bench"), "{stdout}");
     let text = std::fs::read_to_string(&json).expect("JSON report written");
-    serde_json::from_str(&text).expect("JSON report parses")
+    let report = serde_json::from_str(&text).expect("JSON report parses");
+    (report, stdout)
+}
+
+/// A run on 48 blocks of 16 KiB with `extra` on top.
+fn run_bench(data_dir: &Path, extra: &[&str]) -> Value {
+    let small = [
+        "--blocks",
+        "48",
+        "--size",
+        "16KiB",
+        "--threads",
+        "2",
+        "--repeat",
+        "1",
+        "--batch",
+        "8",
+        "--latency-ops",
+        "20",
+        "--no-progress",
+        "--reopen-blocks",
+        "0",
+    ];
+    let (report, stdout) = run_json(data_dir, &[&small[..], extra].concat());
+    assert!(stdout.contains("# cascade-bench"), "{stdout}");
+    report
+}
+
+/// Runs the binary with `args`, asserts it failed, and returns what it printed on stderr.
+fn run_failing(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_cascade-bench"))
+        .args(args)
+        .output()
+        .expect("run cascade-bench");
+    assert!(!output.status.success());
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts the run removed its data folder: only the JSON report is left in `dir`.
+fn assert_only_report_left(dir: &Path) {
+    let leftovers: Vec<_> = std::fs::read_dir(dir)
+        .expect("list")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name() != "report.json")
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "the run's data folder is removed: {leftovers:?}"
+    );
 }
 
 fn median(v: &Value) -> f64 {
@@ -125,15 +155,7 @@ fn memory_tier_run_writes_every_table() {
         report["file"]
     );
 
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
-        .expect("list")
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name() != "report.json")
-        .collect();
-    assert!(
-        leftovers.is_empty(),
-        "the run's data folder is removed: {leftovers:?}"
-    );
+    assert_only_report_left(dir.path());
 }
 
 #[test]
@@ -179,12 +201,7 @@ fn absent_peers_are_skipped_with_a_reason() {
 
 #[test]
 fn bad_arguments_fail_with_a_message() {
-    let output = Command::new(env!("CARGO_BIN_EXE_cascade-bench"))
-        .args(["--size", "0"])
-        .output()
-        .expect("run cascade-bench");
-    assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("greater than zero"));
+    assert!(run_failing(&["--size", "0"]).contains("greater than zero"));
 }
 
 #[test]
@@ -212,12 +229,8 @@ fn config_file_is_the_deployment_under_test() {
         "only the selected sections run"
     );
 
-    let missing = Command::new(env!("CARGO_BIN_EXE_cascade-bench"))
-        .args(["--config", "/nonexistent/cascade.toml", "--no-progress"])
-        .output()
-        .expect("run cascade-bench");
-    assert!(!missing.status.success());
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("config"));
+    let missing = run_failing(&["--config", "/nonexistent/cascade.toml", "--no-progress"]);
+    assert!(missing.contains("config"), "{missing}");
 }
 
 #[test]
@@ -285,38 +298,16 @@ fn file_section_measures_every_layout_in_the_same_rounds() {
     );
     assert!(table["reopen"].get("cold_ms").is_none(), "{table}");
 
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
-        .expect("list")
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name() != "report.json")
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_only_report_left(dir.path());
 }
 
 /// The file section's run with `extra` on top of the usual small settings, or `None` when
 /// this build has no file tier (the section then says why and measures nothing).
 fn file_section(dir: &Path, extra: &[&str]) -> Option<(Value, String)> {
-    let json = dir.join("report.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_cascade-bench"))
-        .args(["--blocks", "16", "--size", "16KiB", "--threads", "2"])
-        .args(["--repeat", "1", "--batch", "8", "--no-progress"])
-        .args(["--tier", "file", "--section", "file"])
-        .arg("--data-dir")
-        .arg(dir)
-        .arg("--json")
-        .arg(&json)
-        .args(extra)
-        .output()
-        .expect("run cascade-bench");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "cascade-bench failed\nstdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).expect("JSON report written"))
-            .expect("JSON report parses");
+    let small = ["--blocks", "16", "--size", "16KiB", "--threads", "2"];
+    let rest = ["--repeat", "1", "--batch", "8", "--no-progress"];
+    let file = ["--tier", "file", "--section", "file"];
+    let (report, stdout) = run_json(dir, &[&small[..], &rest, &file, extra].concat());
     let skipped = report["file"]["skipped"].as_str().unwrap_or_default();
     if skipped.contains("not in this build") {
         let reopen = &report["file"]["reopen"];
@@ -368,10 +359,5 @@ fn file_section_reopens_a_directory_of_small_blocks() {
     let warm: f64 = cells[4].parse().expect("warm ms");
     assert!(cold >= 0.0 && warm >= 0.0, "{row}");
 
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
-        .expect("list")
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name() != "report.json")
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_only_report_left(dir.path());
 }
