@@ -111,46 +111,31 @@ pub fn run(bench: &mut Bench, ds: &mut Dataset) -> PeersTable {
     let hdf5 = hdf5::measure(bench, ds.blocks(), ds.block_size());
     bar.inc(1);
     bar.finish_and_clear();
-    let mut rows = vec![
-        PeerRow::new(REDIS, "SET / GET, loopback, pipelined", "memory", redis),
-        PeerRow::new(
-            FILES,
-            "one file per block, same folder as the file tier",
-            "cold",
-            files,
+    let (datasets, chunked) = match hdf5 {
+        Ok((datasets, chunked, note)) => (
+            Ok((datasets, Some(note.clone()))),
+            Ok((chunked, Some(note))),
         ),
-    ];
-    match hdf5 {
-        Ok((datasets, chunked, note)) => {
-            rows.push(PeerRow::new(
-                HDF5,
-                "one dataset per block",
+        Err(e) => (Err(e.to_string()), Err(e.to_string())),
+    };
+    PeersTable {
+        rows: vec![
+            PeerRow::new(REDIS, "SET / GET, loopback, pipelined", "memory", redis),
+            PeerRow::new(
+                FILES,
+                "one file per block, same folder as the file tier",
                 "cold",
-                Ok((datasets, Some(note.clone()))),
-            ));
-            rows.push(PeerRow::new(
-                HDF5,
-                "one chunked dataset, a chunk per block",
-                "cold",
-                Ok((chunked, Some(note))),
-            ));
-        }
-        Err(e) => {
-            rows.push(PeerRow::new(
-                HDF5,
-                "one dataset per block",
-                "cold",
-                Err(e.to_string()),
-            ));
-            rows.push(PeerRow::new(
+                files,
+            ),
+            PeerRow::new(HDF5, "one dataset per block", "cold", datasets),
+            PeerRow::new(
                 HDF5,
                 "one chunked dataset, a chunk per block",
                 "cold",
-                Err(e.to_string()),
-            ));
-        }
+                chunked,
+            ),
+        ],
     }
-    PeersTable { rows }
 }
 
 /// Cascade over a peer, with the goal where the issue sets one.
