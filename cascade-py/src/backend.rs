@@ -46,17 +46,13 @@ impl PyBackend {
     ) -> Vec<cascade::Result<()>> {
         #[cfg(feature = "gpu")]
         if let Some((gpu, device_id)) = &self.gpu {
-            let plain: Vec<(BlockId, u64, usize)> =
-                items.iter().map(|(id, d)| (*id, d.ptr, d.len)).collect();
-            let streams: Vec<u64> = items.iter().filter_map(|(_, d)| d.stream).collect();
             return py.detach(|| {
-                if let Err(e) = sync_streams(*device_id, &streams) {
-                    return plain.iter().map(|_| Err(clone_error(&e))).collect();
-                }
-                // SAFETY: each range was checked dense and is kept alive by its Python
-                // owner (held by the caller) until this returns; the producer's stream
-                // was synchronized above, so nothing writes it meanwhile.
-                unsafe { gpu.put_from_device_batch(&plain) }
+                crate::cuda::copy_after_sync(Some(*device_id), items, |plain| {
+                    // SAFETY: each range was checked dense and is kept alive by its Python
+                    // owner (held by the caller) until this returns; the producer's stream
+                    // was synchronized, so nothing writes it meanwhile.
+                    unsafe { gpu.put_from_device_batch(plain) }
+                })
             });
         }
         let _ = py;
@@ -70,39 +66,16 @@ impl PyBackend {
     ) -> Vec<cascade::Result<usize>> {
         #[cfg(feature = "gpu")]
         if let Some((gpu, device_id)) = &self.gpu {
-            let plain: Vec<(BlockId, u64, usize)> =
-                items.iter().map(|(id, d)| (*id, d.ptr, d.len)).collect();
-            let streams: Vec<u64> = items.iter().filter_map(|(_, d)| d.stream).collect();
             return py.detach(|| {
-                if let Err(e) = sync_streams(*device_id, &streams) {
-                    return plain.iter().map(|_| Err(clone_error(&e))).collect();
-                }
-                // SAFETY: as in put_device; the outputs were checked not to overlap.
-                unsafe { gpu.get_into_device_batch(&plain) }
+                crate::cuda::copy_after_sync(Some(*device_id), items, |plain| {
+                    // SAFETY: as in put_device; the outputs were checked not to overlap.
+                    unsafe { gpu.get_into_device_batch(plain) }
+                })
             });
         }
         let _ = py;
         items.iter().map(|_| Err(no_device_path())).collect()
     }
-}
-
-/// Synchronizes each distinct producer stream of device arguments once.
-#[cfg(feature = "gpu")]
-pub(crate) fn sync_streams(device_id: usize, streams: &[u64]) -> cascade::Result<()> {
-    let mut done: Vec<u64> = Vec::new();
-    for &stream in streams {
-        if !done.contains(&stream) {
-            crate::cuda::synchronize(device_id, stream)?;
-            done.push(stream);
-        }
-    }
-    Ok(())
-}
-
-/// A copy of `e` (kind and message) for each item of a batch that it fails.
-#[cfg(feature = "gpu")]
-pub(crate) fn clone_error(e: &cascade::Error) -> cascade::Error {
-    cascade::Error::new(e.kind(), e.to_string())
 }
 
 fn no_device_path() -> cascade::Error {

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{CudaContext, sys};
 
-use cascade::{Error, ErrorKind, Result};
+use cascade::{BlockId, Error, ErrorKind, Result};
+
+use crate::data::DeviceRange;
 
 /// Primary contexts retained per device (the same context PyTorch uses), kept for the
 /// life of the process so a sync costs no context setup.
@@ -52,6 +54,40 @@ pub fn synchronize(device_id: usize, stream: u64) -> Result<()> {
             format!("cuStreamSynchronize failed: {status:?}"),
         ))
     }
+}
+
+/// Runs `copy` on the (id, device address, length) of each of `items` once every
+/// distinct producer stream has been synchronized on `device_id`; a failed
+/// synchronization fails every item and copies nothing. With no device (a store without
+/// a GPU tier) nothing is synchronized and `copy` refuses the ranges itself.
+pub fn copy_after_sync<R>(
+    device_id: Option<usize>,
+    items: &[(BlockId, DeviceRange)],
+    copy: impl FnOnce(&[(BlockId, u64, usize)]) -> Vec<Result<R>>,
+) -> Vec<Result<R>> {
+    let plain: Vec<(BlockId, u64, usize)> =
+        items.iter().map(|(id, d)| (*id, d.ptr, d.len)).collect();
+    if let Some(device_id) = device_id
+        && let Err(e) = sync_streams(device_id, items)
+    {
+        return plain
+            .iter()
+            .map(|_| Err(Error::new(e.kind(), e.to_string())))
+            .collect();
+    }
+    copy(&plain)
+}
+
+/// Synchronizes each distinct producer stream of `items` once.
+fn sync_streams(device_id: usize, items: &[(BlockId, DeviceRange)]) -> Result<()> {
+    let mut done: Vec<u64> = Vec::new();
+    for stream in items.iter().filter_map(|(_, d)| d.stream) {
+        if !done.contains(&stream) {
+            synchronize(device_id, stream)?;
+            done.push(stream);
+        }
+    }
+    Ok(())
 }
 
 /// Why a GPU tier could not open, for the warning that names the missing GPU.

@@ -103,31 +103,22 @@ impl PyStore {
         store: &CascadeStore,
         items: &[(BlockId, DeviceRange)],
     ) -> Vec<cascade::Result<PutOutcome>> {
-        let plain: Vec<(BlockId, u64, usize)> =
-            items.iter().map(|(id, d)| (*id, d.ptr, d.len)).collect();
         #[cfg(feature = "gpu")]
         {
-            let streams: Vec<u64> = items.iter().filter_map(|(_, d)| d.stream).collect();
             py.detach(|| {
-                if let Some(device_id) = self.gpu_device
-                    && let Err(e) = crate::backend::sync_streams(device_id, &streams)
-                {
-                    return plain
-                        .iter()
-                        .map(|_| Err(crate::backend::clone_error(&e)))
-                        .collect();
-                }
-                // SAFETY: each range was checked dense and is kept alive by its Python
-                // owner (held by the caller) until this returns; the producer's stream
-                // was synchronized above, so nothing writes it meanwhile. Without a GPU
-                // tier the store refuses the ranges without touching them.
-                unsafe { store.put_device_batch(&plain) }
+                crate::cuda::copy_after_sync(self.gpu_device, items, |plain| {
+                    // SAFETY: each range was checked dense and is kept alive by its Python
+                    // owner (held by the caller) until this returns; the producer's stream
+                    // was synchronized, so nothing writes it meanwhile. Without a GPU
+                    // tier the store refuses the ranges without touching them.
+                    unsafe { store.put_device_batch(plain) }
+                })
             })
         }
         #[cfg(not(feature = "gpu"))]
         {
             let _ = (py, store);
-            plain.iter().map(|_| Err(no_gpu_build())).collect()
+            items.iter().map(|_| Err(no_gpu_build())).collect()
         }
     }
 
@@ -139,28 +130,19 @@ impl PyStore {
         store: &CascadeStore,
         items: &[(BlockId, DeviceRange)],
     ) -> Vec<cascade::Result<Option<usize>>> {
-        let plain: Vec<(BlockId, u64, usize)> =
-            items.iter().map(|(id, d)| (*id, d.ptr, d.len)).collect();
         #[cfg(feature = "gpu")]
         {
-            let streams: Vec<u64> = items.iter().filter_map(|(_, d)| d.stream).collect();
             py.detach(|| {
-                if let Some(device_id) = self.gpu_device
-                    && let Err(e) = crate::backend::sync_streams(device_id, &streams)
-                {
-                    return plain
-                        .iter()
-                        .map(|_| Err(crate::backend::clone_error(&e)))
-                        .collect();
-                }
-                // SAFETY: as in put_device; the outputs were checked not to overlap.
-                unsafe { store.get_device_batch(&plain) }
+                crate::cuda::copy_after_sync(self.gpu_device, items, |plain| {
+                    // SAFETY: as in put_device; the outputs were checked not to overlap.
+                    unsafe { store.get_device_batch(plain) }
+                })
             })
         }
         #[cfg(not(feature = "gpu"))]
         {
             let _ = (py, store);
-            plain.iter().map(|_| Err(no_gpu_build())).collect()
+            items.iter().map(|_| Err(no_gpu_build())).collect()
         }
     }
 }
