@@ -10,9 +10,10 @@ use cascade::{BlockId, ErrorKind, Tier, TierConfig, TierRegistry};
 
 use crate::buffer::Access;
 use crate::convert::to_python;
-use crate::data::{self, Data, DeviceRange, Part, PartMut};
-use crate::errors::{IntoPy, kind_error, to_py};
+use crate::data::{self, Data, DeviceRange};
+use crate::errors::{IntoPy, kind_error};
 use crate::ids;
+use crate::split::{Split, raise_first};
 
 /// One tier used on its own: blocks go exactly where you put them, with no index,
 /// no dedup and no movement between tiers. `put` replaces a block of the same id;
@@ -86,94 +87,11 @@ fn no_device_path() -> cascade::Error {
     )
 }
 
-/// Outputs of a batch read, checked to share no memory and split by where they live,
-/// each list with the positions of its items in the batch.
-pub struct SplitOutputs<'a> {
-    /// Positions of the host outputs.
-    pub host_at: Vec<usize>,
-    /// Host outputs with their ids.
-    pub host_items: Vec<(BlockId, &'a mut [u8])>,
-    /// Positions of the device outputs.
-    pub device_at: Vec<usize>,
-    /// Device outputs with their ids.
-    pub device_items: Vec<(BlockId, DeviceRange)>,
-}
-
-/// Checks that `parts` do not overlap and splits them into host and device outputs.
-pub fn split_outputs<'a>(
-    ids: &[BlockId],
-    parts: Vec<PartMut<'a>>,
-    what: &str,
-) -> PyResult<SplitOutputs<'a>> {
-    let mut spans: Vec<(usize, usize, usize)> = parts
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let (start, len) = p.span();
-            (start, len, i)
-        })
-        .collect();
-    check_disjoint(&mut spans, what)?;
-    let mut split = SplitOutputs {
-        host_at: Vec::new(),
-        host_items: Vec::new(),
-        device_at: Vec::new(),
-        device_items: Vec::new(),
-    };
-    for (i, (id, part)) in ids.iter().zip(parts).enumerate() {
-        match part {
-            PartMut::Host(bytes) => {
-                split.host_at.push(i);
-                split.host_items.push((*id, bytes));
-            }
-            PartMut::Device(range) => {
-                split.device_at.push(i);
-                split.device_items.push((*id, range));
-            }
-        }
-    }
-    Ok(split)
-}
-
-/// Fails when two outputs share bytes (they are written in parallel).
-pub fn check_disjoint(spans: &mut Vec<(usize, usize, usize)>, what: &str) -> PyResult<()> {
-    spans.retain(|s| s.1 > 0);
-    spans.sort_unstable();
-    for pair in spans.windows(2) {
-        if pair[1].0 < pair[0].0 + pair[0].1 {
-            return Err(crate::errors::invalid_input(format!(
-                "{what}[{}] and {what}[{}] share memory; each block needs its own output",
-                pair[0].2, pair[1].2
-            )));
-        }
-    }
-    Ok(())
-}
-
 fn not_found_is_none(result: cascade::Result<usize>) -> cascade::Result<Option<usize>> {
     match result {
         Ok(n) => Ok(Some(n)),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
-    }
-}
-
-fn raise_first<T>(results: Vec<cascade::Result<T>>) -> PyResult<Vec<T>> {
-    let mut values = Vec::with_capacity(results.len());
-    let mut first = None;
-    for (index, result) in results.into_iter().enumerate() {
-        match result {
-            Ok(v) => values.push(v),
-            Err(e) => {
-                if first.is_none() {
-                    first = Some(e.with_context("index", index));
-                }
-            }
-        }
-    }
-    match first {
-        Some(e) => Err(to_py(e)),
-        None => Ok(values),
     }
 }
 
@@ -234,39 +152,11 @@ impl PyBackend {
     ) -> PyResult<usize> {
         let ids = ids::parse_all(block_ids, "block_ids")?;
         let batch = data::take_batch(blocks, ids.len(), Access::Read, "blocks")?;
-        let parts = batch.parts();
-        let (mut host_at, mut host_items, mut device_at, mut device_items) =
-            (vec![], vec![], vec![], vec![]);
-        for (i, (id, part)) in ids.iter().zip(parts).enumerate() {
-            match part {
-                Part::Host(bytes) => {
-                    host_at.push(i);
-                    host_items.push((*id, bytes));
-                }
-                Part::Device(range) => {
-                    device_at.push(i);
-                    device_items.push((*id, range));
-                }
-            }
-        }
-        let mut results: Vec<cascade::Result<()>> = (0..ids.len()).map(|_| Ok(())).collect();
         let tier = &self.tier;
-        if !host_items.is_empty() {
-            for (i, r) in host_at
-                .into_iter()
-                .zip(py.detach(|| tier.put_batch(&host_items)))
-            {
-                results[i] = r;
-            }
-        }
-        if !device_items.is_empty() {
-            for (i, r) in device_at
-                .into_iter()
-                .zip(self.put_device(py, &device_items))
-            {
-                results[i] = r;
-            }
-        }
+        let results = Split::new(&ids, batch.parts()).run(
+            |host| py.detach(|| tier.put_batch(host)),
+            |device| self.put_device(py, device),
+        );
         Ok(raise_first(results)?.len())
     }
 
@@ -281,30 +171,11 @@ impl PyBackend {
     ) -> PyResult<Vec<Option<usize>>> {
         let ids = ids::parse_all(block_ids, "block_ids")?;
         let mut batch = data::take_batch(outs, ids.len(), Access::Write, "outs")?;
-        let SplitOutputs {
-            host_at,
-            mut host_items,
-            device_at,
-            device_items,
-        } = split_outputs(&ids, batch.parts_mut(), "outs")?;
-        let mut results: Vec<cascade::Result<usize>> = (0..ids.len()).map(|_| Ok(0)).collect();
         let tier = &self.tier;
-        if !host_items.is_empty() {
-            for (i, r) in host_at
-                .into_iter()
-                .zip(py.detach(|| tier.get_batch(&mut host_items)))
-            {
-                results[i] = r;
-            }
-        }
-        if !device_items.is_empty() {
-            for (i, r) in device_at
-                .into_iter()
-                .zip(self.get_device(py, &device_items))
-            {
-                results[i] = r;
-            }
-        }
+        let results = Split::outputs(&ids, batch.parts_mut(), "outs")?.run(
+            |host| py.detach(|| tier.get_batch(host)),
+            |device| self.get_device(py, device),
+        );
         raise_first(results.into_iter().map(not_found_is_none).collect())
     }
 
@@ -522,11 +393,12 @@ impl PyGpuBackend {
                 .detach(|| cascade_gpu::GpuTier::open("gpu", &config))
                 .map_err(|e| {
                     if e.kind() == ErrorKind::Unavailable {
-                        to_py(e.with_context("why", crate::cuda::missing_gpu_reason()))
+                        e.with_context("why", crate::cuda::missing_gpu_reason())
                     } else {
-                        to_py(e)
+                        e
                     }
-                })?;
+                })
+                .py_err()?;
             let gpu = Arc::new(gpu);
             let base = PyBackend {
                 tier: gpu.clone(),

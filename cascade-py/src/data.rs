@@ -413,28 +413,24 @@ pub enum Batch {
     Rows(Data, usize),
 }
 
-/// One block of a batch, to be read.
-pub enum Part<'a> {
+/// One block of a batch: host bytes (`&[u8]` to be read, `&mut [u8]` to be written) or
+/// device memory.
+pub enum Part<H> {
     /// Host bytes.
-    Host(&'a [u8]),
+    Host(H),
     /// Device memory.
     Device(DeviceRange),
 }
 
-/// One block of a batch, to be written.
-pub enum PartMut<'a> {
-    /// Host bytes.
-    Host(&'a mut [u8]),
-    /// Device memory.
-    Device(DeviceRange),
-}
-
-impl PartMut<'_> {
+impl<H: AsRef<[u8]>> Part<H> {
     /// Address and length, to check outputs for overlap.
     pub fn span(&self) -> (usize, usize) {
         match self {
-            PartMut::Host(b) => (b.as_ptr() as usize, b.len()),
-            PartMut::Device(d) => (d.ptr as usize, d.len),
+            Part::Host(b) => {
+                let b = b.as_ref();
+                (b.as_ptr() as usize, b.len())
+            }
+            Part::Device(d) => (d.ptr as usize, d.len),
         }
     }
 }
@@ -491,7 +487,7 @@ pub fn take_batch(
 
 impl Batch {
     /// The blocks, to be read.
-    pub fn parts(&self) -> Vec<Part<'_>> {
+    pub fn parts(&self) -> Vec<Part<&[u8]>> {
         match self {
             Batch::Each(items) => items
                 .iter()
@@ -504,7 +500,7 @@ impl Batch {
                 let bytes = h.bytes();
                 let row = bytes.len() / count;
                 if row == 0 {
-                    return (0..*count).map(|_| Part::Host(&[])).collect();
+                    return (0..*count).map(|_| Part::Host(&[][..])).collect();
                 }
                 bytes.chunks_exact(row).map(Part::Host).collect()
             }
@@ -515,13 +511,13 @@ impl Batch {
     }
 
     /// The blocks, to be written.
-    pub fn parts_mut(&mut self) -> Vec<PartMut<'_>> {
+    pub fn parts_mut(&mut self) -> Vec<Part<&mut [u8]>> {
         match self {
             Batch::Each(items) => items
                 .iter_mut()
                 .map(|item| match item {
-                    Data::Host(h) => PartMut::Host(h.bytes_mut()),
-                    Data::Device(d) => PartMut::Device(d.range),
+                    Data::Host(h) => Part::Host(h.bytes_mut()),
+                    Data::Device(d) => Part::Device(d.range),
                 })
                 .collect(),
             Batch::Rows(Data::Host(h), count) => {
@@ -529,12 +525,12 @@ impl Batch {
                 let bytes = h.bytes_mut();
                 let row = bytes.len() / count;
                 if row == 0 {
-                    return (0..count).map(|_| PartMut::Host(&mut [])).collect();
+                    return (0..count).map(|_| Part::Host(&mut [][..])).collect();
                 }
-                bytes.chunks_exact_mut(row).map(PartMut::Host).collect()
+                bytes.chunks_exact_mut(row).map(Part::Host).collect()
             }
             Batch::Rows(Data::Device(d), count) => {
-                rows(d.range, *count).map(PartMut::Device).collect()
+                rows(d.range, *count).map(Part::Device).collect()
             }
         }
     }

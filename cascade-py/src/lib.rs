@@ -16,6 +16,7 @@ mod data;
 mod errors;
 mod ids;
 mod prefix;
+mod split;
 mod store;
 
 use pyo3::prelude::*;

@@ -7,13 +7,13 @@ use pyo3::types::PyType;
 
 use cascade::{BlockId, Cascade, CascadeConfig, CascadeStore, ErrorKind, PutOutcome};
 
-use crate::backend::{SplitOutputs, split_outputs};
 use crate::buffer::Access;
 use crate::config::PyConfig;
 use crate::convert::to_python;
-use crate::data::{self, Data, DeviceRange, Part};
-use crate::errors::{IntoPy, kind_error, to_py, warn_tier_unavailable};
+use crate::data::{self, Data, DeviceRange};
+use crate::errors::{IntoPy, kind_error, warn_tier_unavailable};
 use crate::ids;
+use crate::split::{Split, raise_first};
 
 /// A hierarchical KV-block store: tiers fastest first (GPU, shared memory, files)
 /// behind one sharded index.
@@ -294,38 +294,12 @@ impl PyStore {
     ) -> PyResult<usize> {
         let ids = ids::parse_all(block_ids, "block_ids")?;
         let batch = data::take_batch(blocks, ids.len(), Access::Read, "blocks")?;
-        let (mut host_at, mut host_items, mut device_at, mut device_items) =
-            (vec![], vec![], vec![], vec![]);
-        for (i, (id, part)) in ids.iter().zip(batch.parts()).enumerate() {
-            match part {
-                Part::Host(bytes) => {
-                    host_at.push(i);
-                    host_items.push((*id, bytes));
-                }
-                Part::Device(range) => {
-                    device_at.push(i);
-                    device_items.push((*id, range));
-                }
-            }
-        }
         let store = self.store()?;
-        let mut results: Vec<cascade::Result<PutOutcome>> =
-            (0..ids.len()).map(|_| Ok(PutOutcome::Stored)).collect();
-        if !host_items.is_empty() {
-            let done = py.detach(|| store.put_batch(&host_items));
-            for (i, r) in host_at.into_iter().zip(done) {
-                results[i] = r;
-            }
-        }
-        if !device_items.is_empty() {
-            let done = self.put_device(py, &store, &device_items);
-            for (i, r) in device_at.into_iter().zip(done) {
-                results[i] = r;
-            }
-        }
-        let stored = results.iter().filter(|r| r.is_ok()).count();
-        first_error(results.into_iter().map(|r| r.map(|_| ())))?;
-        Ok(stored)
+        let results = Split::new(&ids, batch.parts()).run(
+            |host| py.detach(|| store.put_batch(host)),
+            |device| self.put_device(py, &store, device),
+        );
+        Ok(raise_first(results)?.len())
     }
 
     /// Reads many blocks in one call into their outputs: a list as long as
@@ -341,33 +315,13 @@ impl PyStore {
     ) -> PyResult<Vec<Option<usize>>> {
         let ids = ids::parse_all(block_ids, "block_ids")?;
         let mut batch = data::take_batch(outs, ids.len(), Access::Write, "outs")?;
-        let SplitOutputs {
-            host_at,
-            mut host_items,
-            device_at,
-            device_items,
-        } = split_outputs(&ids, batch.parts_mut(), "outs")?;
+        let split = Split::outputs(&ids, batch.parts_mut(), "outs")?;
         let store = self.store()?;
-        let mut results: Vec<cascade::Result<Option<usize>>> =
-            (0..ids.len()).map(|_| Ok(None)).collect();
-        if !host_items.is_empty() {
-            let done = py.detach(|| store.get_batch(&mut host_items));
-            for (i, r) in host_at.into_iter().zip(done) {
-                results[i] = r;
-            }
-        }
-        if !device_items.is_empty() {
-            let done = self.get_device(py, &store, &device_items);
-            for (i, r) in device_at.into_iter().zip(done) {
-                results[i] = r;
-            }
-        }
-        let sizes: Vec<Option<usize>> = results
-            .iter()
-            .map(|r| r.as_ref().ok().copied().flatten())
-            .collect();
-        first_error(results.into_iter().map(|r| r.map(|_| ())))?;
-        Ok(sizes)
+        let results = split.run(
+            |host| py.detach(|| store.get_batch(host)),
+            |device| self.get_device(py, &store, device),
+        );
+        raise_first(results)
     }
 
     /// How many leading keys of a token-prefix chain are stored: the number of blocks
@@ -480,14 +434,4 @@ impl PyStore {
             Err(_) => "<CascadeStore closed>".to_string(),
         }
     }
-}
-
-/// Raises the first failed item of a batch, naming its position.
-fn first_error(results: impl Iterator<Item = cascade::Result<()>>) -> PyResult<()> {
-    for (index, result) in results.enumerate() {
-        if let Err(e) = result {
-            return Err(to_py(e.with_context("index", index)));
-        }
-    }
-    Ok(())
 }
