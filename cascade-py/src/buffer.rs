@@ -8,6 +8,7 @@
 //! here directly.
 
 use std::ffi::{c_char, c_int, c_void};
+use std::fmt::Display;
 use std::pin::Pin;
 
 use pyo3::ffi;
@@ -87,7 +88,7 @@ impl HostBuffer {
     /// Takes a buffer on `obj`; `what` names the argument in errors. Fails with a clear
     /// error for objects without the buffer protocol, non-C-contiguous layouts, and
     /// (for [`Access::Write`]) read-only buffers.
-    pub fn take(obj: &Bound<'_, PyAny>, access: Access, what: &str) -> PyResult<Self> {
+    pub fn take(obj: &Bound<'_, PyAny>, access: Access, what: &dyn Display) -> PyResult<Self> {
         let mut raw = Box::pin(RawBuffer::empty());
         // SAFETY: `obj` is a live object (we hold the GIL through `obj`'s token) and
         // `raw` points to writable memory of the right layout that stays put until

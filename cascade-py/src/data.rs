@@ -3,6 +3,7 @@
 //! DLPack on a CUDA device, as torch CUDA tensors give).
 
 use std::ffi::{CStr, c_void};
+use std::fmt::Display;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyCapsule, PyDict, PyList, PyTuple};
@@ -75,7 +76,7 @@ pub enum Data {
 
 /// Classifies `obj` (a block to store when `access` is Read, an output when Write).
 pub fn take(obj: &Bound<'_, PyAny>, access: Access, what: &str) -> PyResult<Data> {
-    take_ordered(obj, access, what, Order::DlPackFirst)
+    take_ordered(obj, access, &what, Order::DlPackFirst)
 }
 
 /// Which device protocol to try first.
@@ -94,7 +95,7 @@ enum Order {
 fn take_ordered(
     obj: &Bound<'_, PyAny>,
     access: Access,
-    what: &str,
+    what: &dyn Display,
     order: Order,
 ) -> PyResult<Data> {
     // The buffer protocol first: numpy arrays, the common case, answer it directly.
@@ -125,8 +126,8 @@ fn take_ordered(
 }
 
 /// Host bytes only: for hashing and for calls that take host memory.
-pub fn take_host(obj: &Bound<'_, PyAny>, access: Access, what: &str) -> PyResult<Host> {
-    match take(obj, access, what)? {
+pub fn take_host(obj: &Bound<'_, PyAny>, access: Access, what: &dyn Display) -> PyResult<Host> {
+    match take_ordered(obj, access, what, Order::DlPackFirst)? {
         Data::Host(host) => Ok(host),
         Data::Device(_) => Err(crate::errors::kind_error(
             cascade::ErrorKind::Unsupported,
@@ -150,7 +151,7 @@ fn is_no_buffer(err: &PyErr, py: Python<'_>) -> bool {
 fn cuda_array_interface(
     obj: &Bound<'_, PyAny>,
     access: Access,
-    what: &str,
+    what: &dyn Display,
 ) -> PyResult<Option<Device>> {
     let Ok(iface) = obj.getattr("__cuda_array_interface__") else {
         return Ok(None);
@@ -200,7 +201,7 @@ fn dense_len(
     strides: Option<&[i64]>,
     itemsize: i64,
     stride_unit: i64,
-    what: &str,
+    what: &dyn Display,
 ) -> PyResult<usize> {
     if shape.iter().any(|&d| d < 0) {
         return Err(invalid_input(format!("{what} has a negative dimension")));
@@ -309,7 +310,7 @@ impl DlPackHost {
     }
 }
 
-fn dlpack(obj: &Bound<'_, PyAny>, access: Access, what: &str) -> PyResult<Option<Data>> {
+fn dlpack(obj: &Bound<'_, PyAny>, access: Access, what: &dyn Display) -> PyResult<Option<Data>> {
     let Ok(device_fn) = obj.getattr("__dlpack_device__") else {
         return Ok(None);
     };
@@ -458,7 +459,8 @@ pub fn take_batch(
             } else {
                 Order::DlPackFirst
             };
-            let data = take_ordered(item, access, &format!("{what}[{i}]"), order)?;
+            // The item's name is only formatted when an error needs it, not once per block.
+            let data = take_ordered(item, access, &format_args!("{what}[{i}]"), order)?;
             ordered |= matches!(data, Data::Device(_));
             taken.push(data);
         }

@@ -50,7 +50,7 @@ pub fn sequence<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Vec<Bound<
 /// buffer (numpy array, bytes, bytearray, memoryview); hashes without holding the GIL.
 #[pyfunction]
 pub fn compute_block_id(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<String> {
-    let buffer = data::take_host(data, Access::Read, "data")?;
+    let buffer = data::take_host(data, Access::Read, &"data")?;
     let bytes = buffer.bytes();
     Ok(py.detach(|| cascade::compute_block_id(bytes)).to_hex())
 }
@@ -62,7 +62,7 @@ pub fn compute_block_ids(py: Python<'_>, blocks: &Bound<'_, PyAny>) -> PyResult<
     let buffers = sequence(blocks, "blocks")?
         .iter()
         .enumerate()
-        .map(|(i, b)| data::take_host(b, Access::Read, &format!("blocks[{i}]")))
+        .map(|(i, b)| data::take_host(b, Access::Read, &format_args!("blocks[{i}]")))
         .collect::<PyResult<Vec<_>>>()?;
     let slices: Vec<&[u8]> = buffers.iter().map(Host::bytes).collect();
     let ids = py.detach(|| cascade::hash::Sha256Hasher.block_ids(&slices));

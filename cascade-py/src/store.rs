@@ -227,7 +227,7 @@ impl PyStore {
     /// Hashes `data` with the configured hasher, stores it under that id, and returns
     /// the id.
     fn put_content(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<String> {
-        let buffer = data::take_host(data, Access::Read, "data")?;
+        let buffer = data::take_host(data, Access::Read, &"data")?;
         let store = self.store()?;
         let bytes = buffer.bytes();
         let (id, _) = py.detach(|| store.put_content(bytes)).py_err()?;
