@@ -1,5 +1,5 @@
 """Python put/get of 128 KiB numpy blocks, single calls and batches, against the same
-workload run from Rust in the same process (cascade._native._bench_native), on the
+workload run from Rust in the same process (cascade._native._NativeBench), on the
 same store configuration, in the same run.
 
     python cascade-py/benches/python_vs_rust.py [--blocks 2000] [--size 131072]

@@ -1,4 +1,4 @@
-//! `_bench_native`: the Python benchmark's workload run from Rust in the same process,
+//! `_NativeBench`: the Python benchmark's workload run from Rust in the same process,
 //! so the Python figures have a baseline measured in the same run on the same store
 //! configuration (benches/python_vs_rust.py).
 
