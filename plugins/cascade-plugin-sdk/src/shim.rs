@@ -76,14 +76,15 @@ fn fail(error: &Error) -> Status {
     Status::from_kind(error.kind())
 }
 
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(text) = payload.downcast_ref::<&str>() {
-        (*text).to_string()
+fn record_panic(call: &str, payload: &(dyn std::any::Any + Send)) {
+    let text = if let Some(text) = payload.downcast_ref::<&str>() {
+        text
     } else if let Some(text) = payload.downcast_ref::<String>() {
-        text.clone()
+        text.as_str()
     } else {
-        "a panic with a non-text payload".to_string()
-    }
+        "a panic with a non-text payload"
+    };
+    record(format!("plugin panicked in {call}: {text}"));
 }
 
 /// Runs `body`, turning an error or a panic into a status and a recorded message.
@@ -92,10 +93,7 @@ fn guard(call: &str, body: impl FnOnce() -> Result<()>) -> Status {
         Ok(Ok(())) => Status::OK,
         Ok(Err(error)) => fail(&error),
         Err(payload) => {
-            record(format!(
-                "plugin panicked in {call}: {}",
-                panic_text(&*payload)
-            ));
+            record_panic(call, &*payload);
             Status::PLUGIN
         }
     }
@@ -105,10 +103,7 @@ fn guard(call: &str, body: impl FnOnce() -> Result<()>) -> Status {
 /// `fallback` and leaves the message for `last_error`.
 fn guard_value(call: &str, fallback: u64, body: impl FnOnce() -> u64) -> u64 {
     catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|payload| {
-        record(format!(
-            "plugin panicked in {call}: {}",
-            panic_text(&*payload)
-        ));
+        record_panic(call, &*payload);
         fallback
     })
 }
@@ -142,6 +137,19 @@ unsafe fn block_id(id: *const RawBlockId) -> Result<BlockId> {
 }
 
 /// # Safety
+/// Unless `len` is 0, `ptr` must be NULL or point to `len` bytes readable for `'a`.
+unsafe fn host_bytes<'a>(ptr: *const u8, len: usize, what: &str) -> Result<&'a [u8]> {
+    if len == 0 {
+        Ok(&[])
+    } else if ptr.is_null() {
+        Err(invalid(what))
+    } else {
+        // SAFETY: non-null and readable for `len` bytes per the caller.
+        Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+    }
+}
+
+/// # Safety
 /// `out` must be NULL or writable.
 unsafe fn write<T>(out: *mut T, value: T) -> Result<()> {
     if out.is_null() {
@@ -158,14 +166,8 @@ unsafe extern "C" fn create<F: Factory>(
     out: *mut Instance,
 ) -> Status {
     guard("create", || {
-        let bytes: &[u8] = if config_len == 0 {
-            &[]
-        } else if config.is_null() {
-            return Err(invalid("config"));
-        } else {
-            // SAFETY: the host passes `config_len` readable bytes.
-            unsafe { std::slice::from_raw_parts(config, config_len) }
-        };
+        // SAFETY: the host passes `config_len` readable bytes.
+        let bytes = unsafe { host_bytes(config, config_len, "config") }?;
         let text = std::str::from_utf8(bytes)
             .map_err(|e| Error::config(format!("plugin settings are not UTF-8: {e}")))?;
         let tier = F::create(text)?;
@@ -236,14 +238,8 @@ unsafe extern "C" fn put(
     guard("put", || {
         // SAFETY: ABI contract on `instance` and `id`.
         let (tier, id) = unsafe { (tier(instance)?, block_id(id)?) };
-        let data: &[u8] = if len == 0 {
-            &[]
-        } else if data.is_null() {
-            return Err(invalid("data"));
-        } else {
-            // SAFETY: the host passes `len` readable bytes for the call.
-            unsafe { std::slice::from_raw_parts(data, len) }
-        };
+        // SAFETY: the host passes `len` readable bytes for the call.
+        let data = unsafe { host_bytes(data, len, "data") }?;
         tier.put(id, data)
     })
 }
@@ -342,4 +338,24 @@ unsafe extern "C" fn last_error(_instance: Instance) -> *const c_char {
                 .map_or(std::ptr::null(), |text| text.as_ptr())
         })
         .unwrap_or(std::ptr::null())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_bytes_refuses_null_unless_empty() {
+        // SAFETY: NULL with a length is what the helper must refuse without reading.
+        let err = unsafe { host_bytes(std::ptr::null(), 4, "data") }.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("NULL data"), "{err}");
+        // SAFETY: a zero length reads nothing, whatever the pointer.
+        let empty = unsafe { host_bytes(std::ptr::null(), 0, "data") }.unwrap();
+        assert!(empty.is_empty());
+        let buf = [1u8, 2, 3];
+        // SAFETY: `buf` holds 3 readable bytes.
+        let read = unsafe { host_bytes(buf.as_ptr(), 3, "data") }.unwrap();
+        assert_eq!(read, &buf);
+    }
 }
