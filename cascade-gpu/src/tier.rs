@@ -56,6 +56,21 @@ enum Side {
 }
 
 impl Side {
+    fn host(ptr: *const u8, len: usize) -> Self {
+        Side::Host {
+            ptr: ptr as usize,
+            len,
+        }
+    }
+
+    /// `(id, device address, length)` items as device sides.
+    fn devices(items: &[(BlockId, u64, usize)]) -> Vec<(BlockId, Side)> {
+        items
+            .iter()
+            .map(|&(id, ptr, len)| (id, Side::Device { ptr, len }))
+            .collect()
+    }
+
     fn len(self) -> usize {
         match self {
             Side::Host { len, .. } | Side::Device { len, .. } => len,
@@ -299,7 +314,8 @@ impl GpuTier {
     /// # Safety
     /// `[src, src + len)` must be device memory that nothing writes until this returns.
     pub unsafe fn put_from_device(&self, id: BlockId, src: u64, len: usize) -> Result<()> {
-        first(self.upload(&[(id, Side::Device { ptr: src, len })]))
+        // SAFETY: the caller's contract, for the one item.
+        first(unsafe { self.put_from_device_batch(&[(id, src, len)]) })
     }
 
     /// Stores many blocks from device memory; one result per item, in order. Items are
@@ -308,11 +324,7 @@ impl GpuTier {
     /// # Safety
     /// As for [`GpuTier::put_from_device`], for every item.
     pub unsafe fn put_from_device_batch(&self, items: &[(BlockId, u64, usize)]) -> Vec<Result<()>> {
-        let sides: Vec<(BlockId, Side)> = items
-            .iter()
-            .map(|&(id, ptr, len)| (id, Side::Device { ptr, len }))
-            .collect();
-        self.upload(&sides)
+        self.upload(&Side::devices(items))
     }
 
     /// Copies a block into device memory of `capacity` bytes at `dst`; returns its length.
@@ -324,13 +336,8 @@ impl GpuTier {
     /// `[dst, dst + capacity)` must be device memory that the caller owns and that
     /// nothing else reads or writes until this returns.
     pub unsafe fn get_into_device(&self, id: BlockId, dst: u64, capacity: usize) -> Result<usize> {
-        first(self.download(&[(
-            id,
-            Side::Device {
-                ptr: dst,
-                len: capacity,
-            },
-        )]))
+        // SAFETY: the caller's contract, for the one item.
+        first(unsafe { self.get_into_device_batch(&[(id, dst, capacity)]) })
     }
 
     /// Copies many blocks into device memory; one result (the length) per item, in
@@ -342,11 +349,7 @@ impl GpuTier {
         &self,
         items: &[(BlockId, u64, usize)],
     ) -> Vec<Result<usize>> {
-        let sides: Vec<(BlockId, Side)> = items
-            .iter()
-            .map(|&(id, ptr, len)| (id, Side::Device { ptr, len }))
-            .collect();
-        self.download(&sides)
+        self.download(&Side::devices(items))
     }
 
     fn router(&self) -> Router {
@@ -903,37 +906,17 @@ impl Tier for GpuTier {
     }
 
     fn put(&self, id: BlockId, data: &[u8]) -> Result<()> {
-        first(self.upload(&[(
-            id,
-            Side::Host {
-                ptr: data.as_ptr() as usize,
-                len: data.len(),
-            },
-        )]))
+        first(self.put_batch(&[(id, data)]))
     }
 
     fn get(&self, id: BlockId, out: &mut [u8]) -> Result<usize> {
-        first(self.download(&[(
-            id,
-            Side::Host {
-                ptr: out.as_mut_ptr() as usize,
-                len: out.len(),
-            },
-        )]))
+        first(self.get_batch(&mut [(id, out)]))
     }
 
     fn put_batch(&self, items: &[(BlockId, &[u8])]) -> Vec<Result<()>> {
         let sides: Vec<(BlockId, Side)> = items
             .iter()
-            .map(|(id, data)| {
-                (
-                    *id,
-                    Side::Host {
-                        ptr: data.as_ptr() as usize,
-                        len: data.len(),
-                    },
-                )
-            })
+            .map(|(id, data)| (*id, Side::host(data.as_ptr(), data.len())))
             .collect();
         self.upload(&sides)
     }
@@ -941,15 +924,7 @@ impl Tier for GpuTier {
     fn get_batch(&self, items: &mut [(BlockId, &mut [u8])]) -> Vec<Result<usize>> {
         let sides: Vec<(BlockId, Side)> = items
             .iter_mut()
-            .map(|(id, out)| {
-                (
-                    *id,
-                    Side::Host {
-                        ptr: out.as_mut_ptr() as usize,
-                        len: out.len(),
-                    },
-                )
-            })
+            .map(|(id, out)| (*id, Side::host(out.as_mut_ptr(), out.len())))
             .collect();
         self.download(&sides)
     }
@@ -987,11 +962,8 @@ impl Tier for GpuTier {
     }
 
     fn clear(&self) -> Result<()> {
-        let mut ids = Vec::new();
-        self.blocks.for_each(|id, _| ids.push(*id));
-        for id in ids {
-            self.blocks.remove_value(&id);
-        }
+        // Each slot frees its extent once no read in flight holds it.
+        self.blocks.clear_all();
         Ok(())
     }
 
