@@ -48,8 +48,8 @@ impl Hasher for Blake3Hasher {
     }
 }
 
-/// Both digests are 32 bytes; an id keeps the first 16.
-fn truncate(digest: &[u8]) -> BlockId {
+/// Every digest here (SHA-256, BLAKE3, prefix keys) is 32 bytes; an id keeps the first 16.
+pub(crate) fn truncate(digest: &[u8]) -> BlockId {
     let mut id = [0u8; BlockId::LEN];
     id.copy_from_slice(&digest[..BlockId::LEN]);
     BlockId::from_bytes(id)

@@ -8,8 +8,10 @@
 //!   so it can ask [`CascadeStore::lookup_prefix`](cascade_core::CascadeStore::lookup_prefix)
 //!   how many leading blocks it may load instead of recomputing them.
 //!
-//! Every tier stores [`checksum`] beside each block and verifies it before serving bytes;
-//! [`copy_with_checksum`] computes it during the copy into the tier, in the same pass.
+//! The persistent tiers (shm, file, the Redis plugin) store [`checksum`] beside each
+//! block and check it on reopen or on read; [`copy_with_checksum`] computes it and copies
+//! a block into a tier's buffer in one call (hash, then copy: see its docs for why not
+//! one pass).
 //! Many blocks are hashed in parallel by [`hash_batch`] (rayon), ids in input order.
 
 mod batch;

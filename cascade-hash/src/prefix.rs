@@ -22,6 +22,8 @@
 
 use cascade_core::{BlockId, Error, ErrorKind, Result};
 
+use crate::hashers::truncate;
+
 /// A token id as inference engines hand them over (vLLM, SGLang, TensorRT-LLM and
 /// Hugging Face tokenizers all use ids below 2^32). Encoded as 4 little-endian bytes.
 pub type Token = u32;
@@ -69,9 +71,7 @@ impl PrefixKeyer {
         scratch.extend_from_slice(&(tokens.len() as u64).to_le_bytes());
         scratch.extend(tokens.iter().flat_map(|t| t.to_le_bytes()));
         hasher.update(scratch);
-        let mut id = [0u8; BlockId::LEN];
-        id.copy_from_slice(&hasher.finalize().as_bytes()[..BlockId::LEN]);
-        BlockId::from_bytes(id)
+        truncate(hasher.finalize().as_bytes())
     }
 
     /// One key per full block of `block_tokens` tokens, chained from the first block.
