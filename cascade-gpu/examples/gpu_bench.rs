@@ -5,9 +5,10 @@
 //! LD_LIBRARY_PATH=/usr/local/nvidia/lib64 target/release/examples/gpu_bench [--blocks 8192] [--block-kib 128] [--reps 5]
 //! ```
 //!
-//! In one process: a 1 GiB pinned copy each way (the ceiling), then `--blocks` blocks put
-//! and read back through the tier from pinned memory, pageable memory, the registered
-//! host pool of a memory tier below, and device memory. Every read lands in a poisoned
+//! In one process: a 1 GiB pinned copy each way (the ceiling, `measure_pinned_copy`),
+//! then `--blocks` blocks put and read back through the tier from pinned memory,
+//! pageable memory, the registered host pool of the tier below (an shm pool on
+//! /dev/shm, else a memory tier), and device memory. Every read lands in a poisoned
 //! buffer and is compared with what was put. Prints medians in GB/s (1e9 bytes/s).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -15,7 +16,7 @@ use std::time::Instant;
 
 use cascade_core::config::ByteSize;
 use cascade_core::{BlockId, MemoryTier, MemoryTierConfig, Tier};
-use cascade_gpu::{GpuTier, GpuTierConfig};
+use cascade_gpu::{GpuTier, GpuTierConfig, measure_pinned_copy};
 use cudarc::driver::{CudaContext, result, sys};
 use rand::{RngCore, SeedableRng, rngs::StdRng};
 use rayon::prelude::*;
@@ -241,35 +242,17 @@ fn main() {
         tier.uses_batch_copy()
     );
 
-    // Ceiling: one pinned copy of the whole size each way.
+    // Ceiling: one pinned copy of the whole size each way, medians of `reps`, the round
+    // trip checked byte for byte (the crate's own measurement, as cascade-bench uses).
+    let rate = measure_pinned_copy(0, total, a.reps).expect("pinned-copy ceiling");
+    let ceiling = (rate.host_to_device_gbps, rate.device_to_host_gbps);
+    ctx.bind_to_thread().unwrap();
     let mut pinned_src = Pinned::new(total);
     let mut pinned_dst = Pinned::new(total);
     fill_random(pinned_src.as_mut(), 1);
     // SAFETY: context current; freed at the end of main.
     let dev = unsafe { result::malloc_sync(total) }.unwrap();
     let stream = ctx.new_stream().unwrap();
-    let (mut h2d, mut d2h) = (Vec::new(), Vec::new());
-    for _ in 0..a.reps {
-        let t = Instant::now();
-        // SAFETY: pinned source and device destination of `total` bytes.
-        unsafe { sys::cuMemcpyHtoDAsync_v2(dev, pinned_src.ptr.cast(), total, stream.cu_stream()) }
-            .result()
-            .unwrap();
-        stream.synchronize().unwrap();
-        h2d.push(t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        // SAFETY: device source and pinned destination of `total` bytes.
-        unsafe { sys::cuMemcpyDtoHAsync_v2(pinned_dst.ptr.cast(), dev, total, stream.cu_stream()) }
-            .result()
-            .unwrap();
-        stream.synchronize().unwrap();
-        d2h.push(t.elapsed().as_secs_f64());
-    }
-    assert!(
-        same(pinned_src.as_ref(), pinned_dst.as_ref()),
-        "ceiling copy round trip differs"
-    );
-    let ceiling = (gbps(total, median(h2d)), gbps(total, median(d2h)));
 
     let mut rows: Vec<(&str, (f64, f64))> = Vec::new();
     rows.push((
