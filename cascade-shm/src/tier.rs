@@ -41,9 +41,9 @@ struct Entry {
 ///
 /// A put writes the bytes into a free extent and makes the block readable at once; its
 /// xxh3-64 checksum and slot record are then written and committed (the commit word
-/// last), by a background thread unless `background_commit` is off. A process killed at
-/// any instant therefore leaves each block either complete and listed or absent;
-/// [`Tier::flush`] waits until every earlier put is committed.
+/// last), before the put returns, or by a background thread when `background_commit` is
+/// on. A process killed at any instant therefore leaves each block either complete and
+/// listed or absent; [`Tier::flush`] waits until every earlier put is committed.
 pub struct ShmTier {
     inner: Arc<Inner>,
     committer: Option<JoinHandle<()>>,
