@@ -111,36 +111,36 @@ fn open_pool(dir: &Path, name: &str, capacity: usize, alternative: bool) -> ShmT
 enum Op {
     PutMemcpy,
     Put,
-    PutStrict,
+    PutBackground,
     GetMemcpy,
     Get,
-    GetStrict,
+    GetVerified,
 }
 
 impl Op {
     const ALL: [Op; 6] = [
         Op::PutMemcpy,
         Op::Put,
-        Op::PutStrict,
+        Op::PutBackground,
         Op::GetMemcpy,
         Op::Get,
-        Op::GetStrict,
+        Op::GetVerified,
     ];
 
     fn name(self) -> &'static str {
         match self {
             Op::PutMemcpy => "put/memcpy",
             Op::Put => "put/shm",
-            Op::PutStrict => "put/shm-background",
+            Op::PutBackground => "put/shm-background",
             Op::GetMemcpy => "get/memcpy",
             Op::Get => "get/shm",
-            Op::GetStrict => "get/shm-verified",
+            Op::GetVerified => "get/shm-verified",
         }
     }
 
     fn baseline(self) -> Op {
         match self {
-            Op::PutMemcpy | Op::Put | Op::PutStrict => Op::PutMemcpy,
+            Op::PutMemcpy | Op::Put | Op::PutBackground => Op::PutMemcpy,
             _ => Op::GetMemcpy,
         }
     }
@@ -233,7 +233,7 @@ impl Fixture {
                     dst.copy_from_slice(self.src(t, b, size));
                 }
                 Op::Put => self.tier.put(id(t, b), self.src(t, b, size)).unwrap(),
-                Op::PutStrict => self
+                Op::PutBackground => self
                     .alternative
                     .put(id(t, b), self.src(t, b, size))
                     .unwrap(),
@@ -241,7 +241,7 @@ impl Fixture {
                 Op::Get => {
                     black_box(self.tier.get(id(t, b), self.out(t, b, size)).unwrap());
                 }
-                Op::GetStrict => {
+                Op::GetVerified => {
                     black_box(
                         self.alternative
                             .get(id(t, b), self.out(t, b, size))
