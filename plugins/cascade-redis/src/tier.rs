@@ -41,6 +41,27 @@ pub struct RedisTier {
     clear_script: Script,
 }
 
+/// A stored value: the checksum header, then the block. Written straight into the
+/// command's buffer as one argument, so a put does not first join the two in a buffer
+/// of its own (a copy of every block).
+struct Framed<'a> {
+    header: [u8; HEADER],
+    data: &'a [u8],
+}
+
+impl redis::ToRedisArgs for Framed<'_> {
+    fn write_redis_args<W>(&self, out: &mut W)
+    where
+        W: ?Sized + redis::RedisWrite,
+    {
+        use std::io::Write;
+        let mut arg = out.writer_for_next_arg();
+        // The writer appends to the command's in-memory buffer and cannot fail.
+        let _ = arg.write_all(&self.header);
+        let _ = arg.write_all(self.data);
+    }
+}
+
 fn redis_error(context: &str, e: redis::RedisError) -> Error {
     let kind = if e.is_connection_refusal() || e.is_connection_dropped() || e.is_timeout() {
         ErrorKind::Unavailable
@@ -212,9 +233,10 @@ impl Tier for RedisTier {
             data.len() as u64,
             self.capability().max_block_size,
         )?;
-        let mut value = Vec::with_capacity(HEADER + data.len());
-        value.extend_from_slice(&cascade_hash::checksum(data).to_le_bytes());
-        value.extend_from_slice(data);
+        let value = Framed {
+            header: cascade_hash::checksum(data).to_le_bytes(),
+            data,
+        };
         let hex = id.to_hex();
         let temp = format!(
             "{}tmp:{hex}:{:x}-{:x}",
