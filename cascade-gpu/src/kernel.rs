@@ -1,8 +1,9 @@
 //! A device-to-device copy kernel for KV blocks an engine holds on the GPU.
 //!
 //! The driver runs device-to-device copies of a `cuMemcpyBatchAsync` group one at a
-//! time, at about 30 GB/s for 128 KiB blocks on an H100 (measured, see
-//! docs/benchmarks.md); one launch of this kernel copies a whole group at HBM speed.
+//! time, far below HBM speed for 128 KiB blocks (an earlier run on an H100); one launch
+//! of this kernel copies a whole group at once. The device path's rate, kernel in use,
+//! is in docs/benchmarks.md, "GPU tier (cascade-gpu)".
 //! The kernel ships as PTX text and is compiled by the driver when the tier opens.
 
 use std::ffi::{CString, c_void};

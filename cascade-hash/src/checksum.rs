@@ -1,14 +1,14 @@
-//! The per-block integrity checksum shared by every tier.
+//! The per-block integrity checksum shared by the tiers that keep one.
 
 use cascade_core::{Error, ErrorKind, Result};
 
 use twox_hash::XxHash3_64;
 
-/// The per-block integrity checksum every tier stores and verifies: xxh3-64.
+/// The per-block integrity checksum the persistent tiers store and verify: xxh3-64.
 ///
-/// Computed with twox-hash, which picks its AVX2 kernel at run time (about 51 GB/s per
-/// core here against 35 GB/s for the SSE2 kernel a portable build of xxhash-rust uses;
-/// both give the same value, the standard XXH3-64 with seed 0).
+/// Computed with twox-hash, which picks its AVX2 kernel at run time (faster here than the
+/// SSE2 kernel a portable build of xxhash-rust uses; both give the same value, the
+/// standard XXH3-64 with seed 0).
 ///
 /// Chosen for speed: it runs faster than a memcpy, so it costs a few percent of a disk
 /// write; against an in-memory put it is a large share (docs/benchmarks.md, "Hashing
