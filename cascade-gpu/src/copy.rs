@@ -1,8 +1,8 @@
 //! The copy engine: several CUDA streams, batched copies, and events for completion.
 //!
-//! One `cuMemcpyAsync` per 128 KiB block costs about 4.5 us of CPU time to issue, which
-//! caps a single thread near 25 GB/s; `cuMemcpyBatchAsync` issues a group of copies in
-//! one call and reaches the link's rate. Groups rotate over the streams, one event is
+//! One `cuMemcpyAsync` per 128 KiB block costs enough CPU time to issue that a single
+//! thread cannot keep the link busy; `cuMemcpyBatchAsync` issues a group of copies in
+//! one call and reaches the link's rate (`gpu_bench` measures it against the ceiling). Groups rotate over the streams, one event is
 //! recorded after each group, and the caller waits on those events, never on a whole
 //! stream or the device.
 
