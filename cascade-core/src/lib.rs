@@ -7,6 +7,7 @@
 //! fills, and promotes them back on reads. The process-heap [`MemoryTier`] lives here so
 //! the store is usable and testable without `/dev/shm`.
 
+pub mod access;
 pub mod alloc;
 pub mod block_id;
 pub mod config;
@@ -23,6 +24,7 @@ pub mod tier;
 #[cfg(feature = "test-utils")]
 pub mod conformance;
 
+pub use access::{Access, FileMode};
 pub use alloc::{Extent, ExtentAllocator};
 pub use block_id::BlockId;
 pub use config::{CascadeConfig, TierConfig};

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use cascade_core::config::ByteSize;
-use cascade_core::{Error, Result};
+use cascade_core::{Access, Error, FileMode, Result};
 use serde::Deserialize;
 
 use crate::format::{MAX_WRITER_LEN, PAGE};
@@ -69,6 +69,17 @@ pub struct FileTierConfig {
     /// false, only [`crate::FileTier::compact`] compacts. Default: true.
     #[serde(default = "default_true")]
     pub background_compaction: bool,
+    /// Permissions of what the tier creates, for a group sharing one directory on
+    /// purpose: octal like `"0770"` (directories get the search bit of every class that
+    /// may read, files never an execute bit, the owner always read and write). Applied
+    /// exactly, whatever the umask; an existing directory that grants more is left as it
+    /// is and named in a warning. Default: owner only (directories 0700, files 0600).
+    #[serde(default)]
+    pub mode: Option<FileMode>,
+    /// Group (name or gid) given to every directory and file the tier creates, with
+    /// `mode` letting it in; the user must belong to it. Default: the user's own group.
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 fn default_capacity() -> ByteSize {
@@ -118,7 +129,14 @@ impl FileTierConfig {
             io_threads: default_io_threads(),
             write_lanes: default_write_lanes(),
             background_compaction: true,
+            mode: None,
+            group: None,
         }
+    }
+
+    /// The permissions from `mode` and `group`.
+    pub fn access(&self) -> Result<Access> {
+        Access::new(self.mode, self.group.as_deref())
     }
 
     /// Checks every value; errors are [`cascade_core::ErrorKind::Config`] naming the field.

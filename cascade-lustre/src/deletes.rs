@@ -9,7 +9,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use cascade_core::{BlockId, Error, ErrorKind, Result};
+use cascade_core::{Access, BlockId, Error, ErrorKind, Result};
 use cascade_hash::checksum;
 
 use crate::format::FORMAT_VERSION;
@@ -107,6 +107,7 @@ pub fn read(path: &Path) -> Result<(Vec<Kill>, u64)> {
 pub struct DeleteLog {
     path: PathBuf,
     file: File,
+    access: Access,
 }
 
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
@@ -116,7 +117,7 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
 impl DeleteLog {
     /// Writes `kills` to a fresh log at `path` (through a temporary file, fsynced and
     /// renamed, so a crash leaves either the old or the new log) and opens it.
-    pub fn create(path: &Path, kills: &[Kill]) -> Result<Self> {
+    pub fn create(path: &Path, kills: &[Kill], access: &Access) -> Result<Self> {
         let tmp = path.with_extension(&DELETE_TMP_SUFFIX[1..]);
         let mut bytes = Vec::with_capacity(HEADER_LEN + kills.len() * ENTRY_LEN);
         bytes.extend_from_slice(&header());
@@ -124,8 +125,9 @@ impl DeleteLog {
             bytes.extend_from_slice(&encode(*kill));
         }
         {
-            let mut file =
-                File::create(&tmp).map_err(|e| io_error("cannot create a delete log", &tmp, e))?;
+            let mut file = access
+                .create_file(&tmp)
+                .map_err(|e| io_error("cannot create a delete log", &tmp, e))?;
             file.write_all(&bytes)
                 .map_err(|e| io_error("cannot write a delete log", &tmp, e))?;
             file.sync_all()
@@ -133,11 +135,12 @@ impl DeleteLog {
         }
         std::fs::rename(&tmp, path)
             .map_err(|e| io_error("cannot install a delete log", path, e))?;
-        Self::open_append(path)
+        Self::open_append(path, access)
     }
 
-    /// Opens an existing, already validated log for appending.
-    pub fn open_append(path: &Path) -> Result<Self> {
+    /// Opens an existing, already validated log for appending; a rewrite by
+    /// [`DeleteLog::reset`] creates it with `access`.
+    pub fn open_append(path: &Path, access: &Access) -> Result<Self> {
         let file = OpenOptions::new()
             .append(true)
             .open(path)
@@ -145,6 +148,7 @@ impl DeleteLog {
         Ok(Self {
             path: path.to_path_buf(),
             file,
+            access: *access,
         })
     }
 
@@ -165,7 +169,7 @@ impl DeleteLog {
 
     /// Forgets every entry (after every segment was deleted).
     pub fn reset(&mut self) -> Result<()> {
-        *self = Self::create(&self.path.clone(), &[])?;
+        *self = Self::create(&self.path.clone(), &[], &{ self.access })?;
         Ok(())
     }
 }
@@ -182,7 +186,7 @@ mod tests {
             id: BlockId::from_u128(1),
             seq: 5,
         };
-        let mut log = DeleteLog::create(&path, &[first]).unwrap();
+        let mut log = DeleteLog::create(&path, &[first], &Access::PRIVATE).unwrap();
         let second = Kill {
             id: BlockId::from_u128(2),
             seq: 9,

@@ -137,7 +137,15 @@ mod tests {
     }
 
     fn segment(dir: &std::path::Path, number: u64) -> Segment {
-        Segment::create(dir, "t", number, false, None).unwrap()
+        Segment::create(
+            dir,
+            "t",
+            number,
+            false,
+            None,
+            &cascade_core::Access::PRIVATE,
+        )
+        .unwrap()
     }
 
     fn fd_of(file: &ReadFile<'_>) -> i32 {

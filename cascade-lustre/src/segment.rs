@@ -4,7 +4,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use cascade_core::{Error, ErrorKind, Result};
+use cascade_core::{Access, Error, ErrorKind, Result};
 use parking_lot::Mutex;
 
 use crate::format::{
@@ -95,13 +95,15 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
 }
 
 impl Segment {
-    /// Creates a new, empty segment file (striped on Lustre) and writes its header page.
+    /// Creates a new, empty segment file (striped on Lustre, with `access`'s mode) and
+    /// writes its header page.
     pub fn create(
         dir: &Path,
         writer: &str,
         number: u64,
         direct: bool,
         striping: Option<Striping>,
+        access: &Access,
     ) -> Result<Self> {
         let name = segment_file_name(writer, number);
         let path = dir.join(&name);
@@ -109,6 +111,7 @@ impl Segment {
             lustre::create_striped(&path, striping);
         }
         let file = io::open_file(&path, true, direct)
+            .and_then(|file| access.restrict_new_file(&file).map(|()| file))
             .map_err(|e| io_error("cannot create a segment file", &path, e))?;
         let nonce = random_nonce();
         let header = SegmentHeader {

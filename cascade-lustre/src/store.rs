@@ -99,6 +99,8 @@ pub struct Inner {
     pub threshold: f64,
     /// Lustre striping of new segments.
     pub striping: Option<Striping>,
+    /// Permissions of the files this writer creates.
+    pub access: cascade_core::Access,
     /// id -> record.
     pub index: ShardedIndex<Entry>,
     /// Every segment on disk that this instance knows, by file name.
@@ -164,6 +166,7 @@ impl Inner {
             w.next_number,
             self.direct,
             self.striping,
+            &self.access,
         )?);
         w.next_number += 1;
         w.dir_dirty = true;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cascade_core::tier::check_block_fits;
-use cascade_core::{BlockId, Capability, Error, ErrorKind, Result, ShardedIndex, Tier};
+use cascade_core::{Access, BlockId, Capability, Error, ErrorKind, Result, ShardedIndex, Tier};
 use parking_lot::{Mutex, RwLock};
 use rayon::prelude::*;
 
@@ -56,30 +56,42 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
 }
 
 /// Creates the format marker, or checks the one present.
-fn check_format(dir: &Path) -> Result<()> {
+fn check_format(dir: &Path, access: &Access) -> Result<()> {
     let path = dir.join(FORMAT_FILE);
     let prefix = "cascade file tier format ";
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
             let version = text
                 .trim()
                 .strip_prefix(prefix)
                 .and_then(|v| v.parse::<u32>().ok());
             match version {
                 Some(FORMAT_VERSION) => Ok(()),
-                found => Err(Error::new(
+                Some(found) => Err(Error::new(
                     ErrorKind::Incompatible,
                     "directory holds a file tier of another format version; use a matching Cascade build or another path",
                 )
                 .with_context("path", dir.display())
-                .with_context("found", found.map_or_else(|| format!("{:?}", text.trim()), |v| v.to_string()))
+                .with_context("found_version", found)
                 .with_context("supported_version", FORMAT_VERSION)),
+                // Truncated, overwritten or never a marker: not a version this build lacks.
+                None => Err(Error::new(
+                    ErrorKind::Corrupt,
+                    format!(
+                        "the file tier's format marker is damaged (it should read \"{prefix}{FORMAT_VERSION}\"); \
+                         if the directory is a file tier, restore the marker with that line, else use another path"
+                    ),
+                )
+                .with_context("path", path.display())
+                .with_context("found", format!("{:?}", text.chars().take(64).collect::<String>()))),
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let tmp = dir.join(format!("{FORMAT_FILE}.tmp.{}", std::process::id()));
             let marker = format!("{prefix}{FORMAT_VERSION}\n");
-            std::fs::write(&tmp, &marker)
+            access
+                .write_new_file(&tmp, marker.as_bytes())
                 .map_err(|e| io_error("cannot write the format marker", &tmp, e))?;
             if let Err(e) = std::fs::rename(&tmp, &path) {
                 // Another process initialising the directory at the same moment may have
@@ -134,17 +146,24 @@ pub(crate) fn list(dir: &Path) -> Result<Listing> {
     Ok(listing)
 }
 
-/// Opens (creating) `<writer>.lock` and takes its flock; `None` when another live tier
-/// holds it.
-fn lock_writer(dir: &Path, writer: &str) -> Result<Option<File>> {
+/// Opens (creating, with `access`) `<writer>.lock` and takes its flock; `None` when
+/// another live tier holds it.
+fn lock_writer(dir: &Path, writer: &str, access: &Access) -> Result<Option<File>> {
     let path = dir.join(format!("{writer}{LOCK_SUFFIX}"));
-    let file = OpenOptions::new()
+    let created = OpenOptions::new()
         .read(true)
         .write(true)
-        .create(true)
-        .truncate(false)
+        .create_new(true)
         .open(&path)
-        .map_err(|e| io_error("cannot open a writer lock", &path, e))?;
+        .and_then(|file| access.restrict_new_file(&file).map(|()| file));
+    let file = match created {
+        Ok(file) => Ok(file),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            OpenOptions::new().read(true).write(true).open(&path)
+        }
+        Err(e) => Err(e),
+    }
+    .map_err(|e| io_error("cannot open a writer lock", &path, e))?;
     match io::try_lock(&file) {
         Ok(true) => Ok(Some(file)),
         Ok(false) => Ok(None),
@@ -155,7 +174,7 @@ fn lock_writer(dir: &Path, writer: &str) -> Result<Option<File>> {
 /// Locks this tier's writer id. A defaulted id (`<host>-<pid>`) that another tier of
 /// this process already holds on the same directory gets a suffix (`-1`, `-2`, ...), so
 /// one process may open a directory more than once; a configured id is never changed.
-fn take_writer(dir: &Path, config: &FileTierConfig) -> Result<(String, File)> {
+fn take_writer(dir: &Path, config: &FileTierConfig, access: &Access) -> Result<(String, File)> {
     let base = config.effective_writer_id();
     let tries = if config.writer_id.is_some() { 1 } else { 64 };
     for attempt in 0..tries {
@@ -164,7 +183,7 @@ fn take_writer(dir: &Path, config: &FileTierConfig) -> Result<(String, File)> {
         } else {
             format!("{base}-{attempt}")
         };
-        if let Some(lock) = lock_writer(dir, &writer_id)? {
+        if let Some(lock) = lock_writer(dir, &writer_id, access)? {
             return Ok((writer_id, lock));
         }
     }
@@ -186,9 +205,11 @@ impl FileTier {
             .validate()
             .map_err(|e| e.with_context("tier", &name))?;
         let dir = config.path.clone();
-        std::fs::create_dir_all(&dir)
+        let access = config.access().map_err(|e| e.with_context("tier", &name))?;
+        access
+            .create_dir_all(&dir)
             .map_err(|e| io_error("cannot create the tier directory", &dir, e))?;
-        check_format(&dir)?;
+        check_format(&dir, &access)?;
         let direct = config.direct_io
             && {
                 let ok = io::direct_io_supported(&dir);
@@ -198,7 +219,7 @@ impl FileTier {
                 ok
             };
         let striping = lustre::striping_for(&dir, config.stripe_count, config.stripe_size.as_u64());
-        let (writer_id, lock) = take_writer(&dir, config)?;
+        let (writer_id, lock) = take_writer(&dir, config, &access)?;
         let listing = list(&dir)?;
 
         // Writers whose lock nobody holds are gone: their segments become ours to seal,
@@ -215,7 +236,7 @@ impl FileTier {
         for other in others {
             if !listing.locks.contains(other) {
                 dead.insert(other.clone());
-            } else if let Some(file) = lock_writer(&dir, other)? {
+            } else if let Some(file) = lock_writer(&dir, other, &access)? {
                 dead_locks.push(file);
                 dead.insert(other.clone());
             }
@@ -347,9 +368,9 @@ impl FileTier {
             .map(|(_, p)| p)
             .collect();
         let deletes = if own_log_clean && dead_logs.is_empty() && needed.len() == kept_kills.len() {
-            DeleteLog::open_append(&own_log)?
+            DeleteLog::open_append(&own_log, &access)?
         } else {
-            let log = DeleteLog::create(&own_log, &needed)?;
+            let log = DeleteLog::create(&own_log, &needed, &access)?;
             io::sync_dir(&dir)
                 .map_err(|e| io_error("fsync of the tier directory failed", &dir, e))?;
             for path in dead_logs {
@@ -377,6 +398,7 @@ impl FileTier {
             next_number,
             direct,
             striping,
+            &access,
         )?);
         let mut map = BTreeMap::new();
         for segment in &segments {
@@ -400,6 +422,7 @@ impl FileTier {
             segment_size: config.segment_bytes(),
             threshold: config.compaction_threshold,
             striping,
+            access,
             index,
             segments: RwLock::new(map),
             writer: Mutex::new(Writer {

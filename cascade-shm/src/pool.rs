@@ -8,7 +8,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 
-use cascade_core::{Error, ErrorKind, Result};
+use cascade_core::{Access, Error, ErrorKind, Result};
 use memmap2::{MmapMut, MmapOptions};
 use rayon::prelude::*;
 
@@ -172,7 +172,10 @@ fn open_or_create(path: &Path) -> Result<(File, bool)> {
     }
     for _ in 0..3 {
         match OpenOptions::new().read(true).write(true).open(path) {
-            Ok(file) => return Ok((file, false)),
+            Ok(file) => {
+                Access::PRIVATE.warn_if_exposed(path, "shm pool");
+                return Ok((file, false));
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(open_error(e, path)),
         }
@@ -183,7 +186,13 @@ fn open_or_create(path: &Path) -> Result<(File, bool)> {
             .mode(0o600)
             .open(path)
         {
-            Ok(file) => return Ok((file, true)),
+            // Exactly 0600: the mode given to open is reduced by the umask.
+            Ok(file) => {
+                Access::PRIVATE
+                    .restrict_new_file(&file)
+                    .map_err(|e| open_error(e, path))?;
+                return Ok((file, true));
+            }
             // Another process created it between the two calls: open theirs.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(open_error(e, path)),
