@@ -47,6 +47,9 @@ impl Bench {
             None => default_data_parent(&deployment),
         };
         let run_dir = RunDir::create(&parent, args.keep_data)?;
+        for (tier, reason) in deployment.check(&run_dir)? {
+            tracing::warn!(%tier, %reason, "tier unavailable on this machine; its rows say skipped");
+        }
         Ok(Self {
             args,
             deployment,

@@ -37,6 +37,51 @@ impl Deployment {
         }
     }
 
+    /// Opens every tier of the deployment once, with its own settings but its data moved
+    /// into the run (and a small capacity, so a large pool is not allocated for this),
+    /// so that a deployment that does not open fails the run with its error instead of
+    /// turning into "skipped" rows. Returns the tiers this machine lacks (a GPU tier
+    /// without a GPU, a `required = false` tier unavailable here), with the reason.
+    ///
+    /// Errors: the first tier's error other than those, naming the tier and the file.
+    pub fn check(&self, run: &RunDir) -> Result<Vec<(String, String)>> {
+        const CHECK_CAPACITY: u64 = 16 << 20;
+        let registry = TierRegistry::builtin();
+        let mut lacking = Vec::new();
+        for (position, tier) in self.config.tiers.iter().enumerate() {
+            let name = tier.display_name(position);
+            let fail = |e: Error| e.with_context("deployment", &self.source);
+            // Checked as written before it is replaced by the small one below.
+            tier.parse_settings::<CapacitySetting>(position)
+                .map_err(fail)?;
+            let dir = run.fresh(&format!("check-{position}"))?;
+            let mut small = tier.clone();
+            let configured = small
+                .settings
+                .get("capacity")
+                .and_then(|v| v.clone().try_into::<cascade::ByteSize>().ok())
+                .map_or(CHECK_CAPACITY, |c| c.as_u64());
+            small.settings.insert(
+                "capacity".into(),
+                toml::Value::Integer(i64::try_from(configured.min(CHECK_CAPACITY)).unwrap_or(0)),
+            );
+            relocate(&mut small, &dir, run);
+            let opened = registry.open(position, &small);
+            run.release(&dir);
+            match opened {
+                Ok(_) => {}
+                Err(e)
+                    if e.kind() == ErrorKind::Unavailable
+                        && (tier.kind == "gpu" || !tier.required) =>
+                {
+                    lacking.push((name, e.to_string()));
+                }
+                Err(e) => return Err(fail(e)),
+            }
+        }
+        Ok(lacking)
+    }
+
     /// The first tier of `kind` in the deployment.
     pub fn tier_of_kind(&self, kind: &str) -> Option<&TierConfig> {
         self.config
@@ -86,6 +131,14 @@ impl Deployment {
         relocate(&mut tier, dir, run);
         tier
     }
+}
+
+/// A tier's `capacity`, the one setting every kind shares, parsed as the tier would.
+#[derive(serde::Deserialize)]
+struct CapacitySetting {
+    #[serde(default)]
+    #[allow(dead_code)] // parsed only for its error
+    capacity: Option<cascade::ByteSize>,
 }
 
 /// Points a tier's data at the run: an shm pool to a pool file named after `dir` (in the

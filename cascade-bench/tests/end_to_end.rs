@@ -234,6 +234,46 @@ fn config_file_is_the_deployment_under_test() {
 }
 
 #[test]
+fn a_deployment_that_does_not_open_fails_the_run_with_its_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        (
+            "[[tiers]]\nkind = \"flie\"\npath = \"x\"\n",
+            "unknown tier kind \"flie\"",
+        ),
+        (
+            "[[tiers]]\nkind = \"memory\"\ncapacity = \"64 MiB\"\n[[tiers]]\nkind = \"plugin\"\npath = \"/nonexistent/libcascade_x.so\"\n",
+            "/nonexistent/libcascade_x.so",
+        ),
+        (
+            "[[tiers]]\nkind = \"memory\"\ncapacity = -1\n",
+            "capacity must be a size like 64 GiB or a number of bytes, got -1",
+        ),
+    ];
+    for (n, (toml, want)) in cases.iter().enumerate() {
+        let config = dir.path().join(format!("bad{n}.toml"));
+        std::fs::write(&config, toml).expect("write config");
+        let config_arg = config.display().to_string();
+        let data = dir.path().join(format!("data{n}"));
+        std::fs::create_dir(&data).expect("data dir");
+        let stderr = run_failing(&[
+            "--config",
+            &config_arg,
+            "--section",
+            "tiers",
+            "--no-progress",
+            "--data-dir",
+            &data.display().to_string(),
+        ]);
+        assert!(stderr.contains(want), "{stderr}");
+        assert!(
+            stderr.contains(&config_arg),
+            "names the deployment: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn file_section_measures_every_layout_in_the_same_rounds() {
     let dir = tempfile::tempdir().expect("tempdir");
     let report = run_bench(dir.path(), &["--tier", "file", "--section", "file"]);

@@ -27,7 +27,7 @@ impl FileMode {
     pub fn new(bits: u32) -> Result<Self> {
         if bits > 0o777 {
             return Err(Error::config(format!(
-                "mode must be permission bits like \"0770\" (octal, at most 0777), got {bits:#o}"
+                "must be permission bits like \"0770\" (octal, at most 0777), got {bits:#o}"
             )));
         }
         Ok(Self(bits))
@@ -53,7 +53,7 @@ impl std::str::FromStr for FileMode {
         let digits = trimmed.strip_prefix("0o").unwrap_or(trimmed);
         let bits = u32::from_str_radix(digits, 8).map_err(|_| {
             Error::config(format!(
-                "mode must be permission bits in octal like \"0770\", got {text:?}"
+                "must be permission bits in octal like \"0770\", got {text:?}"
             ))
         })?;
         Self::new(bits)
@@ -76,11 +76,13 @@ impl<'de> Deserialize<'de> for FileMode {
         }
         let parsed = match Raw::deserialize(deserializer).map_err(|_| {
             serde::de::Error::custom(
-                "mode must be permission bits like \"0770\" or a TOML octal number like 0o770",
+                "must be permission bits like \"0770\" or a TOML octal number like 0o770",
             )
         })? {
             Raw::Int(n) => u32::try_from(n)
-                .map_err(|_| Error::config(format!("mode must not be negative, got {n}")))
+                .map_err(|_| {
+                    Error::config(format!("must be permission bits like \"0770\", got {n}"))
+                })
                 .and_then(FileMode::new),
             Raw::Text(text) => text.parse(),
         };
@@ -300,7 +302,7 @@ mod tests {
         let b: FileMode = FileMode::deserialize(table["b"].clone()).unwrap();
         assert_eq!((a.bits(), b.bits()), (0o770, 0o660));
         let err = FileMode::deserialize(table["c"].clone()).unwrap_err();
-        assert!(err.to_string().contains("negative"), "{err}");
+        assert!(err.to_string().contains("got -1"), "{err}");
     }
 
     #[test]

@@ -45,6 +45,11 @@ impl fmt::Display for ByteSize {
     }
 }
 
+/// The text every malformed size gets, after the name of its field.
+fn size_expected(got: impl fmt::Display) -> String {
+    format!("must be a size like 64 GiB or a number of bytes, got {got}")
+}
+
 impl FromStr for ByteSize {
     type Err = Error;
 
@@ -56,7 +61,7 @@ impl FromStr for ByteSize {
         trimmed
             .parse::<bytesize::ByteSize>()
             .map(|b| Self(b.as_u64()))
-            .map_err(|e| Error::config(format!("invalid byte size {text:?}: {e}")))
+            .map_err(|_| Error::config(size_expected(format_args!("{text:?}"))))
     }
 }
 
@@ -68,16 +73,36 @@ impl Serialize for ByteSize {
 
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u64),
-            Text(String),
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ByteSize;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size like 64 GiB or a number of bytes")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> std::result::Result<ByteSize, E> {
+                Ok(ByteSize(n))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> std::result::Result<ByteSize, E> {
+                u64::try_from(n)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom(size_expected(n)))
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, n: f64) -> std::result::Result<ByteSize, E> {
+                Err(E::custom(size_expected(n)))
+            }
+
+            fn visit_str<E: serde::de::Error>(
+                self,
+                text: &str,
+            ) -> std::result::Result<ByteSize, E> {
+                text.parse().map_err(|e: Error| E::custom(e.message()))
+            }
         }
-        match Raw::deserialize(deserializer)? {
-            Raw::Int(n) => Ok(Self(n)),
-            Raw::Text(text) => text.parse().map_err(serde::de::Error::custom),
-        }
+        deserializer.deserialize_any(Visitor)
     }
 }
 
@@ -229,11 +254,21 @@ impl TierConfig {
             .unwrap_or_else(|| format!("{}{position}", self.kind))
     }
 
-    /// Deserializes the kind-specific settings into `T`, naming the tier on error.
+    /// Deserializes the kind-specific settings into `T`, naming the tier and the
+    /// setting on error (`tiers[0] (shm "shm0"): capacity must be a size like ...`).
     pub fn parse_settings<T: DeserializeOwned>(&self, position: usize) -> Result<T> {
-        T::deserialize(toml::Value::Table(self.settings.clone())).map_err(|e| {
+        serde_path_to_error::deserialize(toml::Value::Table(self.settings.clone())).map_err(|e| {
+            let path = e.path().to_string();
+            // The bare message: toml's Display appends the key, which `path` already gives.
+            let inner = e.into_inner().message().to_string();
+            let what = match path.as_str() {
+                "" | "." => inner,
+                // Messages of the form "must be ..." are written to follow the field name.
+                _ if inner.starts_with("must ") => format!("{path} {inner}"),
+                _ => format!("{path}: {inner}"),
+            };
             Error::config(format!(
-                "tiers[{position}] ({} {:?}): {e}",
+                "tiers[{position}] ({} {:?}): {what}",
                 self.kind,
                 self.display_name(position)
             ))
@@ -260,6 +295,44 @@ mod tests {
             );
         }
         assert!("lots".parse::<ByteSize>().is_err());
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Sized {
+        capacity: ByteSize,
+    }
+
+    #[test]
+    fn malformed_sizes_name_the_setting_and_the_value() {
+        for (value, got) in [
+            (toml::Value::Integer(-1), "got -1"),
+            (toml::Value::String("lots".into()), "got \"lots\""),
+            (toml::Value::Float(1.5), "got 1.5"),
+        ] {
+            let tier = TierConfig::new("memory").with("capacity", value);
+            let err = tier.parse_settings::<Sized>(0).expect_err("malformed");
+            assert_eq!(err.kind(), crate::ErrorKind::Config);
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!(
+                    "capacity must be a size like 64 GiB or a number of bytes, {got}"
+                )),
+                "{text}"
+            );
+            assert!(text.contains("tiers[0] (memory \"memory0\")"), "{text}");
+        }
+        let tier = TierConfig::new("memory").with("capacity", true);
+        let text = tier
+            .parse_settings::<Sized>(0)
+            .expect_err("a bool")
+            .to_string();
+        assert!(text.contains("capacity: invalid type"), "{text}");
+        let parsed: Sized = TierConfig::new("memory")
+            .with("capacity", "64 GiB")
+            .parse_settings(0)
+            .expect("a size with a unit");
+        assert_eq!(parsed.capacity, ByteSize::gib(64));
     }
 
     #[test]

@@ -303,6 +303,7 @@ impl PluginLibrary {
             .with_context("tier", tier)
             .with_context("plugin", &self.name)
             .with_context("call", call)
+            .with_context("path", &self.origin)
     }
 }
 

@@ -19,10 +19,20 @@ fn the_built_cdylib_passes_the_conformance_kit() {
 #[test]
 fn errors_cross_from_the_cdylib_with_kind_and_text() {
     let path = cascade_plugin_memory::built_library().unwrap();
-    let library = PluginLibrary::load(path).unwrap();
+    let library = PluginLibrary::load(&path).unwrap();
     let err = library.create("rs1", "capacity = \"lots\"").err().unwrap();
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
-    assert!(err.to_string().contains("invalid byte size"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("must be a size like 64 GiB or a number of bytes"),
+        "{err}"
+    );
+    let library_path = std::fs::canonicalize(&path).unwrap();
+    assert!(
+        err.to_string()
+            .contains(&format!("path: {}", library_path.display())),
+        "a plugin error names the library: {err}"
+    );
     let tier = library.create("rs1", "capacity = 1024").unwrap();
     let err = tier.put(BlockId::from_u128(1), &[0u8; 2048]).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::TooLarge, "{err}");
