@@ -6,6 +6,7 @@ use cascade_core::config::ByteSize;
 use cascade_core::{Access, Error, FileMode, Result};
 use serde::Deserialize;
 
+use crate::engine::IoEngine;
 use crate::format::{MAX_WRITER_LEN, PAGE};
 
 /// Settings of a `file` (alias `lustre`) tier.
@@ -65,6 +66,14 @@ pub struct FileTierConfig {
     /// as one sequential stream (threads beyond this number share lanes). Default: 8.
     #[serde(default = "default_write_lanes")]
     pub write_lanes: usize,
+    /// I/O engine of `get_batch`, `get` and every write: `"auto"` uses io_uring where
+    /// this process may (one ring per calling thread, a whole batch in one submission)
+    /// and otherwise `pread`/`pwrite`, saying why in one log line; `"io_uring"` insists
+    /// (open fails with `Unavailable` where a seccomp profile, such as Docker's default,
+    /// or the kernel forbids it); `"psync"` always uses `preadv`/`pwritev` from the
+    /// I/O threads. Default: `"auto"`.
+    #[serde(default)]
+    pub io_engine: IoEngine,
     /// Run compaction on a background thread as segments cross the threshold. When
     /// false, only [`crate::FileTier::compact`] compacts. Default: true.
     #[serde(default = "default_true")]
@@ -128,6 +137,7 @@ impl FileTierConfig {
             compaction_threshold: default_compaction_threshold(),
             io_threads: default_io_threads(),
             write_lanes: default_write_lanes(),
+            io_engine: IoEngine::Auto,
             background_compaction: true,
             mode: None,
             group: None,

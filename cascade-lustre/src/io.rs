@@ -12,7 +12,7 @@ use std::path::Path;
 use crate::format::{PAGE, ReadAt};
 
 /// Most iovecs one `preadv`/`pwritev` call takes (IOV_MAX on Linux).
-const IOV_MAX: usize = 1024;
+pub(crate) const IOV_MAX: usize = 1024;
 
 /// A byte buffer whose usable part starts on a page boundary, as O_DIRECT requires.
 ///

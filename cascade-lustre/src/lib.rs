@@ -58,6 +58,7 @@
 mod compact;
 mod config;
 mod deletes;
+mod engine;
 pub mod format;
 mod io;
 mod lane;
@@ -67,9 +68,12 @@ mod refresh;
 mod segment;
 mod store;
 mod tier;
+mod uring;
+mod uring_path;
 
 pub use compact::CompactionReport;
 pub use config::FileTierConfig;
+pub use engine::{EngineInUse, IoEngine, io_uring_available};
 pub use io::{drop_file_cache, drop_path_cache};
 pub use lustre::{LUSTRE_SUPER_MAGIC, is_lustre};
 pub use tier::{FORMAT_FILE, FileTier, OpenReport};

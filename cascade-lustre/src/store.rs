@@ -14,9 +14,11 @@ use cascade_core::tier::{buffer_too_small, tier_full};
 use cascade_core::{BlockId, Error, ErrorKind, Result, ShardedIndex};
 use cascade_hash::checksum;
 use parking_lot::{Mutex, RwLock};
+use rayon::prelude::*;
 
 use crate::compact::Signal;
 use crate::deletes::{DeleteLog, Kill};
+use crate::engine::EngineInUse;
 use crate::format::{HEADER_LEN, PAGE, RecordHeader, RecordMeta, record_span};
 use crate::io::{self, AlignedBuf, with_scratch};
 use crate::lustre::Striping;
@@ -79,6 +81,9 @@ pub struct Counters {
     pub compactions: AtomicU64,
     /// Blocks dropped because their bytes failed the checksum.
     pub corrupt_dropped: AtomicU64,
+    /// Batch reads and appended runs done with pread/pwrite although the engine is
+    /// io_uring, because the calling thread could not have a ring.
+    pub uring_fallbacks: AtomicU64,
 }
 
 /// Everything a tier instance shares with its compaction thread.
@@ -91,6 +96,8 @@ pub struct Inner {
     pub writer_id: String,
     /// Segment files are opened with O_DIRECT.
     pub direct: bool,
+    /// The engine batch reads and all writes go through.
+    pub engine: EngineInUse,
     /// Bytes of live records allowed.
     pub capacity: u64,
     /// Size at which segments are sealed.
@@ -122,6 +129,10 @@ pub struct Inner {
     /// Held for the tier's life: the flock that says this writer id is in use.
     pub _lock: std::fs::File,
 }
+
+/// Records adjacent in one segment, read with one request: (position in the batch, where
+/// the record lives, the caller's buffer of exactly its length).
+pub type Run<'a> = Vec<(usize, Entry, &'a mut [u8])>;
 
 /// One record to append.
 pub struct Item<'a> {
@@ -307,28 +318,11 @@ impl Inner {
             offset += record_span(len);
         }
         let total = (offset - at) as usize;
-        let result = if self.direct {
-            let staging = w.staging.get(total, false);
-            let mut cursor = 0;
-            for (item, header) in run.iter().zip(&headers) {
-                let span = record_span(item.data.len() as u64) as usize;
-                staging[cursor..cursor + HEADER_LEN].copy_from_slice(header);
-                let body = cursor + HEADER_LEN;
-                staging[body..body + item.data.len()].copy_from_slice(item.data);
-                staging[body + item.data.len()..cursor + span].fill(0);
-                cursor += span;
+        let result = match self.engine {
+            EngineInUse::IoUring => self.write_records_uring(w, segment, run, &headers, at, total),
+            EngineInUse::Psync => {
+                Self::write_records(w, segment, run, &headers, at, total, self.direct)
             }
-            io::write_all_vectored_at(&segment.file, &[w.staging.as_slice()], at)
-        } else {
-            let mut bufs: Vec<&[u8]> = Vec::with_capacity(run.len() * 3);
-            for (item, header) in run.iter().zip(&headers) {
-                let pad =
-                    (record_span(item.data.len() as u64) as usize) - HEADER_LEN - item.data.len();
-                bufs.push(header);
-                bufs.push(item.data);
-                bufs.push(&ZEROS[..pad]);
-            }
-            io::write_all_vectored_at(&segment.file, &bufs, at)
         };
         result.map_err(|e| {
             let full = matches!(
@@ -345,6 +339,42 @@ impl Inner {
                 .with_context("path", segment.path.display())
         })?;
         Ok(metas)
+    }
+
+    /// Writes `run` (its encoded `headers`, `total` bytes) at `at` with `pwritev`: from the
+    /// callers' buffers, or staged into one aligned buffer under O_DIRECT.
+    pub(crate) fn write_records(
+        w: &mut Writer,
+        segment: &Segment,
+        run: &[Item<'_>],
+        headers: &[[u8; HEADER_LEN]],
+        at: u64,
+        total: usize,
+        direct: bool,
+    ) -> std::io::Result<()> {
+        if direct {
+            let staging = w.staging.get(total, false);
+            let mut cursor = 0;
+            for (item, header) in run.iter().zip(headers) {
+                let span = record_span(item.data.len() as u64) as usize;
+                staging[cursor..cursor + HEADER_LEN].copy_from_slice(header);
+                let body = cursor + HEADER_LEN;
+                staging[body..body + item.data.len()].copy_from_slice(item.data);
+                staging[body + item.data.len()..cursor + span].fill(0);
+                cursor += span;
+            }
+            io::write_all_vectored_at(&segment.file, &[w.staging.as_slice()], at)
+        } else {
+            let mut bufs: Vec<&[u8]> = Vec::with_capacity(run.len() * 3);
+            for (item, header) in run.iter().zip(headers) {
+                let pad =
+                    (record_span(item.data.len() as u64) as usize) - HEADER_LEN - item.data.len();
+                bufs.push(header);
+                bufs.push(item.data);
+                bufs.push(&ZEROS[..pad]);
+            }
+            io::write_all_vectored_at(&segment.file, &bufs, at)
+        }
     }
 
     /// Stores blocks: capacity check, one grouped append, index update.
@@ -534,7 +564,7 @@ impl Inner {
 
     /// The file a read of `segment` by the calling thread goes through: its own handle
     /// for buffered reads (its own readahead), the shared one under O_DIRECT.
-    fn read_file<'a>(&self, segment: &'a Segment) -> ReadFile<'a> {
+    pub(crate) fn read_file<'a>(&self, segment: &'a Segment) -> ReadFile<'a> {
         if self.direct {
             ReadFile::Shared(&segment.file)
         } else {
@@ -596,25 +626,85 @@ impl Inner {
                 .map(|(i, entry, out)| (i, self.read_entry(&entry, out)))
                 .collect();
         }
-        run.into_iter()
-            .zip(&headers)
-            .map(|((i, entry, out), header)| {
-                let len = out.len();
-                let why = if !Self::header_matches(&entry, header) {
+        let problems = Self::check_read(&run, &headers);
+        self.finish_run(run, problems)
+    }
+
+    /// What is wrong with each record of `run` read straight into the callers' buffers
+    /// with its header in `headers` (`None`: nothing).
+    pub(crate) fn check_read(
+        run: &[(usize, Entry, &mut [u8])],
+        headers: &[[u8; HEADER_LEN]],
+    ) -> Vec<Option<&'static str>> {
+        run.iter()
+            .zip(headers)
+            .map(|((_, entry, out), header)| {
+                if !Self::header_matches(entry, header) {
                     Some("record header damaged")
                 } else if checksum(out) != entry.record.checksum {
                     Some("checksum mismatch")
                 } else {
                     None
-                };
-                match why {
-                    None => (i, Ok(len)),
-                    Some(why) => {
-                        out.fill(0);
-                        (i, Err(self.corrupt(&entry, why)))
-                    }
                 }
             })
+            .collect()
+    }
+
+    /// Checks each record of `run` in `bytes` (the run's whole extent, read from
+    /// `start`) and copies the good ones into their buffers; says what is wrong with each.
+    pub(crate) fn check_staged(
+        run: &mut [(usize, Entry, &mut [u8])],
+        bytes: &[u8],
+        start: u64,
+    ) -> Vec<Option<&'static str>> {
+        let mut problems = Vec::with_capacity(run.len());
+        for (_, entry, out) in run.iter() {
+            let at = (entry.record.offset - start) as usize;
+            let body = &bytes[at + HEADER_LEN..at + HEADER_LEN + out.len()];
+            problems.push(
+                if !Self::header_matches(entry, &bytes[at..at + HEADER_LEN]) {
+                    Some("record header damaged")
+                } else if checksum(body) != entry.record.checksum {
+                    Some("checksum mismatch")
+                } else {
+                    None
+                },
+            );
+        }
+        // Copy only after the whole run verified, to keep the buffer borrow short.
+        for ((_, entry, out), problem) in run.iter_mut().zip(&problems) {
+            if problem.is_none() {
+                let at = (entry.record.offset - start) as usize + HEADER_LEN;
+                out.copy_from_slice(&bytes[at..at + out.len()]);
+            }
+        }
+        problems
+    }
+
+    /// The outcome of each record of a run given what is wrong with it: its length, or
+    /// (zeroed, dropped) `Corrupt`.
+    pub(crate) fn finish_run(
+        &self,
+        run: Run<'_>,
+        problems: Vec<Option<&'static str>>,
+    ) -> Vec<(usize, Result<usize>)> {
+        run.into_iter()
+            .zip(problems)
+            .map(|((i, entry, out), problem)| match problem {
+                None => (i, Ok(out.len())),
+                Some(why) => {
+                    out.fill(0);
+                    (i, Err(self.corrupt(&entry, why)))
+                }
+            })
+            .collect()
+    }
+
+    /// Each record of `run` read on its own (after a short or failed run read), so each
+    /// reports its own outcome.
+    pub(crate) fn read_each(&self, run: Run<'_>) -> Vec<(usize, Result<usize>)> {
+        run.into_iter()
+            .map(|(i, entry, out)| (i, self.read_entry(&entry, out)))
             .collect()
     }
 
@@ -627,51 +717,33 @@ impl Inner {
         let start = run[0].1.record.offset;
         let end = run[run.len() - 1].1.record.end();
         let segment = Arc::clone(&run[0].1.segment);
-        let problems: Option<Vec<Option<&str>>> = with_scratch(|buf| {
+        let problems = with_scratch(|buf| {
             let bytes = io::read_aligned(&segment.file, buf, start, (end - start) as usize).ok()?;
             if bytes.len() as u64 != end - start {
                 return None;
             }
-            let mut problems = Vec::with_capacity(run.len());
-            for (_, entry, out) in &run {
-                let at = (entry.record.offset - start) as usize;
-                let body = &bytes[at + HEADER_LEN..at + HEADER_LEN + out.len()];
-                problems.push(
-                    if !Self::header_matches(entry, &bytes[at..at + HEADER_LEN]) {
-                        Some("record header damaged")
-                    } else if checksum(body) != entry.record.checksum {
-                        Some("checksum mismatch")
-                    } else {
-                        None
-                    },
-                );
-            }
-            // Copy only after the whole run verified, to keep the buffer borrow short.
-            for ((_, entry, out), problem) in run.iter_mut().zip(&problems) {
-                if problem.is_none() {
-                    let at = (entry.record.offset - start) as usize + HEADER_LEN;
-                    out.copy_from_slice(&bytes[at..at + out.len()]);
-                }
-            }
-            Some(problems)
+            Some(Self::check_staged(&mut run, bytes, start))
         });
-        let Some(problems) = problems else {
+        match problems {
+            Some(problems) => self.finish_run(run, problems),
             // Short or failed: let each record report its own outcome.
-            return run
+            None => self.read_each(run),
+        }
+    }
+
+    /// The runs of one `get_batch`, spread over the I/O threads (pread engine).
+    pub fn read_runs_psync(&self, runs: Vec<Run<'_>>) -> Vec<(usize, Result<usize>)> {
+        if runs.len() == 1 {
+            return runs
                 .into_iter()
-                .map(|(i, entry, out)| (i, self.read_entry(&entry, out)))
+                .flat_map(|run| self.read_run(run))
                 .collect();
-        };
-        run.into_iter()
-            .zip(problems)
-            .map(|((i, entry, out), problem)| match problem {
-                None => (i, Ok(out.len())),
-                Some(why) => {
-                    out.fill(0);
-                    (i, Err(self.corrupt(&entry, why)))
-                }
-            })
-            .collect()
+        }
+        self.io_pool.install(|| {
+            runs.into_par_iter()
+                .flat_map_iter(|run| self.read_run(run))
+                .collect()
+        })
     }
 
     /// Groups found entries into runs of adjacent records of one segment, each read

@@ -15,6 +15,7 @@ use rayon::prelude::*;
 use crate::compact::{self, CompactionReport, Compactor, Signal};
 use crate::config::FileTierConfig;
 use crate::deletes::{self, DELETE_SUFFIX, DELETE_TMP_SUFFIX, DeleteLog, Kill};
+use crate::engine::{self, EngineInUse};
 use crate::format::{FORMAT_VERSION, HEADER_LEN, PAGE, record_span};
 use crate::io::{self, AlignedBuf};
 use crate::lustre;
@@ -41,6 +42,8 @@ pub struct OpenReport {
     pub damaged_pages: u64,
     /// Wall time of the open.
     pub elapsed: Duration,
+    /// The I/O engine in use (`io_engine = "auto"` resolves to one at open).
+    pub io_engine: Option<EngineInUse>,
 }
 
 /// Blocks aggregated into large segment files in a directory (any POSIX filesystem;
@@ -210,6 +213,7 @@ impl FileTier {
             .create_dir_all(&dir)
             .map_err(|e| io_error("cannot create the tier directory", &dir, e))?;
         check_format(&dir, &access)?;
+        let io_engine = engine::choose(config.io_engine, &name)?;
         let direct = config.direct_io
             && {
                 let ok = io::direct_io_supported(&dir);
@@ -418,6 +422,7 @@ impl FileTier {
             dir,
             writer_id,
             direct,
+            engine: io_engine,
             capacity: config.capacity.as_u64(),
             segment_size: config.segment_bytes(),
             threshold: config.compaction_threshold,
@@ -456,6 +461,7 @@ impl FileTier {
             None
         };
         report.elapsed = started.elapsed();
+        report.io_engine = Some(io_engine);
         tracing::debug!(tier = %inner.name, ?report, "file tier opened");
         Ok(Self {
             inner,
@@ -482,6 +488,11 @@ impl FileTier {
     /// Whether segment files are opened with O_DIRECT.
     pub fn direct_io(&self) -> bool {
         self.inner.direct
+    }
+
+    /// The I/O engine batch reads and writes go through (what `io_engine` resolved to).
+    pub fn io_engine(&self) -> EngineInUse {
+        self.inner.engine
     }
 
     /// Where a block lives: its segment file and the byte offset of its record there
@@ -621,6 +632,13 @@ impl Tier for FileTier {
     }
 
     fn get(&self, id: BlockId, out: &mut [u8]) -> Result<usize> {
+        if self.inner.engine == EngineInUse::IoUring {
+            let mut one = [(id, out)];
+            return self
+                .get_batch(&mut one)
+                .pop()
+                .unwrap_or_else(|| Err(Error::new(ErrorKind::Io, "get produced no result")));
+        }
         let entry = self
             .inner
             .index
@@ -653,16 +671,9 @@ impl Tier for FileTier {
             self.inner.io_pool.current_num_threads(),
             self.inner.direct,
         );
-        let outcomes: Vec<(usize, Result<usize>)> = if runs.len() == 1 {
-            runs.into_iter()
-                .flat_map(|run| self.inner.read_run(run))
-                .collect()
-        } else {
-            self.inner.io_pool.install(|| {
-                runs.into_par_iter()
-                    .flat_map_iter(|run| self.inner.read_run(run))
-                    .collect()
-            })
+        let outcomes = match self.inner.engine {
+            EngineInUse::IoUring => self.inner.read_runs_uring(runs),
+            EngineInUse::Psync => self.inner.read_runs_psync(runs),
         };
         for (position, outcome) in outcomes {
             results[position] = Some(outcome);
@@ -742,6 +753,14 @@ impl Tier for FileTier {
                 self.inner.counters.compactions.load(Ordering::Relaxed) as f64,
             ),
             ("read_handles".into(), self.inner.read_handles.len() as f64),
+            (
+                "io_uring".into(),
+                f64::from(u8::from(self.inner.engine == EngineInUse::IoUring)),
+            ),
+            (
+                "io_uring_fallbacks".into(),
+                self.inner.counters.uring_fallbacks.load(Ordering::Relaxed) as f64,
+            ),
             (
                 "corrupt_dropped".into(),
                 self.inner.counters.corrupt_dropped.load(Ordering::Relaxed) as f64,

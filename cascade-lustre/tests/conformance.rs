@@ -1,11 +1,14 @@
 //! The conformance kit, on buffered and direct I/O, and reopening after a drop.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test bodies run outside #[test] fns (once per engine)
 
 use std::sync::Arc;
 
 use cascade_core::config::ByteSize;
 use cascade_core::conformance::{random_block, run_all};
 use cascade_core::{BlockId, ErrorKind, Tier};
-use cascade_lustre::{FileTier, FileTierConfig};
+use cascade_lustre::{EngineInUse, FileTier, FileTierConfig, IoEngine};
+
+mod common;
 
 fn config(dir: &std::path::Path) -> FileTierConfig {
     let mut config = FileTierConfig::new(dir);
@@ -15,25 +18,45 @@ fn config(dir: &std::path::Path) -> FileTierConfig {
     config
 }
 
-#[test]
-fn buffered_tier_passes_the_kit() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path());
-    run_all(&|| Ok(Arc::new(FileTier::open("file0", &config)?) as Arc<dyn Tier>));
+/// The settings of `engine`'s tests, which must run on that very engine.
+fn engine_config(dir: &std::path::Path, engine: IoEngine) -> FileTierConfig {
+    let mut config = config(dir);
+    config.io_engine = engine;
+    config
 }
 
-#[test]
-fn direct_io_tier_passes_the_kit() {
+fn open_on(name: &str, config: &FileTierConfig) -> cascade_core::Result<FileTier> {
+    let tier = FileTier::open(name, config)?;
+    let want = match config.io_engine {
+        IoEngine::Psync => EngineInUse::Psync,
+        _ => EngineInUse::IoUring,
+    };
+    assert_eq!(tier.io_engine(), want);
+    Ok(tier)
+}
+
+per_engine!(
+    buffered_tier_passes_the_kit,
+    direct_io_tier_passes_the_kit,
+    blocks_survive_drop_and_reopen_across_many_segments,
+);
+
+fn buffered_tier_passes_the_kit(engine: IoEngine) {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = config(dir.path());
+    let config = engine_config(dir.path(), engine);
+    run_all(&|| Ok(Arc::new(open_on("file0", &config)?) as Arc<dyn Tier>));
+}
+
+fn direct_io_tier_passes_the_kit(engine: IoEngine) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = engine_config(dir.path(), engine);
     config.direct_io = true;
-    run_all(&|| Ok(Arc::new(FileTier::open("file0", &config)?) as Arc<dyn Tier>));
+    run_all(&|| Ok(Arc::new(open_on("file0", &config)?) as Arc<dyn Tier>));
 }
 
-#[test]
-fn blocks_survive_drop_and_reopen_across_many_segments() {
+fn blocks_survive_drop_and_reopen_across_many_segments(engine: IoEngine) {
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path());
+    let config = engine_config(dir.path(), engine);
     let blocks: Vec<(BlockId, Vec<u8>)> = (0..40u64)
         .map(|n| {
             (
@@ -43,7 +66,7 @@ fn blocks_survive_drop_and_reopen_across_many_segments() {
         })
         .collect();
     {
-        let tier = FileTier::open("file0", &config).unwrap();
+        let tier = open_on("file0", &config).unwrap();
         let items: Vec<(BlockId, &[u8])> =
             blocks.iter().map(|(id, d)| (*id, d.as_slice())).collect();
         for result in tier.put_batch(&items[..20]) {
@@ -56,7 +79,7 @@ fn blocks_survive_drop_and_reopen_across_many_segments() {
         assert!(tier.remove(blocks[5].0).unwrap());
         tier.put(blocks[6].0, b"replaced").unwrap();
     }
-    let tier = FileTier::open("file0", &config).unwrap();
+    let tier = open_on("file0", &config).unwrap();
     assert_eq!(
         tier.open_report().scanned_segments,
         0,

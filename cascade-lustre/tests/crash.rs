@@ -11,13 +11,16 @@ use std::process::{Command, Stdio};
 use cascade_core::config::ByteSize;
 use cascade_core::conformance::random_block;
 use cascade_core::{BlockId, ErrorKind, Tier};
-use cascade_lustre::{FileTier, FileTierConfig};
+use cascade_lustre::{FileTier, FileTierConfig, IoEngine};
+
+mod common;
 
 const CHILD_ENV: &str = "CASCADE_LUSTRE_CRASH_CHILD";
 const FULL_ENV: &str = "CASCADE_LUSTRE_FULL_CHILD";
 
-fn config(dir: &Path, writer: &str) -> FileTierConfig {
+fn config(dir: &Path, writer: &str, engine: IoEngine) -> FileTierConfig {
     let mut config = FileTierConfig::new(dir);
+    config.io_engine = engine;
     config.capacity = ByteSize::gib(1);
     config.segment_size = ByteSize::mib(1);
     config.writer_id = Some(writer.into());
@@ -34,8 +37,8 @@ fn block(n: u64) -> Vec<u8> {
 
 /// The child: puts blocks forever, removes every fifth, and reports each acknowledged
 /// call on stdout.
-fn crash_child(dir: &str) {
-    let tier = FileTier::open("child", &config(Path::new(dir), "child")).unwrap();
+fn crash_child(dir: &str, engine: IoEngine) {
+    let tier = FileTier::open("child", &config(Path::new(dir), "child", engine)).unwrap();
     for n in 0.. {
         tier.put(id(n), &block(n)).unwrap();
         println!("PUT {n}");
@@ -52,9 +55,16 @@ fn tagged(line: &str, tag: &str) -> Option<u64> {
         .and_then(|(_, n)| n.trim().parse().ok())
 }
 
-fn run_child(test: &str, env: &str, dir: &Path) -> std::process::Child {
+/// Runs this binary's test `base` under `engine` (the child runs the same engine) as a
+/// child process.
+fn run_child(base: &str, engine: IoEngine, env: &str, dir: &Path) -> std::process::Child {
+    let tag = match engine {
+        IoEngine::IoUring => "io_uring",
+        _ => "psync",
+    };
+    let test = format!("{base}::{tag}");
     Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .args(["--exact", &test, "--nocapture", "--test-threads=1"])
         .env(env, dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -62,16 +72,21 @@ fn run_child(test: &str, env: &str, dir: &Path) -> std::process::Child {
         .unwrap()
 }
 
-#[test]
-fn acknowledged_writes_and_removes_survive_sigkill() {
+per_engine!(
+    acknowledged_writes_and_removes_survive_sigkill,
+    a_full_filesystem_fails_the_put_and_keeps_everything_before,
+);
+
+fn acknowledged_writes_and_removes_survive_sigkill(engine: IoEngine) {
     if let Ok(dir) = std::env::var(CHILD_ENV) {
-        crash_child(&dir);
+        crash_child(&dir, engine);
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     for round in 0..3u64 {
         let mut child = run_child(
             "acknowledged_writes_and_removes_survive_sigkill",
+            engine,
             CHILD_ENV,
             dir.path(),
         );
@@ -101,7 +116,7 @@ fn acknowledged_writes_and_removes_survive_sigkill() {
         let last = *put.last().unwrap();
         let in_flight_remove = (last % 5 == 4 && !removed.contains(&(last - 2))).then(|| last - 2);
         child.wait().unwrap();
-        let tier = FileTier::open("parent", &config(dir.path(), "parent")).unwrap();
+        let tier = FileTier::open("parent", &config(dir.path(), "parent", engine)).unwrap();
         let mut out = vec![0u8; 80_000];
         for n in &put {
             if in_flight_remove == Some(*n) && !tier.contains(id(*n)) {
@@ -131,7 +146,7 @@ fn acknowledged_writes_and_removes_survive_sigkill() {
     }
 }
 
-fn full_child(dir: &str) {
+fn full_child(dir: &str, engine: IoEngine) {
     // SAFETY: setting a signal disposition and a resource limit of this process only.
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
@@ -141,7 +156,7 @@ fn full_child(dir: &str) {
         };
         assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &limit), 0);
     }
-    let mut config = config(Path::new(dir), "full");
+    let mut config = config(Path::new(dir), "full", engine);
     config.segment_size = ByteSize::mib(64);
     let tier = FileTier::open("child", &config).unwrap();
     let mut stored = 0u64;
@@ -167,15 +182,15 @@ fn full_child(dir: &str) {
     println!("STORED {stored}");
 }
 
-#[test]
-fn a_full_filesystem_fails_the_put_and_keeps_everything_before() {
+fn a_full_filesystem_fails_the_put_and_keeps_everything_before(engine: IoEngine) {
     if let Ok(dir) = std::env::var(FULL_ENV) {
-        full_child(&dir);
+        full_child(&dir, engine);
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let mut child = run_child(
         "a_full_filesystem_fails_the_put_and_keeps_everything_before",
+        engine,
         FULL_ENV,
         dir.path(),
     );
@@ -191,7 +206,7 @@ fn a_full_filesystem_fails_the_put_and_keeps_everything_before() {
         stored >= 20,
         "about 30 blocks of 100 KB fit under 3 MiB, got {stored}"
     );
-    let tier = FileTier::open("parent", &config(dir.path(), "parent")).unwrap();
+    let tier = FileTier::open("parent", &config(dir.path(), "parent", engine)).unwrap();
     let mut out = vec![0u8; 100_000];
     for n in 0..stored {
         assert_eq!(tier.get(id(n), &mut out).unwrap(), 100_000);

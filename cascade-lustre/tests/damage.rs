@@ -2,6 +2,8 @@
 //! records are still found, and a damaged block is never served with wrong bytes.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
+mod common;
+
 use std::path::Path;
 
 use cascade_core::config::ByteSize;
@@ -11,7 +13,7 @@ use cascade_hash::checksum;
 use cascade_lustre::format::{
     self, HEADER_LEN, PAGE, RecordHeader, RecordMeta, SegmentHeader, TRAILER_LEN, record_span,
 };
-use cascade_lustre::{FileTier, FileTierConfig};
+use cascade_lustre::{FileTier, FileTierConfig, IoEngine};
 use proptest::prelude::*;
 
 const NONCE: u64 = 0x5EED_F00D;
@@ -120,8 +122,9 @@ proptest! {
     }
 }
 
-fn config(dir: &Path) -> FileTierConfig {
+fn config(dir: &Path, engine: IoEngine) -> FileTierConfig {
     let mut config = FileTierConfig::new(dir);
+    config.io_engine = engine;
     config.capacity = ByteSize::mib(64);
     config.segment_size = ByteSize::mib(1);
     config.writer_id = Some("w".into());
@@ -132,8 +135,8 @@ fn id(n: u64) -> BlockId {
     BlockId::from_u128(u128::from(n) + 1)
 }
 
-fn fill(dir: &Path, count: u64) -> Vec<Vec<u8>> {
-    let tier = FileTier::open("file0", &config(dir)).unwrap();
+fn fill(dir: &Path, count: u64, engine: IoEngine) -> Vec<Vec<u8>> {
+    let tier = FileTier::open("file0", &config(dir, engine)).unwrap();
     let blocks: Vec<Vec<u8>> = (0..count)
         .map(|n| random_block(n, 30_000 + n as usize))
         .collect();
@@ -180,17 +183,23 @@ fn check_never_wrong(tier: &FileTier, blocks: &[Vec<u8>]) -> (usize, usize) {
     (good, corrupt)
 }
 
-#[test]
-fn a_flipped_payload_bit_is_reported_corrupt_and_dropped_for_good() {
+per_engine!(
+    a_flipped_payload_bit_is_reported_corrupt_and_dropped_for_good,
+    a_damaged_batch_read_fails_only_the_damaged_block,
+    a_damaged_direct_io_batch_read_fails_only_the_damaged_block,
+    random_flips_and_truncations_of_real_segments_never_serve_wrong_bytes,
+);
+
+fn a_flipped_payload_bit_is_reported_corrupt_and_dropped_for_good(engine: IoEngine) {
     let dir = tempfile::tempdir().unwrap();
-    let blocks = fill(dir.path(), 40);
+    let blocks = fill(dir.path(), 40, engine);
     let first = &segments(dir.path())[0];
     let mut bytes = std::fs::read(first).unwrap();
     // The first record's payload starts right after its header on page 1.
     bytes[PAGE as usize + HEADER_LEN + 100] ^= 0x10;
     std::fs::write(first, &bytes).unwrap();
     {
-        let tier = FileTier::open("file0", &config(dir.path())).unwrap();
+        let tier = FileTier::open("file0", &config(dir.path(), engine)).unwrap();
         let (good, corrupt) = check_never_wrong(&tier, &blocks);
         assert_eq!((good, corrupt), (39, 1));
         let mut out = vec![0u8; 64 * 1024];
@@ -200,7 +209,7 @@ fn a_flipped_payload_bit_is_reported_corrupt_and_dropped_for_good() {
         );
         tier.flush().unwrap();
     }
-    let tier = FileTier::open("file0", &config(dir.path())).unwrap();
+    let tier = FileTier::open("file0", &config(dir.path(), engine)).unwrap();
     assert!(
         !tier.contains(id(0)),
         "a dropped corrupt block stays dropped after reopen"
@@ -208,25 +217,23 @@ fn a_flipped_payload_bit_is_reported_corrupt_and_dropped_for_good() {
     assert_eq!(tier.ids().len(), 39);
 }
 
-#[test]
-fn a_damaged_batch_read_fails_only_the_damaged_block() {
-    damaged_batch(false);
+fn a_damaged_batch_read_fails_only_the_damaged_block(engine: IoEngine) {
+    damaged_batch(false, engine);
 }
 
-#[test]
-fn a_damaged_direct_io_batch_read_fails_only_the_damaged_block() {
-    damaged_batch(true);
+fn a_damaged_direct_io_batch_read_fails_only_the_damaged_block(engine: IoEngine) {
+    damaged_batch(true, engine);
 }
 
-fn damaged_batch(direct: bool) {
+fn damaged_batch(direct: bool, engine: IoEngine) {
     let dir = tempfile::tempdir().unwrap();
-    let blocks = fill(dir.path(), 20);
+    let blocks = fill(dir.path(), 20, engine);
     let first = &segments(dir.path())[0];
     let mut bytes = std::fs::read(first).unwrap();
     let second_record = PAGE + record_span(blocks[0].len() as u64);
     bytes[second_record as usize + HEADER_LEN + 7] ^= 1;
     std::fs::write(first, &bytes).unwrap();
-    let mut config = config(dir.path());
+    let mut config = config(dir.path(), engine);
     config.direct_io = direct;
     let tier = FileTier::open("file0", &config).unwrap();
     let mut outs: Vec<Vec<u8>> = blocks.iter().map(|b| vec![0u8; b.len()]).collect();
@@ -249,13 +256,12 @@ fn damaged_batch(direct: bool) {
     assert!(!tier.contains(id(1)), "the corrupt block is dropped");
 }
 
-#[test]
-fn random_flips_and_truncations_of_real_segments_never_serve_wrong_bytes() {
+fn random_flips_and_truncations_of_real_segments_never_serve_wrong_bytes(engine: IoEngine) {
     use rand::{Rng, SeedableRng, rngs::StdRng};
     let mut rng = StdRng::seed_from_u64(7);
     for round in 0..12 {
         let dir = tempfile::tempdir().unwrap();
-        let blocks = fill(dir.path(), 60);
+        let blocks = fill(dir.path(), 60, engine);
         let paths = segments(dir.path());
         for path in &paths {
             let mut bytes = std::fs::read(path).unwrap();
@@ -270,7 +276,7 @@ fn random_flips_and_truncations_of_real_segments_never_serve_wrong_bytes() {
             }
             std::fs::write(path, &bytes).unwrap();
         }
-        let tier = FileTier::open("file0", &config(dir.path())).unwrap();
+        let tier = FileTier::open("file0", &config(dir.path(), engine)).unwrap();
         let (good, _) = check_never_wrong(&tier, &blocks);
         assert!(
             good > 0,
