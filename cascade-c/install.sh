@@ -6,21 +6,25 @@
 #   lib/cmake/Cascade/CascadeConfig.cmake (+ Version) (find_package(Cascade): Cascade::cascade,
 #                                                      Cascade::cascade_static)
 #
-# Usage: cascade-c/install.sh [--prefix DIR] [--features LIST] [--no-build]
+# Usage: cascade-c/install.sh [--prefix DIR] [--profile release|debug] [--features LIST] [--no-build]
 #   --prefix DIR      where to install (default /usr/local)
+#   --profile NAME    cargo profile to build and install (default release; CI tests use debug)
 #   --features LIST   cargo features of cascade-c instead of the defaults
 #                     (default: shm, lustre, gpu, plugins; gpu needs no CUDA to build)
-#   --no-build        install what target/release already holds
+#   --no-build        install what target/<profile> already holds
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 prefix=/usr/local
 features=""
+profile=release
 build=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --prefix) prefix="$2"; shift 2 ;;
     --prefix=*) prefix="${1#*=}"; shift ;;
+    --profile) profile="$2"; shift 2 ;;
+    --profile=*) profile="${1#*=}"; shift ;;
     --features) features="$2"; shift 2 ;;
     --features=*) features="${1#*=}"; shift ;;
     --no-build) build=0; shift ;;
@@ -29,16 +33,20 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+case "$profile" in
+  release) out_dir=release ;;
+  debug|dev) profile=dev; out_dir=debug ;;
+  *) echo "install.sh: --profile must be release or debug, got $profile" >&2; exit 2 ;;
+esac
 target_dir="${CARGO_TARGET_DIR:-$repo/target}"
+lib_dir="$target_dir/$out_dir"
 if [ "$build" = 1 ]; then
-  if [ -n "$features" ]; then
-    cargo build --release -p cascade-c --manifest-path "$repo/Cargo.toml" --no-default-features --features "$features"
-  else
-    cargo build --release -p cascade-c --manifest-path "$repo/Cargo.toml"
-  fi
+  feature_args=()
+  [ -n "$features" ] && feature_args=(--no-default-features --features "$features")
+  cargo build --profile "$profile" -p cascade-c --manifest-path "$repo/Cargo.toml" "${feature_args[@]}"
 fi
 for f in libcascade_c.so libcascade_c.a; do
-  [ -f "$target_dir/release/$f" ] || { echo "install.sh: $target_dir/release/$f is missing (build first)" >&2; exit 1; }
+  [ -f "$lib_dir/$f" ] || { echo "install.sh: $lib_dir/$f is missing (build first)" >&2; exit 1; }
 done
 
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/Cargo.toml" | head -n1)"
@@ -47,8 +55,8 @@ static_libs="-lgcc_s -lutil -lrt -lpthread -lm -ldl -lc"
 
 install -d "$prefix/include" "$prefix/lib/pkgconfig" "$prefix/lib/cmake/Cascade"
 install -m 0644 "$repo/include/cascade.h" "$repo/include/cascade.hpp" "$prefix/include/"
-install -m 0755 "$target_dir/release/libcascade_c.so" "$prefix/lib/"
-install -m 0644 "$target_dir/release/libcascade_c.a" "$prefix/lib/"
+install -m 0755 "$lib_dir/libcascade_c.so" "$prefix/lib/"
+install -m 0644 "$lib_dir/libcascade_c.a" "$prefix/lib/"
 
 cat > "$prefix/lib/pkgconfig/cascade.pc" <<PC
 prefix=$prefix

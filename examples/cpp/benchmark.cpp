@@ -11,6 +11,7 @@
 // Without --config the store is one shm tier sized for the data set, in /dev/shm.
 // Every block read is checked against what was written; a mismatch is an error (exit 1).
 #include <omp.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -83,13 +84,16 @@ double median(std::vector<double> v) {
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-cascade::CascadeStore open_store(const Args& a, size_t total) {
+// The store to measure: --config's deployment, or one shm tier sized for the data set in
+// a pool file of this run (`pool` is set to it, for removal at the end).
+cascade::CascadeStore open_store(const Args& a, size_t total, std::string& pool) {
     if (!a.config.empty()) return cascade::CascadeStore::from_toml_file(a.config);
     cascade::CascadeConfig config;
     config.gpu_capacity_bytes = 0;
-    // Room for the data set plus the slot rounding, as cascade-bench sizes its tiers.
-    config.shm_capacity_bytes = ((total + total / 8 + a.blocks * 8192 + (16u << 20)) >> 20 << 20) + (1u << 20);
-    config.shm_path = "";
+    // Room for the data set plus slot rounding, as cascade-bench sizes its tiers.
+    config.shm_capacity_bytes = (total + total / 8 + a.blocks * 8192 + (16u << 20)) >> 20 << 20;
+    pool = "/dev/shm/cascade-cpp-bench-" + std::to_string(getpid()) + ".pool";
+    config.shm_path = pool;
     config.num_io_threads = 0;
     config.promote_on_read = false;
     return cascade::CascadeStore(config);
@@ -152,6 +156,13 @@ int main(int argc, char** argv) {
     Args a = parse(argc, argv);
     const size_t block = a.size_kib * 1024;
     const size_t total = a.blocks * block;
+    std::string pool;
+    struct RemovePool {
+        std::string& path;
+        ~RemovePool() {
+            if (!path.empty()) std::remove(path.c_str());
+        }
+    } remove_pool{pool};
     try {
         // Buffers are allocated and touched once, before any timing (the VM hands memory
         // left unused back to the host; touching it again is slow).
@@ -163,7 +174,7 @@ int main(int argc, char** argv) {
             std::memcpy(&src[i * block], &i, sizeof i);
             ids[i] = cascade::compute_block_id(&src[i * block], block);
         }
-        cascade::CascadeStore store = open_store(a, total);
+        cascade::CascadeStore store = open_store(a, total, pool);
 
         std::vector<double> writes, reads;
         for (int round = 0; round <= a.repeat; round++) {

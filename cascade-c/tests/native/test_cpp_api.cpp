@@ -1,6 +1,7 @@
 // C++ tests of include/cascade.hpp: round trip, a batch with a missing id, bad arguments,
 // a full tier, two threads. Built by CMake (CMakeLists.txt here) and run by .ci/run;
 // prints "N passed, N failed" and exits non-zero on any failure.
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <optional>
@@ -26,9 +27,11 @@ static int passed = 0, failed = 0;
 
 static const char* kMemoryToml = "[[tiers]]\nkind = \"memory\"\ncapacity = \"8 MiB\"\n";
 
+// Distinct seeds give distinct contents (the seed is the first bytes), so ids differ.
 static std::vector<uint8_t> pattern(size_t len, unsigned seed) {
     std::vector<uint8_t> v(len);
     for (size_t i = 0; i < len; i++) v[i] = static_cast<uint8_t>(i * 13u + seed * 101u + (i >> 9));
+    std::memcpy(v.data(), &seed, std::min(len, sizeof seed));
     return v;
 }
 
