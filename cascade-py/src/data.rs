@@ -479,12 +479,52 @@ pub fn take_batch(
         Data::Host(h) => h.span().1,
         Data::Device(d) => d.range.len,
     };
-    if count == 0 || len % count != 0 {
-        return Err(invalid_input(format!(
-            "{what} holds {len} bytes, which do not split into {count} equal blocks"
-        )));
+    match leading_rows(obj) {
+        // An array of two or more dimensions: each row is one block, so a row count that
+        // differs from the ids would silently cut the blocks across rows.
+        Some(rows) if rows != count => {
+            return Err(invalid_input(format!(
+                "{what} has {rows} rows but block_ids has {count} entries; each row is one block"
+            )));
+        }
+        Some(_) => {}
+        // A flat buffer (bytes, a 1-D array) has no rows: it splits into equal blocks.
+        None if count == 0 && len > 0 => {
+            return Err(invalid_input(format!(
+                "{what} holds {len} bytes but block_ids has 0 entries"
+            )));
+        }
+        None if count > 0 && len % count != 0 => {
+            return Err(invalid_input(format!(
+                "{what} holds {len} bytes, which do not split into {count} equal blocks"
+            )));
+        }
+        None => {}
     }
     Ok(Batch::Rows(whole, count))
+}
+
+/// The first dimension of an array or tensor of two or more dimensions (its `shape`, or
+/// that of its `__cuda_array_interface__`); None for flat buffers and objects without a
+/// shape.
+fn leading_rows(obj: &Bound<'_, PyAny>) -> Option<usize> {
+    let shape = match obj.getattr("shape") {
+        Ok(shape) => shape.extract::<Vec<i64>>().ok(),
+        Err(_) => None,
+    };
+    let shape = match shape {
+        Some(shape) => Some(shape),
+        None => match obj.getattr("__cuda_array_interface__") {
+            Ok(iface) => iface
+                .get_item("shape")
+                .ok()
+                .and_then(|s| s.extract::<Vec<i64>>().ok()),
+            Err(_) => None,
+        },
+    };
+    shape
+        .filter(|s| s.len() >= 2)
+        .and_then(|s| usize::try_from(s[0]).ok())
 }
 
 impl Batch {
@@ -498,6 +538,7 @@ impl Batch {
                     Data::Device(d) => Part::Device(d.range),
                 })
                 .collect(),
+            Batch::Rows(_, 0) => Vec::new(),
             Batch::Rows(Data::Host(h), count) => {
                 let bytes = h.bytes();
                 let row = bytes.len() / count;
@@ -522,6 +563,7 @@ impl Batch {
                     Data::Device(d) => Part::Device(d.range),
                 })
                 .collect(),
+            Batch::Rows(_, 0) => Vec::new(),
             Batch::Rows(Data::Host(h), count) => {
                 let count = *count;
                 let bytes = h.bytes_mut();

@@ -150,6 +150,11 @@ def test_cuda_arrays_are_refused_by_host_stores(store):
         store.put_batch(["0" * 32, "1" * 32], FakeCudaArray(128))
     with pytest.raises(cascade.UnsupportedError, match="GPU memory"):
         store.get_batch(["0" * 32], [FakeCudaArray(64)])
+    # The rows of a CUDA array are checked against the ids as a host array's are.
+    rows = FakeCudaArray(192)
+    rows.__cuda_array_interface__ = dict(rows.__cuda_array_interface__, shape=(3, 64))
+    with pytest.raises(cascade.InvalidInputError, match="has 3 rows but block_ids has 2 entries"):
+        store.put_batch(["0" * 32, "1" * 32], rows)
     # Refused also for an absent block: the store has no GPU tier to read into.
     with pytest.raises(cascade.UnsupportedError, match="GPU memory"):
         store.get("0" * 32, FakeCudaArray(64))

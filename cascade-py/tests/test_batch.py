@@ -64,6 +64,55 @@ def test_empty_batches(store):
     assert store.get_batch([], []) == []
 
 
+@pytest.mark.parametrize(
+    "empty",
+    [
+        lambda: [],
+        lambda: (),
+        lambda: np.zeros((0, 4 * KIB), np.uint8),
+        lambda: np.zeros(0, np.uint8),
+        lambda: bytearray(),
+    ],
+    ids=["list", "tuple", "2-D array", "1-D array", "bytearray"],
+)
+def test_an_empty_batch_in_any_form_does_nothing(store, empty):
+    assert store.put_batch([], empty()) == 0
+    assert store.get_batch([], empty()) == []
+    assert len(store) == 0
+    backend = cascade.MemoryBackend(1 << 20)
+    assert backend.put_batch([], empty()) == 0
+    assert backend.get_batch([], empty()) == []
+
+
+def test_rows_must_match_the_ids(store, rng):
+    ids = [f"{i + 1:032x}" for i in range(2)]
+    three = rng.integers(0, 256, (3, 64 * KIB), dtype=np.uint8)
+    with pytest.raises(cascade.InvalidInputError, match="has 3 rows but block_ids has 2 entries"):
+        store.put_batch(ids, three)
+    assert len(store) == 0, "nothing is stored from a batch whose rows do not match"
+    store.put_batch(ids, three[:2])
+    outs = np.zeros((3, 64 * KIB), np.uint8)
+    with pytest.raises(cascade.InvalidInputError, match="has 3 rows but block_ids has 2 entries"):
+        store.get_batch(ids, outs)
+    assert not outs.any(), "nothing is written into rows that do not match"
+    with pytest.raises(cascade.InvalidInputError, match="has 2 rows but block_ids has 0 entries"):
+        store.put_batch([], three[:2])
+    with pytest.raises(cascade.InvalidInputError, match="0 entries"):
+        store.get_batch([], bytearray(10))
+    backend = cascade.MemoryBackend(1 << 20)
+    with pytest.raises(cascade.InvalidInputError, match="has 3 rows but block_ids has 2 entries"):
+        backend.put_batch(ids, three)
+    with pytest.raises(cascade.InvalidInputError, match="has 3 rows but block_ids has 2 entries"):
+        backend.get_batch(ids, outs)
+    # A 3-D pool (blocks x layers x bytes) is split on its first dimension.
+    pool = rng.integers(0, 256, (2, 4, KIB), dtype=np.uint8)
+    more = [f"{i + 10:032x}" for i in range(2)]
+    assert store.put_batch(more, pool) == 2
+    back = np.zeros_like(pool)
+    assert store.get_batch(more, back) == [4 * KIB] * 2
+    assert np.array_equal(back, pool)
+
+
 def test_length_mismatch_is_invalid_input(store):
     with pytest.raises(cascade.InvalidInputError, match="2 entries"):
         store.put_batch(["0" * 32, "1" * 32], [b"x"])

@@ -136,7 +136,10 @@ class CascadeStore:
         self, block_ids: Sequence[_BlockId], blocks: Union[Sequence[_Block], _Block]
     ) -> int:
         """Stores many blocks in one call (a list, or one array or tensor whose rows are
-        the blocks; host and CUDA blocks may be mixed); returns how many are stored."""
+        the blocks; host and CUDA blocks may be mixed); returns how many are stored.
+        The list items (or the rows of an array of two or more dimensions) must be as
+        many as the ids, else InvalidInputError naming both counts; a flat buffer
+        (bytes, a 1-D array) splits into equal blocks. An empty batch does nothing."""
     def get_batch(
         self,
         block_ids: Sequence[_BlockId],
@@ -144,7 +147,7 @@ class CascadeStore:
     ) -> list[Optional[int]]:
         """Reads many blocks in one call (into a list of outputs, or the rows of one
         array or tensor; host and CUDA outputs may be mixed); size per block, None when
-        absent."""
+        absent. Outputs (or rows) must be as many as the ids, as for put_batch."""
     def lookup_prefix(self, keys: Sequence[_BlockId]) -> int:
         """How many leading keys of a token-prefix chain are stored."""
     def get_stats(self) -> dict[str, Any]: ...
@@ -186,9 +189,11 @@ class Backend:
         """Stores a host buffer (or, on a GPUBackend, a CUDA tensor); replaces the id."""
     def get(self, block_id: _BlockId, out: Any) -> tuple[bool, int]: ...
     def put_batch(self, block_ids: Sequence[_BlockId], blocks: Any) -> int:
-        """A list of blocks, or one array or tensor whose rows are the blocks."""
+        """A list of blocks, or one array or tensor whose rows are the blocks (as many
+        as the ids)."""
     def get_batch(self, block_ids: Sequence[_BlockId], outs: Any) -> list[Optional[int]]:
-        """A list of outputs, or one array or tensor whose rows receive the blocks."""
+        """A list of outputs, or one array or tensor whose rows receive the blocks (as
+        many as the ids)."""
     def contains(self, block_id: _BlockId) -> bool: ...
     def __contains__(self, block_id: _BlockId, /) -> bool: ...
     def size_of(self, block_id: _BlockId) -> Optional[int]: ...
