@@ -36,6 +36,9 @@ pub use cascade_hash::{self as hash, compute_block_id};
 /// The file tier's own API (`FileTier::drop_page_cache`, `compact`, `open_report`, ...).
 #[cfg(feature = "lustre")]
 pub use cascade_lustre as lustre;
+/// The cluster store over MPI (`ClusterStore`, `Mpi`, ...): feature `mpi`.
+#[cfg(feature = "mpi")]
+pub use cascade_mpi as mpi;
 pub use registry::TierRegistry;
 
 /// The embedded default deployment (`cascade.toml` at the repository root).
@@ -99,5 +102,15 @@ impl Cascade {
     /// Opens the embedded default deployment. It needs no root, no GPU and no server.
     pub fn open_default() -> Result<CascadeStore> {
         Self::open(&Self::default_config()?)
+    }
+
+    /// Opens this rank's part of a store across every rank of the MPI job (collective:
+    /// every rank calls it), initialising MPI with `MPI_THREAD_MULTIPLE` or joining the
+    /// MPI the caller initialised. Each rank opens `config` with `{rank}` in tier
+    /// settings replaced by its rank (see docs/cluster.md).
+    #[cfg(feature = "mpi")]
+    pub fn open_cluster(config: &CascadeConfig) -> Result<mpi::ClusterStore> {
+        let runtime = mpi::Mpi::init()?;
+        mpi::ClusterStore::open(&runtime, config, Self::open)
     }
 }

@@ -94,6 +94,13 @@ pub struct Args {
     /// Never draw progress bars (they are drawn only when stdout is a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,
+
+    /// Run the cluster benchmark instead, under `mpirun` / `srun` (every rank runs this
+    /// command): per-rank and aggregate write, local read, remote read and dedup of a
+    /// cluster store, against MPI point-to-point bandwidth for the same block size. Needs
+    /// a build with the `cluster` feature. `--blocks` is per rank.
+    #[arg(long)]
+    pub cluster: bool,
 }
 
 fn default_threads() -> usize {

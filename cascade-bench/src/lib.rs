@@ -8,6 +8,8 @@
 
 pub mod args;
 pub mod bench;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod cold_read;
 pub mod dataset;
 pub mod dedup;

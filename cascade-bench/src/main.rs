@@ -18,6 +18,9 @@ fn main() -> ExitCode {
         .chain(std::env::args().skip(1))
         .collect::<Vec<_>>()
         .join(" ");
+    if args.cluster {
+        return cluster_main(args, command);
+    }
     let json = args.json.clone();
     let progress = Progress::new(!args.no_progress);
     let report = match cascade_bench::run(args, command, progress) {
@@ -38,4 +41,24 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(feature = "cluster")]
+fn cluster_main(args: Args, command: String) -> ExitCode {
+    match cascade_bench::cluster::main(&args, command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cascade-bench --cluster: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(not(feature = "cluster"))]
+fn cluster_main(_args: Args, _command: String) -> ExitCode {
+    eprintln!(
+        "cascade-bench --cluster: this build has no cluster support; build it with \
+         `cargo build --release -p cascade-bench --features cluster` (needs MPI, docs/cluster.md)"
+    );
+    ExitCode::FAILURE
 }

@@ -1,0 +1,271 @@
+//! The progress thread: serves other ranks' requests (owner lookups, claims, fetches)
+//! with two-sided messages while the rank's own threads use the store.
+//!
+//! Why two-sided messages and not one-sided windows over the shm pools: Open MPI 4.1's
+//! one-sided component (osc rdma) does not run over its TCP transport, a block's place in
+//! a pool moves with evictions (a window read would need the holder's cooperation anyway),
+//! and MPI's RMA locks are per process, so threads of one rank would serialize on one
+//! epoch. A holder answering a fetch sends each block straight from the store's read into
+//! MPI, and the reader receives it straight into the caller's buffer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use cascade_core::{BlockId, CascadeStore, Result};
+
+use crate::comm::Comm;
+use crate::directory::Directory;
+use crate::wire::{self, FetchState, Op, Reader, Writer};
+
+/// The tag of every request on the request communicator.
+pub(crate) const REQUEST_TAG: i32 = 1;
+
+/// Polls in a row without a request before the thread starts sleeping between polls.
+const HOT_POLLS: u32 = 2_000;
+/// The sleep between polls of an idle progress thread: the latency a request to an idle
+/// rank pays at most, against a core left free for the rank's own work.
+const IDLE_SLEEP: Duration = Duration::from_micros(50);
+
+/// State the client side and the progress thread share.
+pub(crate) struct Shared {
+    /// This rank's local store.
+    pub store: Arc<CascadeStore>,
+    /// The blocks this rank owns.
+    pub directory: Directory,
+    /// Requests to progress threads travel here.
+    pub requests: Comm,
+    /// Replies travel here, each on the tag its request named.
+    pub replies: Comm,
+    /// Counters of the cluster-level work.
+    pub counters: Counters,
+}
+
+/// Cluster-level counters.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub remote_hits: AtomicU64,
+    pub remote_misses: AtomicU64,
+    pub remote_bytes: AtomicU64,
+    pub dedup_hits: AtomicU64,
+    pub dedup_bytes_saved: AtomicU64,
+    pub transfer_failures: AtomicU64,
+    pub blocks_served: AtomicU64,
+    pub bytes_served: AtomicU64,
+}
+
+pub(crate) fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
+}
+
+impl Shared {
+    pub(crate) fn rank(&self) -> u32 {
+        self.requests.rank() as u32
+    }
+}
+
+/// Runs until this rank's own `Stop` arrives.
+pub(crate) fn serve(shared: Arc<Shared>) {
+    let mut scratch: Vec<u8> = Vec::new();
+    let mut idle: u32 = 0;
+    loop {
+        let matched = match shared.requests.probe_any(REQUEST_TAG) {
+            Ok(Some(matched)) => matched,
+            Ok(None) => {
+                idle = idle.saturating_add(1);
+                if idle < HOT_POLLS {
+                    std::thread::yield_now();
+                } else {
+                    std::thread::sleep(IDLE_SLEEP);
+                }
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster progress thread: probe failed");
+                std::thread::sleep(IDLE_SLEEP);
+                continue;
+            }
+        };
+        idle = 0;
+        let source = matched.source;
+        let message = match shared.requests.receive(matched) {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::warn!(error = %e, source, "cluster progress thread: receive failed");
+                continue;
+            }
+        };
+        if serve_one(&shared, source, &message, &mut scratch) == Flow::Stop {
+            break;
+        }
+    }
+}
+
+#[derive(PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
+}
+
+fn serve_one(shared: &Shared, source: i32, message: &[u8], scratch: &mut Vec<u8>) -> Flow {
+    let mut reader = Reader::new(message);
+    let (op, tag, items) = match reader.request() {
+        Ok(header) => header,
+        Err(e) => {
+            tracing::warn!(error = %e, source, "dropping a request that cannot be answered");
+            return Flow::Continue;
+        }
+    };
+    if op == Op::Stop {
+        if source == shared.requests.rank() {
+            return Flow::Stop;
+        }
+        tracing::warn!(source, "ignoring a stop request from another rank");
+        return Flow::Continue;
+    }
+    let sent = if op == Op::Fetch {
+        serve_fetch(shared, source, tag, &mut reader, items, scratch)
+    } else {
+        let reply = handle(shared, source as u32, op, &mut reader, items)
+            .unwrap_or_else(|e| wire::error_reply(&e));
+        shared.replies.send(&reply, source, tag)
+    };
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, source, ?op, "cluster progress thread: reply failed");
+    }
+    Flow::Continue
+}
+
+/// Answers every request but a fetch; the client calls it directly for its own rank.
+pub(crate) fn handle(
+    shared: &Shared,
+    source: u32,
+    op: Op,
+    reader: &mut Reader<'_>,
+    items: usize,
+) -> Result<Vec<u8>> {
+    let mut reply = Writer::reply();
+    match op {
+        Op::Claim => {
+            let items = reader.items(items, 24)?;
+            for _ in 0..items {
+                let id = reader.id()?;
+                let len = reader.u64()?;
+                reply.u8(u8::from(!shared.directory.claim(id, len, source)));
+            }
+        }
+        Op::Register => {
+            for _ in 0..reader.items(items, 24)? {
+                let id = reader.id()?;
+                let len = reader.u64()?;
+                shared.directory.register(id, len, source);
+            }
+        }
+        Op::Unregister => {
+            for _ in 0..reader.items(items, 20)? {
+                let id = reader.id()?;
+                let holder = reader.u32()?;
+                shared.directory.unregister(id, holder);
+            }
+        }
+        Op::Locate => {
+            for _ in 0..reader.items(items, 16)? {
+                match shared.directory.locate(reader.id()?) {
+                    Some((len, holders)) => {
+                        reply.u64(len);
+                        let shown = holders.len().min(usize::from(u16::MAX));
+                        reply.u16(shown as u16);
+                        for holder in &holders[..shown] {
+                            reply.u32(*holder);
+                        }
+                    }
+                    None => {
+                        reply.u64(0);
+                        reply.u16(0);
+                    }
+                }
+            }
+        }
+        Op::Remove => {
+            for _ in 0..reader.items(items, 16)? {
+                let id = reader.id()?;
+                let removed = shared.store.remove(id).unwrap_or_else(|e| {
+                    tracing::warn!(%id, error = %e, "remove asked by another rank failed");
+                    false
+                });
+                reply.u8(u8::from(removed));
+            }
+        }
+        Op::Fetch | Op::Stop => {
+            return Err(wire::malformed(format!("{op:?} is not answered here")));
+        }
+    }
+    Ok(reply.finish())
+}
+
+/// Reads the requested blocks from the local store into `scratch` and sends a header
+/// (state, length and checksum of each block) followed by one message per found block.
+fn serve_fetch(
+    shared: &Shared,
+    source: i32,
+    tag: i32,
+    reader: &mut Reader<'_>,
+    items: usize,
+    scratch: &mut Vec<u8>,
+) -> Result<()> {
+    let parsed: Result<Vec<BlockId>> = reader
+        .items(items, 16)
+        .and_then(|n| (0..n).map(|_| reader.id()).collect());
+    let ids = match parsed {
+        Ok(ids) => ids,
+        Err(e) => return shared.replies.send(&wire::error_reply(&e), source, tag),
+    };
+    let lens: Vec<usize> = ids
+        .iter()
+        .map(|id| shared.store.len_of(*id).unwrap_or(0) as usize)
+        .collect();
+    let total: usize = lens.iter().sum();
+    if scratch.len() < total {
+        // Grown once and kept: freshly faulted pages are slow on this kind of VM.
+        scratch.resize(total, 0);
+    }
+    let mut outs: Vec<(BlockId, &mut [u8])> = Vec::with_capacity(ids.len());
+    let mut rest = &mut scratch[..total];
+    for (id, len) in ids.iter().zip(&lens) {
+        let (head, tail) = rest.split_at_mut(*len);
+        outs.push((*id, head));
+        rest = tail;
+    }
+    let results = shared.store.get_batch(&mut outs);
+    let mut header = Writer::reply();
+    let mut parts: Vec<&[u8]> = Vec::with_capacity(outs.len());
+    for ((id, out), result) in outs.iter().zip(results) {
+        match result {
+            Ok(Some(n)) => {
+                let bytes = &out[..n];
+                header.u8(FetchState::Found as u8);
+                header.u64(n as u64);
+                header.u64(crate::checksum(bytes));
+                parts.push(bytes);
+            }
+            Ok(None) => {
+                header.u8(FetchState::Absent as u8);
+                header.u64(0);
+                header.u64(0);
+            }
+            Err(e) => {
+                tracing::warn!(%id, error = %e, source, "a block asked by another rank failed to read");
+                header.u8(FetchState::Failed as u8);
+                header.u64(0);
+                header.u64(0);
+            }
+        }
+    }
+    shared.replies.send(&header.finish(), source, tag)?;
+    bump(&shared.counters.blocks_served, parts.len() as u64);
+    bump(
+        &shared.counters.bytes_served,
+        parts.iter().map(|p| p.len() as u64).sum(),
+    );
+    shared.replies.send_parts(&parts, source, tag)
+}
