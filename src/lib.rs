@@ -26,7 +26,7 @@ pub use cascade_core::{
     self as core, BlockId, Capability, CascadeConfig, CascadeStore, Error, ErrorKind, Hasher,
     MemoryTier, MemoryTierConfig, PutOutcome, RefreshReport, Result, StoreStats, Tier, TierConfig,
     TierRefresh, TierRefreshCounts, TierStats,
-    config::{ByteSize, HasherKind},
+    config::{ByteSize, HasherKind, WritePolicy},
     store::StorePolicy,
 };
 /// The GPU tier's own API (device-pointer I/O, the measured PCIe ceiling, ...).

@@ -109,6 +109,7 @@ impl Deployment {
             promote_on_read,
             hasher: self.config.hasher,
             num_io_threads: 0,
+            write_policy: self.config.write_policy,
             tiers,
         }
     }

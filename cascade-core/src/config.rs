@@ -122,6 +122,31 @@ pub enum HasherKind {
     Blake3,
 }
 
+/// When a put's block reaches persistent storage.
+///
+/// What survives a crash of the process (kill -9, or a panic that aborts):
+/// - `write_back`: blocks whose place at the crash was a persistent tier (shm, file) and
+///   whose tier had committed them (shm commits before the put returns unless
+///   `background_commit`; the file tier after its flush or segment seal). Blocks held
+///   by the GPU or memory tier are lost.
+/// - `write_through`: in addition, every block put before the last
+///   [`crate::CascadeStore::flush`] that returned `Ok`, wherever it was placed: its
+///   copy in the first persistent tier below its place was written and made durable.
+///   Blocks put after that flush may or may not be back.
+///
+/// A machine crash (power loss) keeps only what the persistent tiers made durable:
+/// files after flush; `/dev/shm` never survives a reboot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WritePolicy {
+    /// A block lives in the fastest tier that takes it and moves down under pressure.
+    #[default]
+    WriteBack,
+    /// A put placed in a non-persistent tier is also written, in the background, to the
+    /// first persistent tier below it; `flush()` waits for those writes.
+    WriteThrough,
+}
+
 /// The whole deployment: store policy and the tiers, fastest first.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -138,6 +163,9 @@ pub struct CascadeConfig {
     pub hasher: HasherKind,
     /// Threads for batch calls; 0 uses one per core. Default: 0.
     pub num_io_threads: usize,
+    /// `"write_back"` or `"write_through"` (see [`WritePolicy`] for what survives a
+    /// crash under each). Default: `"write_back"`.
+    pub write_policy: WritePolicy,
     /// The tiers, fastest first. Default: one `memory` tier of 1 GiB.
     pub tiers: Vec<TierConfig>,
 }
@@ -149,6 +177,7 @@ impl Default for CascadeConfig {
             promote_on_read: true,
             hasher: HasherKind::Sha256,
             num_io_threads: 0,
+            write_policy: WritePolicy::WriteBack,
             tiers: vec![TierConfig::new("memory").with("capacity", "1 GiB")],
         }
     }
@@ -357,6 +386,19 @@ mod tests {
         assert_eq!(config.tiers[1].display_name(1), "scratch");
         assert_eq!(config.tiers[0].display_name(0), "memory0");
         assert!(config.validate().is_ok());
+        assert_eq!(config.write_policy, WritePolicy::WriteBack);
+    }
+
+    #[test]
+    fn write_policy_parses_and_rejects_unknown_values() {
+        let config = CascadeConfig::from_toml_str(r#"write_policy = "write_through""#);
+        assert_eq!(
+            config.map(|c| c.write_policy).ok(),
+            Some(WritePolicy::WriteThrough)
+        );
+        let err = CascadeConfig::from_toml_str(r#"write_policy = "sometimes""#).err();
+        let text = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(text.contains("write_through"), "{text}");
     }
 
     #[test]

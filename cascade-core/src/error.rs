@@ -1,6 +1,10 @@
 //! The one error type of Cascade: a kind, a message, context, and an optional source.
+//!
+//! Errors are cheap to clone (the source is shared), so a batch that fails as a whole
+//! hands the same error to each of its items.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// Result alias used across Cascade.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -61,13 +65,16 @@ impl fmt::Display for ErrorKind {
     }
 }
 
-/// Cascade's error: a [`ErrorKind`], a message, key/value context added on the way up,
-/// and the underlying cause when there is one.
+/// Cascade's error: a [`ErrorKind`], a message, the store operation and the tier it
+/// happened in when known, key/value context added on the way up, and the underlying
+/// cause when there is one.
+#[derive(Clone)]
 pub struct Error {
     kind: ErrorKind,
     message: String,
+    operation: Option<&'static str>,
     context: Vec<(&'static str, String)>,
-    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
 impl Error {
@@ -76,6 +83,7 @@ impl Error {
         Self {
             kind,
             message: message.into(),
+            operation: None,
             context: Vec::new(),
             source: None,
         }
@@ -91,8 +99,32 @@ impl Error {
     /// Records the underlying cause.
     #[must_use]
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        self.source = Some(Box::new(source));
+        self.source = Some(Arc::new(source));
         self
+    }
+
+    /// Names the store operation (`"put"`, `"get"`, `"demote"`, ...) and the tier it
+    /// failed in, where not named already by an inner layer.
+    #[must_use]
+    pub fn at(mut self, operation: &'static str, tier: &str) -> Self {
+        self.operation.get_or_insert(operation);
+        if self.tier().is_none() {
+            self.context.push(("tier", tier.to_string()));
+        }
+        self
+    }
+
+    /// The store operation that failed, when known.
+    pub fn operation(&self) -> Option<&'static str> {
+        self.operation
+    }
+
+    /// The name of the tier the error happened in, when known.
+    pub fn tier(&self) -> Option<&str> {
+        self.context
+            .iter()
+            .find(|(key, _)| *key == "tier")
+            .map(|(_, value)| value.as_str())
     }
 
     /// An I/O error with a message saying what was being done.
@@ -133,9 +165,12 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.kind, self.message)?;
-        if !self.context.is_empty() {
+        let operation = self.operation.map(|op| ("operation", op.to_string()));
+        let pairs: Vec<&(&'static str, String)> =
+            operation.iter().chain(self.context.iter()).collect();
+        if !pairs.is_empty() {
             f.write_str(" (")?;
-            for (i, (key, value)) in self.context.iter().enumerate() {
+            for (i, (key, value)) in pairs.into_iter().enumerate() {
                 if i > 0 {
                     f.write_str(", ")?;
                 }
@@ -160,7 +195,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.source
             .as_ref()
-            .map(|s| s.as_ref() as &(dyn std::error::Error + 'static))
+            .map(|s| &**s as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -184,5 +219,26 @@ mod tests {
         assert_eq!(text, "tier_full: no room (tier: shm0, need: 4096): disk");
         assert_eq!(err.kind(), ErrorKind::TierFull);
         assert!(std::error::Error::source(&err).is_some());
+    }
+
+    #[test]
+    fn clones_share_the_source_and_carry_operation_and_tier() {
+        let err = Error::new(ErrorKind::Io, "write failed")
+            .with_source(std::io::Error::other("disk"))
+            .at("put", "file1");
+        let copy = err.clone();
+        assert_eq!(copy.operation(), Some("put"));
+        assert_eq!(copy.tier(), Some("file1"));
+        assert_eq!(
+            copy.to_string(),
+            "io: write failed (operation: put, tier: file1): disk"
+        );
+        // An inner tier name wins; the operation is set once.
+        let inner = Error::new(ErrorKind::TierFull, "full")
+            .with_context("tier", "shm0")
+            .at("demote", "gpu0")
+            .at("put", "gpu0");
+        assert_eq!(inner.tier(), Some("shm0"));
+        assert_eq!(inner.operation(), Some("demote"));
     }
 }

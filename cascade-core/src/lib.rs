@@ -27,7 +27,7 @@ pub mod conformance;
 pub use access::{Access, FileMode};
 pub use alloc::{Extent, ExtentAllocator};
 pub use block_id::BlockId;
-pub use config::{CascadeConfig, TierConfig};
+pub use config::{CascadeConfig, TierConfig, WritePolicy};
 pub use error::{Error, ErrorKind, Result};
 pub use hasher::Hasher;
 pub use index::{Index, Location, ShardedIndex};

@@ -13,7 +13,10 @@ use serde::Deserialize;
 use crate::alloc::{Extent, ExtentAllocator};
 use crate::config::ByteSize;
 use crate::index::ShardedIndex;
-use crate::tier::{Capability, HostRegion, Tier, buffer_too_small, check_block_fits, tier_full};
+use crate::tier::{
+    Capability, FillTarget, HostRegion, Tier, buffer_too_small, check_block_fits, fill_results,
+    tier_full,
+};
 use crate::{BlockId, Error, ErrorKind, Result};
 
 /// The kind string of this tier.
@@ -185,6 +188,57 @@ impl Tier for MemoryTier {
         fill: &mut dyn FnMut(&mut [u8]) -> Result<()>,
     ) -> Result<()> {
         self.store(id, len, fill)
+    }
+
+    fn put_with_batch(
+        &self,
+        items: &[(BlockId, usize)],
+        fill: &mut dyn FnMut(&mut [FillTarget<'_>]) -> Vec<Result<()>>,
+    ) -> Vec<Result<()>> {
+        let mut results: Vec<Result<()>> = Vec::with_capacity(items.len());
+        let mut reserved: Vec<(usize, Extent)> = Vec::with_capacity(items.len());
+        for (i, &(_, len)) in items.iter().enumerate() {
+            let extent = check_block_fits(&self.name, len as u64, self.allocator.capacity())
+                .and_then(|()| {
+                    self.allocator.allocate(len as u64).ok_or_else(|| {
+                        tier_full(
+                            &self.name,
+                            len as u64,
+                            self.allocator.used(),
+                            self.allocator.capacity(),
+                        )
+                    })
+                });
+            match extent {
+                Ok(extent) => {
+                    reserved.push((i, extent));
+                    results.push(Ok(()));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        let mut targets: Vec<FillTarget<'_>> = reserved
+            .iter()
+            // SAFETY: each extent was just allocated for this item and is not published.
+            .map(|&(i, extent)| (i, unsafe { self.extent_mut(extent, items[i].1) }))
+            .collect();
+        let filled = fill_results(fill, &mut targets);
+        drop(targets);
+        for ((i, extent), outcome) in reserved.into_iter().zip(filled) {
+            match outcome {
+                Ok(()) => {
+                    let (id, len) = items[i];
+                    if let Some((old, _)) = self.blocks.insert_value(id, (extent, len as u64)) {
+                        self.allocator.free(old);
+                    }
+                }
+                Err(e) => {
+                    self.allocator.free(extent);
+                    results[i] = Err(e);
+                }
+            }
+        }
+        results
     }
 
     fn get(&self, id: BlockId, out: &mut [u8]) -> Result<usize> {

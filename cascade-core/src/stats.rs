@@ -32,6 +32,11 @@ pub struct TierStats {
     pub promotions: u64,
     /// Blocks dropped because their bytes failed the checksum.
     pub corrupt: u64,
+    /// Puts that landed here although a faster tier accepts blocks of their size,
+    /// because no room could be made there in time (its blocks could not move down).
+    pub fallback_puts: u64,
+    /// Write-through copies held here of blocks that a faster tier serves.
+    pub copies: u64,
     /// Tier-specific figures (fragmentation, segments, ...).
     pub extra: BTreeMap<String, f64>,
 }
@@ -59,6 +64,12 @@ pub struct StoreStats {
     pub demotions: u64,
     /// Copies to a faster tier on read.
     pub promotions: u64,
+    /// Puts that landed in a slower tier than the fastest one accepting their size
+    /// (sum of the tiers' `fallback_puts`).
+    pub fallback_puts: u64,
+    /// Write-through copies that could not be written (each leaves its block in a
+    /// non-persistent tier only; the next flush reports the first such error).
+    pub write_through_failures: u64,
     /// Per tier, fastest first.
     pub tiers: Vec<TierStats>,
 }
@@ -74,6 +85,8 @@ pub(crate) struct TierCounters {
     pub demotions: AtomicU64,
     pub promotions: AtomicU64,
     pub corrupt: AtomicU64,
+    pub fallback_puts: AtomicU64,
+    pub copies: AtomicU64,
 }
 
 /// Live store-wide counters that are not sums over tiers.
@@ -82,6 +95,7 @@ pub(crate) struct StoreCounters {
     pub misses: AtomicU64,
     pub dedup_hits: AtomicU64,
     pub dedup_bytes_saved: AtomicU64,
+    pub write_through_failures: AtomicU64,
 }
 
 pub(crate) fn bump(counter: &AtomicU64, by: u64) {

@@ -96,6 +96,53 @@ pub trait Tier: Send + Sync {
         self.put(id, &buffer)
     }
 
+    /// Stores several blocks whose bytes `fill` writes in place, in one call, so that a
+    /// batch of moves (or of device copies) reaches the tier's memory as one batch.
+    ///
+    /// `items` are `(id, length)`. `fill` is called once with a buffer of the item's
+    /// length for every item that got room, each with the item's position in `items`,
+    /// and returns one result per buffer it was given, in order; only buffers filled
+    /// with `Ok` are stored. One result per item, in order (a full tier answers
+    /// [`ErrorKind::TierFull`] for the items it found no room for).
+    ///
+    /// Tiers that own addressable host memory override this to reserve room for every
+    /// item first and fill it in place; the default fills temporary buffers and puts
+    /// them one by one. The store calls this while it holds the blocks' locks: an
+    /// implementation must not wait for work on the store's rayon pool.
+    fn put_with_batch(
+        &self,
+        items: &[(BlockId, usize)],
+        fill: &mut dyn FnMut(&mut [FillTarget<'_>]) -> Vec<Result<()>>,
+    ) -> Vec<Result<()>> {
+        let mut buffers: Vec<Vec<u8>> = items.iter().map(|&(_, len)| vec![0u8; len]).collect();
+        let mut targets: Vec<FillTarget<'_>> = buffers
+            .iter_mut()
+            .enumerate()
+            .map(|(i, b)| (i, b.as_mut_slice()))
+            .collect();
+        let filled = fill_results(fill, &mut targets);
+        drop(targets);
+        let mut results: Vec<Result<()>> = Vec::with_capacity(items.len());
+        let mut ready: Vec<(BlockId, &[u8])> = Vec::new();
+        let mut positions = Vec::new();
+        for (i, outcome) in filled.into_iter().enumerate() {
+            match outcome {
+                Ok(()) => {
+                    ready.push((items[i].0, buffers[i].as_slice()));
+                    positions.push(i);
+                    results.push(Ok(()));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        // One by one, not through put_batch: the store calls this under its block locks,
+        // where waiting on a rayon pool could run a job that waits for those locks.
+        for (i, (id, data)) in positions.into_iter().zip(ready) {
+            results[i] = self.put(id, data);
+        }
+        results
+    }
+
     /// Lends the block's bytes to `visit` without copying them out, where the tier can.
     ///
     /// The default copies into a temporary buffer first.
@@ -200,6 +247,30 @@ pub trait Tier: Send + Sync {
     fn refresh(&self) -> Result<TierRefresh> {
         Ok(TierRefresh::default())
     }
+}
+
+/// One destination of [`Tier::put_with_batch`]'s fill: the item's position in the batch
+/// and the room for its bytes.
+pub type FillTarget<'a> = (usize, &'a mut [u8]);
+
+/// Calls a batch fill and checks it answered once per buffer; a fill that answered a
+/// different count fails every buffer rather than storing unfilled bytes.
+pub fn fill_results(
+    fill: &mut dyn FnMut(&mut [FillTarget<'_>]) -> Vec<Result<()>>,
+    targets: &mut [FillTarget<'_>],
+) -> Vec<Result<()>> {
+    let count = targets.len();
+    let filled = fill(targets);
+    if filled.len() == count {
+        return filled;
+    }
+    let error = Error::new(
+        ErrorKind::Plugin,
+        "a batch fill returned a different number of results than buffers",
+    )
+    .with_context("buffers", count)
+    .with_context("results", filled.len());
+    (0..count).map(|_| Err(error.clone())).collect()
 }
 
 /// What [`Tier::refresh`] found: changes made by other processes sharing the tier's

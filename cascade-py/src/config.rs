@@ -175,6 +175,7 @@ impl PyConfig {
             promote_on_read: self.promote_on_read,
             hasher,
             num_io_threads: self.num_io_threads,
+            write_policy: cascade::WritePolicy::default(),
             tiers,
         };
         Ok(Mapped { config, warnings })

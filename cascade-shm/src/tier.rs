@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use cascade_core::tier::{
-    Capability, HostRegion, Tier, buffer_too_small, check_block_fits, tier_full,
+    Capability, FillTarget, HostRegion, Tier, buffer_too_small, check_block_fits, fill_results,
+    tier_full,
 };
 use cascade_core::{BlockId, Error, ErrorKind, Extent, ExtentAllocator, Result, ShardedIndex};
 use parking_lot::Mutex;
@@ -272,41 +273,38 @@ impl Inner {
         self.slots.publish(entry.slot as usize, &record);
     }
 
-    fn store(
-        &self,
-        id: BlockId,
-        len: usize,
-        fill: &mut dyn FnMut(&mut [u8]) -> Result<()>,
-    ) -> Result<()> {
-        let len64 = len as u64;
-        check_block_fits(&self.name, len64, self.data_len)?;
-        let slot = self.take_slot(len64)?;
-        let Some(extent) = self.allocator.allocate(len64) else {
+    /// A free slot and extent for a block of `len` bytes, not yet published.
+    fn reserve(&self, len: u64) -> Result<(u32, Extent)> {
+        check_block_fits(&self.name, len, self.data_len)?;
+        let slot = self.take_slot(len)?;
+        let Some(extent) = self.allocator.allocate(len) else {
             self.free_slots.lock().push(slot);
             return Err(tier_full(
                 &self.name,
-                len64,
+                len,
                 self.allocator.used(),
                 self.allocator.capacity(),
             ));
         };
-        // SAFETY: the extent was just allocated and is not published yet.
-        let target = unsafe { self.extent_mut(extent, len) };
-        if let Err(err) = fill(target) {
-            self.release(slot, extent);
-            return Err(err);
-        }
+        Ok((slot, extent))
+    }
+
+    /// Makes a reserved, filled extent the block `id`: checksum and slot record (now,
+    /// or queued for the committer), then the block map.
+    fn publish(&self, id: BlockId, slot: u32, extent: Extent, len: usize) {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let mut entry = Entry {
             extent,
-            len: len64,
+            len: len as u64,
             slot,
             seq,
             checksum: None,
         };
         if self.commits.is_none() {
+            // SAFETY: the extent is still owned by this put (not published yet).
+            let bytes = unsafe { self.extent_ref(extent, len) };
             // Hashing right after the copy reads the bytes back from cache.
-            let checksum = cascade_hash::checksum(target);
+            let checksum = cascade_hash::checksum(bytes);
             self.commit(id, &entry, checksum);
             entry.checksum = Some(checksum);
         }
@@ -320,7 +318,60 @@ impl Inner {
         if let Some(commits) = &self.commits {
             commits.push(Pending { id, seq });
         }
+    }
+
+    fn store(
+        &self,
+        id: BlockId,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> Result<()>,
+    ) -> Result<()> {
+        let (slot, extent) = self.reserve(len as u64)?;
+        // SAFETY: the extent was just allocated and is not published yet.
+        let target = unsafe { self.extent_mut(extent, len) };
+        if let Err(err) = fill(target) {
+            self.release(slot, extent);
+            return Err(err);
+        }
+        self.publish(id, slot, extent, len);
         Ok(())
+    }
+
+    /// Reserves room for every item, lets `fill` write them all in place (one batched
+    /// DMA when the source is device memory), then publishes those filled.
+    fn store_batch(
+        &self,
+        items: &[(BlockId, usize)],
+        fill: &mut dyn FnMut(&mut [FillTarget<'_>]) -> Vec<Result<()>>,
+    ) -> Vec<Result<()>> {
+        let mut results: Vec<Result<()>> = Vec::with_capacity(items.len());
+        let mut reserved: Vec<(usize, u32, Extent)> = Vec::with_capacity(items.len());
+        for (i, &(_, len)) in items.iter().enumerate() {
+            match self.reserve(len as u64) {
+                Ok((slot, extent)) => {
+                    reserved.push((i, slot, extent));
+                    results.push(Ok(()));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        let mut targets: Vec<FillTarget<'_>> = reserved
+            .iter()
+            // SAFETY: each extent was just allocated for this item and is not published.
+            .map(|&(i, _, extent)| (i, unsafe { self.extent_mut(extent, items[i].1) }))
+            .collect();
+        let filled = fill_results(fill, &mut targets);
+        drop(targets);
+        for ((i, slot, extent), outcome) in reserved.into_iter().zip(filled) {
+            match outcome {
+                Ok(()) => self.publish(items[i].0, slot, extent, items[i].1),
+                Err(e) => {
+                    self.release(slot, extent);
+                    results[i] = Err(e);
+                }
+            }
+        }
+        results
     }
 
     /// The committer thread: hashes each queued block and commits its slot, unless the
@@ -438,6 +489,14 @@ impl Tier for ShmTier {
         fill: &mut dyn FnMut(&mut [u8]) -> Result<()>,
     ) -> Result<()> {
         self.inner.store(id, len, fill)
+    }
+
+    fn put_with_batch(
+        &self,
+        items: &[(BlockId, usize)],
+        fill: &mut dyn FnMut(&mut [FillTarget<'_>]) -> Vec<Result<()>>,
+    ) -> Vec<Result<()>> {
+        self.inner.store_batch(items, fill)
     }
 
     fn get(&self, id: BlockId, out: &mut [u8]) -> Result<usize> {

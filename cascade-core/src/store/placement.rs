@@ -1,0 +1,317 @@
+//! Where a put lands, and making room by moving the coldest blocks down in batches.
+
+use std::collections::BTreeMap;
+
+use super::ledger::{Entry, Gone, Move};
+use super::{CascadeStore, Core};
+use crate::tier::{FillTarget, Tier};
+use crate::{BlockId, Error, ErrorKind, Result};
+
+/// How many times a put retries a tier that reported full after room was made (another
+/// thread may have taken the room meanwhile) before trying the next tier.
+const PUT_ATTEMPTS_PER_TIER: usize = 8;
+
+impl CascadeStore {
+    /// Stores `data` under `id`.
+    ///
+    /// With dedup on, an id already stored copies nothing and returns
+    /// [`PutOutcome::Deduplicated`]; with dedup off it replaces the stored block.
+    /// Under `write_through`, a block placed in a non-persistent tier is also queued for
+    /// the first persistent tier below it.
+    ///
+    /// [`PutOutcome::Deduplicated`]: super::PutOutcome::Deduplicated
+    pub fn put(&self, id: BlockId, data: &[u8]) -> Result<super::PutOutcome> {
+        self.place(id, data.len(), &mut |tier| tier.put(id, data))
+    }
+
+    /// The placement loop shared by host and device puts: `write` stores the block in
+    /// the tier it is given, under the block's stripe lock.
+    pub(super) fn place(
+        &self,
+        id: BlockId,
+        len: usize,
+        write: &mut dyn FnMut(&dyn Tier) -> Result<()>,
+    ) -> Result<super::PutOutcome> {
+        if let Some(outcome) = self.dedup_hit(&id, len) {
+            return Ok(outcome);
+        }
+        let bytes = len as u64;
+        let mut first_accepting = None;
+        let mut last_full = None;
+        for tier in 0..self.core.tiers.len() {
+            if !self.core.accepts(tier, bytes) {
+                continue;
+            }
+            let first = *first_accepting.get_or_insert(tier);
+            for attempt in 0..PUT_ATTEMPTS_PER_TIER {
+                if !self.core.make_room(tier, bytes)? && self.core.free_bytes(tier) < bytes {
+                    if attempt + 1 == PUT_ATTEMPTS_PER_TIER {
+                        break;
+                    }
+                    // Another thread may hold this tier's coldest blocks for a move of
+                    // its own: once it is done there is room, or blocks to move again.
+                    std::thread::yield_now();
+                    continue;
+                }
+                let _guard = self.core.stripes.lock(&id);
+                if let Some(outcome) = self.dedup_hit(&id, len) {
+                    return Ok(outcome);
+                }
+                match write(&*self.core.tiers[tier]) {
+                    Ok(()) => {
+                        self.publish(id, tier, bytes, first);
+                        return Ok(super::PutOutcome::Stored);
+                    }
+                    Err(e) if e.kind() == ErrorKind::TierFull => {
+                        last_full = Some(e.at("put", self.core.tiers[tier].name()));
+                    }
+                    Err(e) if e.kind() == ErrorKind::TooLarge => break,
+                    Err(e) => return Err(e.at("put", self.core.tiers[tier].name())),
+                }
+            }
+        }
+        Err(match (last_full, first_accepting) {
+            (Some(full), _) => full,
+            (None, Some(tier)) => {
+                let t = &self.core.tiers[tier];
+                crate::tier::tier_full(t.name(), bytes, t.used(), t.capacity())
+                    .with_context("reason", "no room could be made in any tier that takes it")
+                    .at("put", t.name())
+            }
+            (None, None) => self.core.too_large(bytes),
+        })
+    }
+
+    pub(super) fn dedup_hit(&self, id: &BlockId, len: usize) -> Option<super::PutOutcome> {
+        if self.core.policy.dedup && self.core.ledger.contains(id) {
+            self.core.ledger.dedup(len as u64);
+            Some(super::PutOutcome::Deduplicated)
+        } else {
+            None
+        }
+    }
+
+    /// Records a block just written to `tier` by a put; the caller holds the stripe
+    /// lock. `first` is the fastest tier that accepts blocks of this size: landing below
+    /// it is a fallback. Copies of a replaced block elsewhere (dedup off) are removed,
+    /// and under `write_through` the block is queued for its persistent copy.
+    pub(super) fn publish(&self, id: BlockId, tier: usize, len: u64, first: usize) {
+        let (entry, previous) = self.core.ledger.admit(id, tier, len);
+        if let Some(previous) = previous {
+            self.core.discard(id, previous, Some(tier));
+        }
+        if tier > first {
+            self.core.ledger.fallback(tier);
+        }
+        if let Some(writer) = &self.writer
+            && !self.core.tiers[tier].capability().persistent
+            && let Some(target) = self.core.persistent_below(tier, len)
+        {
+            writer.enqueue(id, entry, target);
+        }
+    }
+}
+
+impl Core {
+    pub(super) fn too_large(&self, len: u64) -> Error {
+        Error::new(ErrorKind::TooLarge, "no tier can hold a block this large")
+            .with_context("block_bytes", len)
+            .with_context(
+                "largest_accepted",
+                self.tiers
+                    .iter()
+                    .map(|t| t.capability().max_block_size.min(t.capacity()))
+                    .max()
+                    .unwrap_or(0),
+            )
+    }
+
+    /// Moves least recently used blocks out of `tier`, in batches, until `need` bytes
+    /// are free. Returns false when it could not (nothing left to move, or the tiers
+    /// below refuse).
+    pub(super) fn make_room(&self, tier: usize, need: u64) -> Result<bool> {
+        let counters = self.ledger.tier_counters(tier);
+        let mut rounds =
+            crate::stats::read(&counters.blocks) + crate::stats::read(&counters.copies) + 4;
+        loop {
+            let free = self.free_bytes(tier);
+            if free >= need {
+                return Ok(true);
+            }
+            if rounds == 0 {
+                return Ok(false);
+            }
+            rounds -= 1;
+            let victims = self.ledger.take_coldest(tier, need - free);
+            if victims.is_empty() || self.move_out(tier, &victims)? == 0 {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Moves `victims` (taken from `tier`'s recency order) out of `tier`: written-through
+    /// copies are dropped, blocks whose copy already sits in the tier below are
+    /// repointed, the rest are copied down in one batch per target tier (or evicted from
+    /// the last tier). Victims that stay are given back as the coldest. Returns how many
+    /// left the tier.
+    fn move_out(&self, tier: usize, victims: &[(BlockId, u64)]) -> Result<usize> {
+        let mut gone = 0;
+        let mut stay: Vec<(BlockId, u64)> = Vec::new();
+        let mut groups: BTreeMap<usize, Vec<(BlockId, Entry)>> = BTreeMap::new();
+        for &(id, _) in victims {
+            let Some(entry) = self.ledger.get(&id) else {
+                // Removed since it was picked.
+                gone += 1;
+                continue;
+            };
+            if entry.backup == Some(tier) {
+                let _guard = self.stripes.lock(&id);
+                if self.ledger.drop_backup(id, tier) {
+                    self.remove_copy(tier, id);
+                }
+                gone += 1;
+            } else if entry.tier != tier {
+                gone += 1;
+            } else {
+                match (tier + 1..self.tiers.len()).find(|&t| self.accepts(t, entry.len)) {
+                    None => {
+                        let _guard = self.stripes.lock(&id);
+                        if self.ledger.forget(id, entry, Gone::Evicted) {
+                            self.discard(id, entry, None);
+                        }
+                        gone += 1;
+                    }
+                    Some(target) if entry.backup == Some(target) => {
+                        let _guard = self.stripes.lock(&id);
+                        if self.ledger.relocate(id, entry, target, Move::Demote) {
+                            self.remove_copy(tier, id);
+                        }
+                        gone += 1;
+                    }
+                    Some(target) => groups.entry(target).or_default().push((id, entry)),
+                }
+            }
+        }
+        let mut first_error = None;
+        for (target, group) in groups {
+            let total = group.iter().map(|(_, e)| e.len).sum();
+            // Room below is made before any lock here is taken; what does not fit
+            // comes back as TierFull and stays.
+            if let Err(e) = self.make_room(target, total) {
+                first_error.get_or_insert(e);
+            }
+            let moved = self.copy_down(tier, target, &group, &mut stay, &mut first_error);
+            gone += moved;
+        }
+        self.ledger.give_back_coldest(tier, &stay);
+        match first_error {
+            Some(e) if gone == 0 => Err(e),
+            _ => Ok(gone),
+        }
+    }
+
+    /// Copies `group` from `tier` into `target` through the target's batch fill, under
+    /// the blocks' stripe locks, and repoints the ledger for each block copied.
+    fn copy_down(
+        &self,
+        tier: usize,
+        target: usize,
+        group: &[(BlockId, Entry)],
+        stay: &mut Vec<(BlockId, u64)>,
+        first_error: &mut Option<Error>,
+    ) -> usize {
+        let _guards = self.stripes.lock_many(group.iter().map(|(id, _)| *id));
+        let live: Vec<(BlockId, Entry)> = group
+            .iter()
+            .copied()
+            .filter(|(id, e)| self.ledger.get(id) == Some(*e))
+            .collect();
+        let mut gone = group.len() - live.len();
+        if live.is_empty() {
+            return gone;
+        }
+        let source = &self.tiers[tier];
+        let items: Vec<(BlockId, usize)> =
+            live.iter().map(|(id, e)| (*id, e.len as usize)).collect();
+        let results = self.tiers[target]
+            .put_with_batch(&items, &mut |targets| read_into(&**source, &items, targets));
+        for ((id, entry), result) in live.iter().zip(results) {
+            match result {
+                Ok(()) => {
+                    if self.ledger.relocate(*id, *entry, target, Move::Demote) {
+                        self.remove_copy(tier, *id);
+                    }
+                    gone += 1;
+                }
+                Err(e) if e.kind() == ErrorKind::TierFull => stay.push((*id, entry.len)),
+                Err(e) if matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::NotFound) => {
+                    // The source copy is unreadable: it cannot be served, so drop it.
+                    tracing::warn!(%id, error = %e, "dropping an unreadable block during demotion");
+                    if self.ledger.forget(*id, *entry, Gone::Corrupt) {
+                        self.discard(*id, *entry, None);
+                    }
+                    gone += 1;
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e.at("demote", self.tiers[target].name()));
+                    stay.push((*id, entry.len));
+                }
+            }
+        }
+        gone
+    }
+
+    /// Removes one copy from a tier after the ledger stopped pointing at it.
+    pub(super) fn remove_copy(&self, tier: usize, id: BlockId) {
+        if let Err(e) = self.tiers[tier].remove(id) {
+            tracing::warn!(%id, error = %e, tier = self.tiers[tier].name(),
+                "moved block not removed from its old tier");
+        }
+    }
+}
+
+/// Fills `targets` (buffers of [`Tier::put_with_batch`]) with the blocks `items` names
+/// from `source`: in one batch call for a tier in device memory (one batched DMA),
+/// block by block otherwise. Runs under stripe locks, so never on the store's rayon
+/// pool: a worker waiting there could pick up a job that waits for these locks.
+pub(super) fn read_into(
+    source: &dyn Tier,
+    items: &[(BlockId, usize)],
+    targets: &mut [FillTarget<'_>],
+) -> Vec<Result<()>> {
+    let check = |id: BlockId, want: usize, got: Result<usize>| {
+        got.map_err(|e| e.at("read", source.name())).and_then(|n| {
+            if n == want {
+                Ok(())
+            } else {
+                Err(
+                    Error::new(ErrorKind::Corrupt, "block length changed while moving")
+                        .with_context("id", id)
+                        .with_context("tier", source.name())
+                        .with_context("expected_bytes", want)
+                        .with_context("read_bytes", n),
+                )
+            }
+        })
+    };
+    if source.capability().device_memory {
+        let mut batch: Vec<(BlockId, &mut [u8])> = targets
+            .iter_mut()
+            .map(|(i, buf)| (items[*i].0, &mut **buf))
+            .collect();
+        let got = source.get_batch(&mut batch);
+        return batch
+            .iter()
+            .zip(got)
+            .map(|((id, buf), got)| check(*id, buf.len(), got))
+            .collect();
+    }
+    targets
+        .iter_mut()
+        .map(|(i, buf)| {
+            let id = items[*i].0;
+            let got = source.get(id, buf);
+            check(id, buf.len(), got)
+        })
+        .collect()
+}
