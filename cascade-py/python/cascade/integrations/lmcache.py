@@ -26,6 +26,7 @@ dtype, worker and the optional ``namespace`` salt.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import threading
 from collections.abc import Sequence
@@ -61,14 +62,19 @@ class _Record:
         self.fmt = fmt
         self.size = size
 
-    def encode(self) -> bytes:
+    def encoded(self) -> bytes:
+        """The record's bytes (records of one model repeat: encoded once each)."""
+        return _encode(tuple(self.shape), str(self.dtype), self.fmt.name, self.size)
+
+    @staticmethod
+    def _encode(shape: tuple, dtype: str, fmt: str, size: int) -> bytes:
         return json.dumps(
             {
                 "v": RECORD_VERSION,
-                "shape": list(self.shape),
-                "dtype": str(self.dtype).removeprefix("torch."),
-                "fmt": self.fmt.name,
-                "size": self.size,
+                "shape": list(shape),
+                "dtype": dtype.removeprefix("torch."),
+                "fmt": fmt,
+                "size": size,
             }
         ).encode()
 
@@ -86,6 +92,8 @@ class _Record:
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
 
+
+_encode = functools.lru_cache(maxsize=256)(_Record._encode)
 
 #: Largest encoded record (a shape of many dimensions still fits).
 _RECORD_MAX = 1024
@@ -233,7 +241,7 @@ class CascadeBackend(StoragePluginInterface):
                 data_id, meta_id = self._ids(key)
                 record = _Record(obj.get_shape(), dtype, obj.get_memory_format(), obj.get_size())
                 ids += [data_id, meta_id]
-                blocks += [obj.byte_array, record.encode()]
+                blocks += [obj.byte_array, record.encoded()]
                 records.append((data_id, record))
                 stored.append(key)
             try:
@@ -284,21 +292,26 @@ class CascadeBackend(StoragePluginInterface):
         """Loads the leading chunks of ``keys`` that Cascade holds whole."""
         allocator = self.get_allocator_backend()
         ids: list[str] = []
-        objs: list[MemoryObj] = []
+        records: list[_Record] = []
         for key in keys:
             data_id, meta_id = self._ids(key)
             record = self._record_of(data_id, meta_id)
             if record is None:
                 break
-            obj = allocator.allocate(record.shape, record.dtype, record.fmt)
-            if obj is None:
-                logger.warning("LMCache could not allocate a chunk for %s", key)
-                break
-            if obj.get_size() != record.size:
-                obj.ref_count_down()
-                break
             ids.append(data_id)
-            objs.append(obj)
+            records.append(record)
+        if not records:
+            return []
+        objs = _allocate(allocator, records)
+        if len(objs) < len(records):
+            logger.warning("LMCache could not allocate %d chunks", len(records) - len(objs))
+            ids = ids[: len(objs)]
+        for i, (obj, record) in enumerate(zip(objs, records)):
+            if obj.get_size() != record.size:
+                for extra in objs[i:]:
+                    extra.ref_count_down()
+                objs, ids = objs[:i], ids[:i]
+                break
         if not objs:
             return []
         hits = load_blocks(self.store, ids, [o.byte_array for o in objs])
@@ -368,6 +381,26 @@ class CascadeBackend(StoragePluginInterface):
             self._writer.shutdown(wait=True)
         self.store.flush()
         self.store.close()
+
+
+def _allocate(allocator: Any, records: list[_Record]) -> list[MemoryObj]:
+    """Chunks for ``records`` from LMCache's CPU pool, in one batch when they are alike
+    (the common case: full chunks of one model); fewer when the pool runs out."""
+    first = records[0]
+    if all(
+        r.shape == first.shape and r.dtype == first.dtype and r.fmt == first.fmt
+        for r in records
+    ):
+        objs = allocator.batched_allocate(first.shape, first.dtype, len(records), first.fmt)
+        if objs is not None:
+            return list(objs)
+    objs = []
+    for r in records:
+        obj = allocator.allocate(r.shape, r.dtype, r.fmt)
+        if obj is None:
+            break
+        objs.append(obj)
+    return objs
 
 
 def _plugin_settings(config: Any, cls: type) -> dict[str, Any]:
