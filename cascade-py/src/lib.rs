@@ -8,6 +8,8 @@
 mod backend;
 mod bench;
 mod buffer;
+#[cfg(feature = "cluster")]
+mod cluster;
 mod config;
 mod convert;
 #[cfg(feature = "gpu")]
@@ -39,6 +41,11 @@ fn native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(prefix::prefix_namespace, module)?)?;
     module.add_function(wrap_pyfunction!(tier_kinds, module)?)?;
     module.add_class::<bench::NativeBench>()?;
+    #[cfg(feature = "cluster")]
+    {
+        module.add_class::<cluster::PyClusterStore>()?;
+        module.add_function(wrap_pyfunction!(cluster::_finalize_mpi, module)?)?;
+    }
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -50,6 +50,22 @@ from ._native import (
     tier_kinds,
 )
 
+try:
+    # Present in wheels built with the `cluster` feature (needs MPI; docs/cluster.md).
+    from ._native import ClusterStore
+except ImportError:
+
+    class ClusterStore:  # type: ignore[no-redef]
+        """One store across MPI ranks: not in this build of cascade."""
+
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            raise UnsupportedError(
+                "this build of cascade has no cluster support: build the wheel with "
+                "`maturin build --release -m cascade-py/Cargo.toml --features cluster` "
+                "on a machine with MPI (docs/cluster.md)"
+            )
+
+
 __all__ = [
     "Backend",
     "GPUBackend",
@@ -60,6 +76,7 @@ __all__ = [
     "CascadeConfig",
     "CascadeError",
     "CascadeStore",
+    "ClusterStore",
     "ConfigError",
     "CorruptError",
     "IncompatibleError",

@@ -173,6 +173,69 @@ class CascadeStore:
         tb: Optional[TracebackType],
     ) -> bool: ...
 
+@final
+class ClusterStore:
+    """One store across every rank of an MPI job (run under mpirun / srun), with the
+    CascadeStore API over host buffers. Opening and close() are collective. Only in
+    wheels built with the `cluster` feature; otherwise constructing it raises
+    UnsupportedError."""
+
+    def __new__(cls, config: Optional[CascadeConfig] = None) -> Self: ...
+    @classmethod
+    def from_toml(cls, path: Union[str, os.PathLike[str]]) -> ClusterStore: ...
+    @classmethod
+    def from_toml_str(cls, text: str) -> ClusterStore: ...
+    @property
+    def rank(self) -> int: ...
+    @property
+    def ranks(self) -> int: ...
+    def owner(self, block_id: _BlockId) -> int:
+        """The rank that records which ranks hold `block_id`."""
+    def put(self, block_id: _BlockId, data: _Buffer) -> bool:
+        """Stores `data` on this rank unless (dedup on) some rank holds it already."""
+    def put_content(self, data: _Buffer) -> _BlockId: ...
+    def get(self, block_id: _BlockId, out: _Buffer) -> tuple[bool, int]:
+        """Copies the block into `out` from this rank or the rank holding it; a failed
+        or corrupt transfer is (False, 0)."""
+    def contains(self, block_id: _BlockId) -> bool: ...
+    def __contains__(self, block_id: _BlockId, /) -> bool: ...
+    def size_of(self, block_id: _BlockId) -> Optional[int]: ...
+    def remove(self, block_id: _BlockId) -> bool:
+        """Removes the block from every rank holding it."""
+    def put_batch(
+        self, block_ids: Sequence[_BlockId], blocks: Union[Sequence[_Buffer], _Buffer]
+    ) -> int: ...
+    def get_batch(
+        self, block_ids: Sequence[_BlockId], outs: Union[Sequence[_Buffer], _Buffer]
+    ) -> list[Optional[int]]: ...
+    def lookup_prefix(self, keys: Sequence[_BlockId]) -> int:
+        """How many leading keys some rank holds."""
+    def get_stats(self) -> dict[str, Any]:
+        """This rank's counters; `local` is its CascadeStore's get_stats()."""
+    def totals(self) -> dict[str, int]:
+        """Blocks and bytes over all ranks (collective)."""
+    def barrier(self) -> None:
+        """Waits for every rank (collective)."""
+    def refresh(self) -> dict[str, Any]: ...
+    def ids(self) -> list[_BlockId]:
+        """Ids this rank holds."""
+    @property
+    def tiers(self) -> list[str]: ...
+    def clear(self) -> None: ...
+    def flush(self) -> None: ...
+    def close(self) -> None:
+        """Collective: waits for every rank, stops the progress thread, flushes."""
+    @property
+    def closed(self) -> bool: ...
+    def __len__(self) -> int: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> bool: ...
+
 def compute_block_id(data: _Buffer) -> _BlockId:
     """The documented content id: SHA-256 of the bytes, first 16 bytes as 32 hex chars."""
 
