@@ -1,0 +1,617 @@
+"""KV caches of real models in Cascade: save a prompt's KV, restore its longest cached prefix.
+
+Engines think in tokens, layers, heads and paged blocks; a Cascade store thinks in block
+ids and bytes. This module is the bridge:
+
+- :class:`KVLayout` says how an engine holds KV: per-layer contiguous tensors
+  ``[batch, kv_heads, tokens, head_dim]`` (Hugging Face transformers), or paged pools per
+  layer ``[num_blocks, block_tokens, kv_heads, head_dim]`` with K and V apart or stacked
+  (vLLM- and SGLang-style), addressed through a block table.
+- :class:`KVCache` keys each full block of ``block_tokens`` tokens by its token prefix
+  (:func:`cascade.prefix_keys`) under a namespace made of the model name, dtype, layout and
+  an optional salt, so a different model, dtype, layout or tenant never hits another's
+  blocks. One Cascade block holds all layers' K and V for its tokens.
+- :meth:`KVCache.save` stores the blocks a prompt does not have stored yet (one lookup,
+  one batch); :meth:`KVCache.restore` reads the longest stored prefix in one batch and
+  returns a transformers ``DynamicCache``; :meth:`KVCache.restore_into` scatters it into
+  an engine's paged pool instead. A block that is missing or fails its checksum ends the
+  restored prefix: the caller recomputes the rest and never gets wrong KV.
+
+Every block has the same byte format whatever the engine's layout::
+
+    block = [layer 0: K, V] [layer 1: K, V] ... [layer L-1: K, V]
+    K, V  = [block_tokens, kv_heads, head_dim] in the model dtype, C order
+
+torch is imported when a method needs it, so ``import cascade`` never needs torch.
+docs/kv.md draws the layouts and shows how an engine uses this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+
+from ._native import (
+    CascadeError,
+    CascadeStore,
+    CorruptError,
+    InvalidInputError,
+    UnsupportedError,
+    prefix_keys,
+    prefix_namespace,
+)
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import torch
+
+__all__ = ["KVLayout", "KVCache", "SaveResult", "Restored", "CONTIGUOUS", "PAGED"]
+
+#: Per-layer tensors ``[batch, kv_heads, tokens, head_dim]`` (transformers' DynamicCache).
+CONTIGUOUS = "contiguous"
+#: Per-layer pools ``[num_blocks, block_tokens, kv_heads, head_dim]`` and a block table.
+PAGED = "paged"
+
+# Names of the dtypes a layout may use, as torch and the namespace spell them.
+_DTYPES = ("float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2")
+_ELEMENT_SIZE = {
+    "float32": 4,
+    "float16": 2,
+    "bfloat16": 2,
+    "float8_e4m3fn": 1,
+    "float8_e5m2": 1,
+}
+
+# Host staging is read (or written) in chunks of about this many bytes, so that copying one
+# chunk to the GPU overlaps reading the next from the store.
+_CHUNK_BYTES = 256 << 20
+
+
+def _invalid(message: str, **context: Any) -> InvalidInputError:
+    error = InvalidInputError(message)
+    error.kind = "invalid_input"
+    error.context = {k: str(v) for k, v in context.items()}
+    return error
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        error = UnsupportedError(
+            "cascade.kv needs PyTorch for tensors (pip install torch); the rest of "
+            "cascade works without it"
+        )
+        error.kind = "unsupported"
+        error.context = {}
+        raise error from e
+    return torch
+
+
+def _dtype_name(dtype: Any) -> str:
+    name = str(dtype)
+    if name.startswith("torch."):
+        name = name[len("torch.") :]
+    aliases = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "float": "float32", "fp32": "float32"}
+    name = aliases.get(name, name)
+    if name not in _DTYPES:
+        raise _invalid(f"unsupported KV dtype {dtype!r}; one of {', '.join(_DTYPES)}", dtype=dtype)
+    return name
+
+
+@dataclass(frozen=True)
+class KVLayout:
+    """How an engine holds a model's KV, and how big one Cascade block is.
+
+    ``kind`` is :data:`CONTIGUOUS` (per-layer ``[batch, kv_heads, tokens, head_dim]``
+    tensors, as transformers keeps them) or :data:`PAGED` (per-layer pools
+    ``[num_blocks, block_tokens, kv_heads, head_dim]``). A paged layout keeps K and V in
+    two pools per layer (``kv_stacked=False``: a ``(k_pool, v_pool)`` pair per layer) or in
+    one tensor per layer with K and V stacked along ``stack_dim`` (0: ``[2, num_blocks,
+    ...]`` as vLLM's flash-attention backend; 1: ``[num_blocks, 2, ...]`` as its FlashInfer
+    backend).
+    """
+
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    block_tokens: int
+    dtype: str = "bfloat16"
+    kind: str = CONTIGUOUS
+    kv_stacked: bool = False
+    stack_dim: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("num_layers", "num_kv_heads", "head_dim", "block_tokens"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise _invalid(f"KVLayout.{name} must be a positive integer, got {value!r}", field=name)
+        object.__setattr__(self, "dtype", _dtype_name(self.dtype))
+        if self.kind not in (CONTIGUOUS, PAGED):
+            raise _invalid(f"KVLayout.kind must be {CONTIGUOUS!r} or {PAGED!r}, got {self.kind!r}")
+        if self.kind == CONTIGUOUS and self.kv_stacked:
+            raise _invalid("kv_stacked applies to paged layouts only")
+        if self.stack_dim not in (0, 1):
+            raise _invalid(f"KVLayout.stack_dim must be 0 or 1, got {self.stack_dim!r}")
+
+    @classmethod
+    def contiguous(cls, num_layers: int, num_kv_heads: int, head_dim: int, block_tokens: int, dtype: Any = "bfloat16") -> "KVLayout":
+        """Per-layer ``[batch, kv_heads, tokens, head_dim]`` tensors (transformers)."""
+        return cls(num_layers, num_kv_heads, head_dim, block_tokens, dtype, CONTIGUOUS)
+
+    @classmethod
+    def paged(
+        cls,
+        num_layers: int,
+        num_kv_heads: int,
+        head_dim: int,
+        block_tokens: int,
+        dtype: Any = "bfloat16",
+        *,
+        kv_stacked: bool = False,
+        stack_dim: int = 0,
+    ) -> "KVLayout":
+        """Per-layer pools ``[num_blocks, block_tokens, kv_heads, head_dim]``."""
+        return cls(num_layers, num_kv_heads, head_dim, block_tokens, dtype, PAGED, kv_stacked, stack_dim)
+
+    @classmethod
+    def from_config(cls, config: Any, block_tokens: int, dtype: Any = None, kind: str = CONTIGUOUS, **paged: Any) -> "KVLayout":
+        """The layout of a transformers model config (``num_hidden_layers``,
+        ``num_key_value_heads``, ``head_dim`` or ``hidden_size / num_attention_heads``);
+        ``dtype`` defaults to the config's ``torch_dtype`` / ``dtype``."""
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        heads = getattr(text, "num_attention_heads")
+        kv_heads = getattr(text, "num_key_value_heads", None) or heads
+        head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+        if dtype is None:
+            dtype = getattr(text, "dtype", None) or getattr(text, "torch_dtype", None) or "float32"
+        return cls(text.num_hidden_layers, kv_heads, head_dim, block_tokens, dtype, kind, **paged)
+
+    @property
+    def element_size(self) -> int:
+        """Bytes per element of the dtype."""
+        return _ELEMENT_SIZE[self.dtype]
+
+    @property
+    def page_bytes(self) -> int:
+        """Bytes of K (or V) of one layer for one block: ``block_tokens * kv_heads * head_dim``."""
+        return self.block_tokens * self.num_kv_heads * self.head_dim * self.element_size
+
+    @property
+    def block_bytes(self) -> int:
+        """Bytes of one Cascade block: all layers' K and V for ``block_tokens`` tokens."""
+        return 2 * self.num_layers * self.page_bytes
+
+    def describe(self) -> str:
+        """The layout as the namespace records it (engine layout and block format)."""
+        engine = self.kind
+        if self.kind == PAGED:
+            engine += f"/stacked{self.stack_dim}" if self.kv_stacked else "/apart"
+        return (
+            f"{engine};block=LKTHD;layers={self.num_layers};kv_heads={self.num_kv_heads};"
+            f"head_dim={self.head_dim};block_tokens={self.block_tokens}"
+        )
+
+    def torch_dtype(self):
+        """The dtype as a ``torch.dtype``."""
+        return getattr(_torch(), self.dtype)
+
+
+@dataclass(frozen=True)
+class SaveResult:
+    """What :meth:`KVCache.save` did."""
+
+    #: Full blocks of the prompt (its trailing partial block is never stored).
+    blocks: int
+    #: Blocks written by this call.
+    stored: int
+    #: Blocks found stored already (the leading run found by one lookup), not copied.
+    skipped: int
+    #: Bytes written by this call.
+    bytes_stored: int
+
+
+@dataclass
+class Restored:
+    """What :meth:`KVCache.restore` found: ``tokens`` leading tokens are covered by
+    ``cache`` (None when nothing was restored); the caller runs the model on the rest."""
+
+    tokens: int
+    blocks: int
+    cache: Any = None
+    #: Why the prefix ended before the stored chain did ("corrupt", "missing"), or None.
+    cut: Optional[str] = None
+
+
+class KVCache:
+    """Saves and restores one model's KV in a :class:`cascade.CascadeStore`.
+
+    ``model`` names the weights (a hub id, a path, a hash of the weights); together with
+    the layout's dtype and shape, ``salt`` (a tenant, an adapter, an engine version) and the
+    tensor-parallel shard it makes the namespace of every key. A store with a GPU tier
+    receives and serves CUDA tensors device to device; otherwise CUDA KV goes through
+    pinned host memory.
+    """
+
+    def __init__(
+        self,
+        store: CascadeStore,
+        layout: KVLayout,
+        model: str,
+        *,
+        salt: Union[bytes, str, None] = None,
+        tp_rank: int = 0,
+        tp_size: int = 1,
+    ) -> None:
+        if not isinstance(layout, KVLayout):
+            raise _invalid("layout must be a cascade.kv.KVLayout")
+        if not model:
+            raise _invalid("model must name the model (its weights decide the KV)")
+        self.store = store
+        self.layout = layout
+        self.model = model
+        self.namespace = prefix_namespace(
+            model, dtype=layout.dtype, layout=layout.describe(), tp_rank=tp_rank, tp_size=tp_size, salt=salt
+        )
+        self._device_tier: Optional[bool] = None
+        self._pinned = None
+
+    # ----------------------------------------------------------------- keys and lookups
+
+    def keys(self, tokens: Sequence[int]) -> list[str]:
+        """The key of each full block of ``tokens``."""
+        return prefix_keys(_token_list(tokens), self.layout.block_tokens, self.namespace)
+
+    def lookup(self, tokens: Sequence[int]) -> int:
+        """How many leading tokens of ``tokens`` have their KV stored (a multiple of
+        ``block_tokens``)."""
+        return self.store.lookup_prefix(self.keys(tokens)) * self.layout.block_tokens
+
+    # ------------------------------------------------------------------------- save
+
+    def save(
+        self,
+        tokens: Sequence[int],
+        kv: Any,
+        *,
+        block_table: Optional[Sequence[int]] = None,
+        batch_index: int = 0,
+    ) -> SaveResult:
+        """Stores the KV of every full block of ``tokens`` that is not stored yet.
+
+        ``kv`` is, for a contiguous layout, a transformers cache (``DynamicCache`` of 5.x
+        or 4.x) or a sequence of ``(key, value)`` per layer, each ``[batch, kv_heads,
+        tokens, head_dim]`` holding at least the full blocks' tokens (``batch_index`` picks
+        the sequence); for a paged layout, the per-layer pools, with ``block_table``
+        giving the pool block of each of the sequence's blocks. Tensors may be on a GPU
+        or on the CPU. One lookup finds the leading blocks already stored; the others
+        are gathered and stored in one batch.
+        """
+        torch = _torch()
+        layout = self.layout
+        keys = self.keys(tokens)
+        total = len(keys)
+        if total == 0:
+            return SaveResult(0, 0, 0, 0)
+        if layout.kind == CONTIGUOUS:
+            layers = _layers_of(kv, layout)
+            _check_contiguous(layers, layout, total * layout.block_tokens, batch_index)
+            device = layers[0][0].device
+        else:
+            layers = _pools_of(kv, layout)
+            table = _block_table(block_table, total, _pool_blocks(layers, layout), "block_table")
+            device = layers[0][0].device
+        skipped = self.store.lookup_prefix(keys)
+        start = skipped
+        count = total - start
+        if count == 0:
+            return SaveResult(total, 0, skipped, 0)
+        use_device = device.type == "cuda" and self._has_device_tier()
+        staging = torch.empty(
+            (count, layout.num_layers, 2, layout.block_tokens, layout.num_kv_heads, layout.head_dim),
+            dtype=layout.torch_dtype(),
+            device=device,
+        )
+        bt = layout.block_tokens
+        for index, (k, v) in enumerate(layers):
+            for which, source in ((0, k), (1, v)):
+                if layout.kind == CONTIGUOUS:
+                    # [heads, tokens, dim] -> [blocks, block_tokens, heads, dim]
+                    part = source[batch_index, :, start * bt : total * bt, :]
+                    part = part.reshape(layout.num_kv_heads, count, bt, layout.head_dim).permute(1, 2, 0, 3)
+                else:
+                    part = source.index_select(0, torch.as_tensor(table[start:total], device=device))
+                staging[:, index, which].copy_(part)
+        rows = staging.view(torch.uint8).reshape(count, layout.block_bytes)
+        if device.type == "cuda" and not use_device:
+            rows = rows.to("cpu")
+        stored = self.store.put_batch(keys[start:], rows)
+        return SaveResult(total, stored, skipped, count * layout.block_bytes)
+
+    # ---------------------------------------------------------------------- restore
+
+    def restore(
+        self,
+        tokens: Sequence[int],
+        *,
+        device: Any = None,
+        max_tokens: Optional[int] = None,
+        config: Any = None,
+    ) -> Restored:
+        """Restores the longest stored prefix of ``tokens`` as a transformers
+        ``DynamicCache`` (batch 1) on ``device`` (default: the CPU).
+
+        At most ``max_tokens`` tokens are restored (pass ``len(tokens) - 1`` when every
+        block may be stored, so the model still has a token to compute logits for); the
+        last block read is cut to that length. ``config`` (the model's config) lets a
+        transformers 5.x cache pick each layer's kind. A block that is missing or fails
+        its checksum ends the prefix there.
+        """
+        torch = _torch()
+        layout = self.layout
+        if layout.kind != CONTIGUOUS:
+            raise _invalid("restore builds a contiguous cache; use restore_into for a paged layout")
+        device = torch.device(device if device is not None else "cpu")
+        rows, count, cut = self._read_prefix(tokens, device, max_tokens)
+        if count == 0:
+            return Restored(0, 0, None, cut)
+        covered = count * layout.block_tokens
+        if max_tokens is not None:
+            covered = min(covered, max_tokens)
+        blocks = rows.view(layout.torch_dtype()).view(
+            count, layout.num_layers, 2, layout.block_tokens, layout.num_kv_heads, layout.head_dim
+        )
+        pairs = []
+        for index in range(layout.num_layers):
+            kv = []
+            for which in (0, 1):
+                # [blocks, block_tokens, heads, dim] -> [1, heads, tokens, dim]
+                part = blocks[:, index, which].reshape(count * layout.block_tokens, layout.num_kv_heads, layout.head_dim)
+                kv.append(part[:covered].permute(1, 0, 2).unsqueeze(0).contiguous())
+            pairs.append((kv[0], kv[1]))
+        return Restored(covered, count, _dynamic_cache(pairs, config), cut)
+
+    def restore_into(
+        self,
+        tokens: Sequence[int],
+        kv: Any,
+        block_table: Sequence[int],
+        *,
+        max_tokens: Optional[int] = None,
+    ) -> Restored:
+        """Restores the longest stored prefix of ``tokens`` into a paged pool: block
+        ``i`` of the sequence goes to pool block ``block_table[i]`` of every layer.
+
+        Returns the tokens covered (whole blocks; ``max_tokens`` rounds down to one).
+        Pool blocks the table does not name are left as they are.
+        """
+        torch = _torch()
+        layout = self.layout
+        if layout.kind != PAGED:
+            raise _invalid("restore_into scatters into a paged layout; use restore for a contiguous one")
+        layers = _pools_of(kv, layout)
+        device = layers[0][0].device
+        limit = len(_token_list(tokens)) if max_tokens is None else max_tokens
+        wanted = min(limit // layout.block_tokens, len(block_table))
+        table = _block_table(block_table, wanted, _pool_blocks(layers, layout), "block_table")
+        rows, count, cut = self._read_prefix(tokens, device, wanted * layout.block_tokens)
+        if count == 0:
+            return Restored(0, 0, None, cut)
+        blocks = rows.view(layout.torch_dtype()).view(
+            count, layout.num_layers, 2, layout.block_tokens, layout.num_kv_heads, layout.head_dim
+        )
+        index = torch.as_tensor(table[:count], device=device)
+        for layer, (k, v) in enumerate(layers):
+            k.index_copy_(0, index, blocks[:, layer, 0])
+            v.index_copy_(0, index, blocks[:, layer, 1])
+        return Restored(count * layout.block_tokens, count, None, cut)
+
+    # ------------------------------------------------------------------ internals
+
+    def _has_device_tier(self) -> bool:
+        """Whether the store takes CUDA memory (it has a GPU tier)."""
+        if self._device_tier is None:
+            tiers = self.store.get_stats().get("tiers", [])
+            self._device_tier = any(t.get("kind") == "gpu" for t in tiers)
+        return self._device_tier
+
+    def _host_staging(self, nbytes: int, pin: bool):
+        """A reusable host buffer of at least ``nbytes`` (pinned when a GPU is the target):
+        pinning is slow, so the buffer is kept for the next restore."""
+        torch = _torch()
+        if self._pinned is None or self._pinned.numel() < nbytes or (pin and not self._pinned.is_pinned()):
+            self._pinned = torch.empty(nbytes, dtype=torch.uint8, pin_memory=pin)
+        return self._pinned[:nbytes]
+
+    def _read_prefix(self, tokens: Sequence[int], device, max_tokens: Optional[int]):
+        """Reads the longest stored prefix (at most ``max_tokens`` tokens, whole blocks
+        covering them) into rows on ``device``: ``(rows [n, block_bytes] uint8, n, cut)``."""
+        torch = _torch()
+        layout = self.layout
+        keys = self.keys(tokens)
+        if max_tokens is not None:
+            if max_tokens < 0:
+                raise _invalid("max_tokens must not be negative", max_tokens=max_tokens)
+            keys = keys[: -(-max_tokens // layout.block_tokens)]
+        count = self.store.lookup_prefix(keys)
+        cut = None
+        if count == 0:
+            return None, 0, cut
+        nbytes = count * layout.block_bytes
+        direct = device.type != "cuda" or self._has_device_tier()
+        if direct:
+            rows = torch.empty((count, layout.block_bytes), dtype=torch.uint8, device=device)
+            count, cut = self._get_rows(keys[:count], rows)
+            return rows[:count], count, cut
+        # A host-only store serving a GPU: read into pinned memory chunk by chunk and copy
+        # each chunk up while the next is read.
+        host = self._host_staging(nbytes, pin=True).view(-1, layout.block_bytes)
+        rows = torch.empty((count, layout.block_bytes), dtype=torch.uint8, device=device)
+        per_chunk = max(1, _CHUNK_BYTES // layout.block_bytes)
+        stream = torch.cuda.Stream(device=device)
+        done = 0
+        with torch.cuda.stream(stream):
+            while done < count:
+                end = min(count, done + per_chunk)
+                got, cut = self._get_rows(keys[done:end], host[done:end])
+                if got:
+                    rows[done : done + got].copy_(host[done : done + got], non_blocking=True)
+                done += got
+                if cut is not None:
+                    break
+        torch.cuda.current_stream(device).wait_stream(stream)
+        return rows[:done], done, cut
+
+    def _get_rows(self, keys: list[str], rows) -> tuple[int, Optional[str]]:
+        """Reads ``keys`` into ``rows``; returns how many leading blocks are whole and
+        why the run ended early. A corrupt block is dropped by the store; the blocks before
+        it are read again so that no earlier failure is hidden."""
+        block_bytes = self.layout.block_bytes
+        while keys:
+            try:
+                sizes = self.store.get_batch(keys, rows[: len(keys)])
+            except CascadeError as e:
+                index = _failed_index(e, len(keys))
+                keys = keys[:index]
+                cut = "corrupt" if isinstance(e, CorruptError) else e.kind
+                if index == 0:
+                    return 0, cut
+                got, later = self._get_rows(keys, rows)
+                return got, later or cut
+            for index, size in enumerate(sizes):
+                if size != block_bytes:
+                    return index, "missing" if size is None else "wrong_size"
+            return len(keys), None
+        return 0, None
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _token_list(tokens: Any) -> list[int]:
+    if hasattr(tokens, "tolist"):
+        tokens = tokens.tolist()
+    if tokens and isinstance(tokens[0], list):
+        if len(tokens) != 1:
+            raise _invalid("tokens must be one sequence (a batch of one)")
+        tokens = tokens[0]
+    return list(tokens)
+
+
+def _failed_index(error: CascadeError, count: int) -> int:
+    try:
+        index = int(getattr(error, "context", {}).get("index", ""))
+    except ValueError:
+        raise error from None
+    if not 0 <= index < count:
+        raise error
+    return index
+
+
+def _layers_of(kv: Any, layout: KVLayout) -> list[tuple[Any, Any]]:
+    """``(key, value)`` per layer of a transformers cache (5.x ``layers``, 4.x
+    ``key_cache``) or of a sequence of pairs."""
+    if hasattr(kv, "layers") and kv.layers and hasattr(kv.layers[0], "keys"):
+        layers = [(layer.keys, layer.values) for layer in kv.layers]
+    elif hasattr(kv, "key_cache") and hasattr(kv, "value_cache"):
+        layers = list(zip(kv.key_cache, kv.value_cache))
+    else:
+        try:
+            layers = [(pair[0], pair[1]) for pair in kv]
+        except (TypeError, IndexError, KeyError):
+            raise _invalid("kv must be a transformers cache or a sequence of (key, value) per layer") from None
+    if len(layers) != layout.num_layers:
+        raise _invalid(f"kv has {len(layers)} layers, the layout {layout.num_layers}", layers=len(layers))
+    return layers
+
+
+def _check_contiguous(layers, layout: KVLayout, tokens: int, batch_index: int) -> None:
+    torch = _torch()
+    want_dtype = layout.torch_dtype()
+    for index, (k, v) in enumerate(layers):
+        for name, tensor in (("key", k), ("value", v)):
+            if not isinstance(tensor, torch.Tensor) or tensor.dim() != 4:
+                raise _invalid(f"layer {index} {name} must be a 4-d tensor [batch, kv_heads, tokens, head_dim]", layer=index)
+            batch, heads, length, dim = tensor.shape
+            if heads != layout.num_kv_heads or dim != layout.head_dim:
+                raise _invalid(
+                    f"layer {index} {name} has shape {tuple(tensor.shape)}; the layout wants "
+                    f"[batch, {layout.num_kv_heads}, tokens, {layout.head_dim}]",
+                    layer=index,
+                )
+            if length < tokens:
+                raise _invalid(f"layer {index} {name} holds {length} tokens, the blocks need {tokens}", layer=index)
+            if not 0 <= batch_index < batch:
+                raise _invalid(f"batch_index {batch_index} is outside the batch of {batch}")
+            if tensor.dtype != want_dtype:
+                raise _invalid(f"layer {index} {name} is {tensor.dtype}, the layout {layout.dtype}", layer=index)
+
+
+def _pools_of(kv: Any, layout: KVLayout) -> list[tuple[Any, Any]]:
+    """``(k_pool, v_pool)`` per layer, each ``[num_blocks, block_tokens, kv_heads,
+    head_dim]`` (views of the stacked tensor for a stacked layout)."""
+    torch = _torch()
+    try:
+        items = list(kv)
+    except TypeError:
+        raise _invalid("kv must be a sequence of per-layer pools") from None
+    if len(items) != layout.num_layers:
+        raise _invalid(f"kv has {len(items)} layers, the layout {layout.num_layers}", layers=len(items))
+    page = (layout.block_tokens, layout.num_kv_heads, layout.head_dim)
+    pools = []
+    for index, item in enumerate(items):
+        if layout.kv_stacked:
+            if not isinstance(item, torch.Tensor) or item.dim() != 5 or item.shape[layout.stack_dim] != 2:
+                raise _invalid(f"layer {index}: a stacked pool must be a 5-d tensor with 2 along dim {layout.stack_dim}", layer=index)
+            pair = (item[0], item[1]) if layout.stack_dim == 0 else (item[:, 0], item[:, 1])
+        else:
+            try:
+                pair = (item[0], item[1])
+            except (TypeError, IndexError):
+                raise _invalid(f"layer {index}: expected a (k_pool, v_pool) pair", layer=index) from None
+        for name, pool in zip(("k", "v"), pair):
+            if not isinstance(pool, torch.Tensor) or pool.dim() != 4 or tuple(pool.shape[1:]) != page:
+                shape = tuple(pool.shape) if isinstance(pool, torch.Tensor) else type(pool).__name__
+                raise _invalid(
+                    f"layer {index} {name} pool has shape {shape}; the layout wants [num_blocks, {page[0]}, {page[1]}, {page[2]}]",
+                    layer=index,
+                )
+            if pool.dtype != layout.torch_dtype():
+                raise _invalid(f"layer {index} {name} pool is {pool.dtype}, the layout {layout.dtype}", layer=index)
+        pools.append(pair)
+    return pools
+
+
+def _pool_blocks(pools, layout: KVLayout) -> int:
+    return min(int(k.shape[0]) for k, _ in pools)
+
+
+def _block_table(table: Optional[Sequence[int]], needed: int, pool_blocks: int, what: str) -> list[int]:
+    if table is None:
+        raise _invalid(f"a paged layout needs a {what}: the pool block of each of the sequence's blocks")
+    entries = table.tolist() if hasattr(table, "tolist") else list(table)
+    if len(entries) < needed:
+        raise _invalid(f"{what} has {len(entries)} entries, the prompt has {needed} full blocks", entries=len(entries))
+    entries = [int(e) for e in entries[:needed]]
+    for position, entry in enumerate(entries):
+        if not 0 <= entry < pool_blocks:
+            raise _invalid(f"{what}[{position}] = {entry} is outside the pool of {pool_blocks} blocks", index=position)
+    if len(set(entries)) != len(entries):
+        raise _invalid(f"{what} names one pool block twice")
+    return entries
+
+
+def _dynamic_cache(pairs, config):
+    """A transformers ``DynamicCache`` holding ``pairs`` (5.x and 4.x)."""
+    from transformers import DynamicCache
+
+    cache = None
+    if config is not None:
+        try:
+            cache = DynamicCache(config=config)
+        except TypeError:  # 4.x takes no config
+            cache = None
+    if cache is None:
+        cache = DynamicCache()
+    for index, (k, v) in enumerate(pairs):
+        cache.update(k, v, index)
+    return cache

@@ -1,0 +1,385 @@
+"""cascade.kv end to end with a real transformer: a tiny Llama (2 layers, grouped-query
+attention) on the CPU, its KV saved, restored, and the logits compared bit for bit with
+the logits computed from the original KV.
+
+Needs torch and transformers (.ci/run's kv step installs them in their own virtualenv);
+elsewhere the module is skipped with that reason, unless CASCADE_REQUIRE_TORCH=1 makes a
+missing torch an error.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import cascade
+
+if os.environ.get("CASCADE_REQUIRE_TORCH") == "1":
+    import torch
+    import transformers
+else:
+    torch = pytest.importorskip("torch", reason="torch is not installed (.ci/run's kv step installs it)")
+    transformers = pytest.importorskip("transformers", reason="transformers is not installed (.ci/run's kv step installs it)")
+
+from cascade import kv  # noqa: E402
+
+KIB = 1024
+MIB = 1024 * KIB
+BT = 16  # tokens per block
+MODEL = "tiny-llama-seed0"
+
+# The model and its helpers are also run by a child process (the file-tier test), so
+# they live in one source string.
+MODEL_SOURCE = textwrap.dedent(
+    """
+    import torch
+    from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+
+    def tiny_llama():
+        torch.manual_seed(0)
+        config = LlamaConfig(
+            vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+        )
+        config._attn_implementation = "sdpa"
+        return LlamaForCausalLM(config).eval()
+
+    def prompt(n, seed=1):
+        g = torch.Generator().manual_seed(seed)
+        return torch.randint(0, 256, (1, n), generator=g)
+
+    @torch.no_grad()
+    def prefill(model, ids):
+        cache = DynamicCache(config=model.config)
+        out = model(ids, past_key_values=cache, use_cache=True)
+        return out.logits, out.past_key_values
+    """
+)
+exec(MODEL_SOURCE)  # noqa: S102 - defines tiny_llama, prompt, prefill
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_llama()  # noqa: F821
+
+
+def layout_of(model, **kwargs):
+    return kv.KVLayout.from_config(model.config, BT, dtype="float32", **kwargs)
+
+
+def shm_store(tmp_path, **kwargs):
+    return cascade.CascadeStore(
+        cascade.CascadeConfig(shm_capacity_bytes=16 * MIB, shm_path=str(tmp_path / "pool.shm"), **kwargs)
+    )
+
+
+def file_store(directory):
+    return cascade.CascadeStore(
+        cascade.CascadeConfig(shm_capacity_bytes=0, lustre_path=str(directory), lustre_capacity_bytes=64 * MIB)
+    )
+
+
+def cropped(cache, tokens):
+    """A copy of `cache` holding its first `tokens` tokens: the original KV of the prefix."""
+    pairs = [(layer.keys[:, :, :tokens].clone(), layer.values[:, :, :tokens].clone()) for layer in cache.layers]
+    return transformers.DynamicCache(ddp_cache_data=pairs)
+
+
+@torch.no_grad()
+def logits_after(model, ids, cache, start):
+    return model(ids[:, start:], past_key_values=cache, use_cache=True).logits
+
+
+def check_restore_matches(model, ids, original, restored):
+    """Logits of the rest of `ids` after the restored prefix equal those after the same
+    prefix of the original KV, bit for bit."""
+    r = restored.tokens
+    want = logits_after(model, ids, cropped(original, r), r)
+    got = logits_after(model, ids, restored.cache, r)
+    assert got.shape == want.shape
+    assert torch.equal(got, want), f"logits differ after restoring {r} tokens"
+
+
+def test_full_hit_is_bit_identical(tmp_path, model):
+    ids = prompt(4 * BT + 5)  # noqa: F821
+    _, original = prefill(model, ids)  # noqa: F821
+    with shm_store(tmp_path) as store:
+        cache = kv.KVCache(store, layout_of(model), MODEL)
+        saved = cache.save(ids, original)
+        assert (saved.blocks, saved.stored, saved.skipped) == (4, 4, 0)
+        assert saved.bytes_stored == 4 * cache.layout.block_bytes
+        restored = cache.restore(ids, max_tokens=ids.shape[1] - 1)
+        assert (restored.tokens, restored.blocks, restored.cut) == (4 * BT, 4, None)
+        for layer, orig in zip(restored.cache.layers, original.layers):
+            assert torch.equal(layer.keys, orig.keys[:, :, : 4 * BT])
+            assert torch.equal(layer.values, orig.values[:, :, : 4 * BT])
+        check_restore_matches(model, ids, original, restored)
+
+
+def test_every_block_stored_leaves_a_token_to_compute(tmp_path, model):
+    ids = prompt(3 * BT)  # noqa: F821
+    _, original = prefill(model, ids)  # noqa: F821
+    with shm_store(tmp_path) as store:
+        cache = kv.KVCache(store, layout_of(model), MODEL)
+        cache.save(ids, original)
+        restored = cache.restore(ids, max_tokens=ids.shape[1] - 1)
+        # The last block is read and cut to leave one token for the model.
+        assert (restored.tokens, restored.blocks) == (3 * BT - 1, 3)
+        check_restore_matches(model, ids, original, restored)
+
+
+def test_partial_hit_then_save_skips_stored_blocks(tmp_path, model):
+    ids = prompt(5 * BT + 3)  # noqa: F821
+    _, original = prefill(model, ids)  # noqa: F821
+    with shm_store(tmp_path) as store:
+        cache = kv.KVCache(store, layout_of(model), MODEL)
+        first = cache.save(ids[:, : 2 * BT], cropped(original, 2 * BT))
+        assert (first.blocks, first.stored) == (2, 2)
+        restored = cache.restore(ids, max_tokens=ids.shape[1] - 1)
+        assert (restored.tokens, restored.blocks) == (2 * BT, 2)
+        check_restore_matches(model, ids, original, restored)
+        # Saving the whole prompt looks the stored run up once and writes only the rest.
+        before = store.get_stats()["bytes"]
+        second = cache.save(ids, original)
+        assert (second.blocks, second.stored, second.skipped) == (5, 3, 2)
+        assert store.get_stats()["bytes"] - before == 3 * cache.layout.block_bytes
+        again = cache.save(ids, original)
+        assert (again.stored, again.skipped, again.bytes_stored) == (0, 5, 0)
+        assert cache.lookup(ids) == 5 * BT
+
+
+def test_another_namespace_misses(tmp_path, model):
+    ids = prompt(3 * BT + 1)  # noqa: F821
+    _, original = prefill(model, ids)  # noqa: F821
+    with shm_store(tmp_path) as store:
+        layout = layout_of(model)
+        kv.KVCache(store, layout, MODEL).save(ids, original)
+        assert kv.KVCache(store, layout, MODEL).lookup(ids) == 3 * BT
+        others = [
+            kv.KVCache(store, layout, "another-model"),
+            kv.KVCache(store, layout, MODEL, salt="tenant-b"),
+            kv.KVCache(store, kv.KVLayout.from_config(model.config, BT, dtype="bfloat16"), MODEL),
+            kv.KVCache(store, kv.KVLayout.from_config(model.config, BT, dtype="float32", kind=kv.PAGED), MODEL),
+            kv.KVCache(store, kv.KVLayout.from_config(model.config, 2 * BT, dtype="float32"), MODEL),
+            kv.KVCache(store, layout, MODEL, tp_rank=1, tp_size=2),
+        ]
+        for other in others:
+            assert other.lookup(ids) == 0
+        restored = others[0].restore(ids)
+        assert (restored.tokens, restored.cache) == (0, None)
+
+
+CHILD_SAVE = """
+import sys
+import cascade
+from cascade import kv
+{model}
+model = tiny_llama()
+ids = prompt({n})
+_, original = prefill(model, ids)
+store = cascade.CascadeStore(cascade.CascadeConfig(
+    shm_capacity_bytes=0, lustre_path=sys.argv[1], lustre_capacity_bytes={cap}))
+cache = kv.KVCache(store, kv.KVLayout.from_config(model.config, {bt}, dtype="float32"), "{name}")
+saved = cache.save(ids, original)
+store.close()
+print(saved.stored)
+"""
+
+
+def save_in_child(directory, n):
+    script = CHILD_SAVE.format(model=MODEL_SOURCE, n=n, cap=64 * MIB, bt=BT, name=MODEL)
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(directory)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout.split()[-1])
+
+
+def block_bytes_of(cache, block, layout):
+    """The stored bytes of `block` of a transformers cache (LKTHD order)."""
+    parts = []
+    for layer in cache.layers:
+        for tensor in (layer.keys, layer.values):
+            page = tensor[0, :, block * BT : (block + 1) * BT, :].permute(1, 0, 2).contiguous()
+            parts.append(page.numpy().tobytes())
+    data = b"".join(parts)
+    assert len(data) == layout.block_bytes
+    return data
+
+
+def test_hit_from_file_tier_after_saver_exited(tmp_path, model):
+    directory = tmp_path / "files"
+    ids = prompt(4 * BT + 7)  # noqa: F821
+    assert save_in_child(directory, ids.shape[1]) == 4
+    _, original = prefill(model, ids)  # noqa: F821
+    with file_store(directory) as store:
+        assert store.tiers == ["file"] or len(store.tiers) == 1
+        cache = kv.KVCache(store, layout_of(model), MODEL)
+        restored = cache.restore(ids, max_tokens=ids.shape[1] - 1)
+        assert (restored.tokens, restored.cut) == (4 * BT, None)
+        check_restore_matches(model, ids, original, restored)
+
+
+def test_flipped_byte_in_file_tier_shortens_the_prefix(tmp_path, model):
+    directory = tmp_path / "files"
+    ids = prompt(4 * BT + 7)  # noqa: F821
+    assert save_in_child(directory, ids.shape[1]) == 4
+    _, original = prefill(model, ids)  # noqa: F821
+    layout = layout_of(model)
+    # Find block 2's payload in the segment files and flip one byte in its middle.
+    target = block_bytes_of(original, 2, layout)
+    flipped = False
+    for segment in sorted(directory.glob("*.seg")):
+        data = bytearray(segment.read_bytes())
+        at = data.find(target)
+        if at >= 0:
+            data[at + len(target) // 2] ^= 0x40
+            segment.write_bytes(bytes(data))
+            flipped = True
+    assert flipped, "block 2's bytes were not found in the file tier's segments"
+    with file_store(directory) as store:
+        cache = kv.KVCache(store, layout, MODEL)
+        restored = cache.restore(ids, max_tokens=ids.shape[1] - 1)
+        assert restored.tokens == 2 * BT
+        # The store verified the checksum, dropped the block and served nothing for it.
+        assert restored.cut in ("corrupt", "missing")
+        check_restore_matches(model, ids, original, restored)
+        # The bad block was dropped: the next restore stops there without an error.
+        assert cache.lookup(ids) == 2 * BT
+        # Recomputing and saving again heals the chain.
+        healed = cache.save(ids, original)
+        assert (healed.skipped, healed.stored) == (2, 2)
+        restored = cache.restore(ids, max_tokens=ids.shape[1] - 1)
+        assert restored.tokens == 4 * BT
+        check_restore_matches(model, ids, original, restored)
+
+
+def make_pools(layout, num_blocks, stacked, fill):
+    shape = (num_blocks, layout.block_tokens, layout.num_kv_heads, layout.head_dim)
+    pools = []
+    for _ in range(layout.num_layers):
+        if not stacked:
+            pools.append((torch.full(shape, fill), torch.full(shape, fill)))
+        elif layout.stack_dim == 0:
+            pools.append(torch.full((2, *shape), fill))
+        else:
+            pools.append(torch.full((shape[0], 2, *shape[1:]), fill))
+    return pools
+
+
+def kv_of(pool, layout):
+    """(k_pool, v_pool) views of one layer's pool entry."""
+    if not layout.kv_stacked:
+        return pool
+    return (pool[0], pool[1]) if layout.stack_dim == 0 else (pool[:, 0], pool[:, 1])
+
+
+def scatter(cache, pools, table, layout):
+    """Writes a transformers cache's blocks into paged pools (what an engine's prefill
+    does)."""
+    for layer, pool in zip(cache.layers, pools):
+        k_pool, v_pool = kv_of(pool, layout)
+        for block, page in enumerate(table):
+            span = slice(block * BT, (block + 1) * BT)
+            k_pool[page] = layer.keys[0, :, span].permute(1, 0, 2)
+            v_pool[page] = layer.values[0, :, span].permute(1, 0, 2)
+
+
+def gather(pools, table, blocks, layout):
+    """A transformers cache from the first `blocks` blocks of a block table."""
+    pairs = []
+    for pool in pools:
+        k_pool, v_pool = kv_of(pool, layout)
+        idx = torch.tensor(table[:blocks])
+        k = k_pool[idx].reshape(blocks * BT, layout.num_kv_heads, layout.head_dim).permute(1, 0, 2)
+        v = v_pool[idx].reshape(blocks * BT, layout.num_kv_heads, layout.head_dim).permute(1, 0, 2)
+        pairs.append((k.unsqueeze(0).contiguous(), v.unsqueeze(0).contiguous()))
+    return transformers.DynamicCache(ddp_cache_data=pairs)
+
+
+@pytest.mark.parametrize(
+    "stacked,stack_dim", [(False, 0), (True, 0), (True, 1)], ids=["apart", "stacked0", "stacked1"]
+)
+def test_paged_round_trip_through_block_tables(tmp_path, model, stacked, stack_dim):
+    layout = layout_of(model, kind=kv.PAGED, kv_stacked=stacked, stack_dim=stack_dim)
+    ids = prompt(4 * BT + 3)  # noqa: F821
+    _, original = prefill(model, ids)  # noqa: F821
+    # The saving engine's table skips pool blocks (holes) and is not in order; the
+    # restoring engine gets other blocks of its own pool.
+    save_table = [7, 2, 11, 5]
+    load_table = [3, 9, 0, 14]
+    source = make_pools(layout, 16, stacked, float("nan"))
+    scatter(original, source, save_table, layout)
+    with shm_store(tmp_path) as store:
+        cache = kv.KVCache(store, layout, MODEL)
+        saved = cache.save(ids, source, block_table=save_table)
+        assert saved.stored == 4
+        target = make_pools(layout, 16, stacked, -7.0)
+        restored = cache.restore_into(ids, target, load_table)
+        assert (restored.tokens, restored.blocks) == (4 * BT, 4)
+        for src, dst in zip(source, target):
+            (sk, sv), (dk, dv) = kv_of(src, layout), kv_of(dst, layout)
+            for s, d in zip(save_table, load_table):
+                assert torch.equal(sk[s], dk[d]) and torch.equal(sv[s], dv[d])
+            untouched = [b for b in range(16) if b not in load_table]
+            assert bool((dk[untouched] == -7.0).all()) and bool((dv[untouched] == -7.0).all())
+        # The pool's KV drives the model exactly as the original KV does.
+        r = restored.tokens
+        got = logits_after(model, ids, gather(target, load_table, 4, layout), r)
+        want = logits_after(model, ids, cropped(original, r), r)
+        assert torch.equal(got, want)
+        # Only as many blocks as the table (and max_tokens) name are written.
+        again = make_pools(layout, 16, stacked, -7.0)
+        short = cache.restore_into(ids, again, [1, 4], max_tokens=10 * BT)
+        assert short.tokens == 2 * BT
+        assert bool((kv_of(again[0], layout)[0][3] == -7.0).all())
+
+
+def test_bad_input_is_a_typed_error(tmp_path, model):
+    ids = prompt(2 * BT)  # noqa: F821
+    _, original = prefill(model, ids)  # noqa: F821
+    with shm_store(tmp_path) as store:
+        layout = layout_of(model)
+        cache = kv.KVCache(store, layout, MODEL)
+        with pytest.raises(cascade.InvalidInputError):
+            cache.save(ids, [(layer.keys, layer.values) for layer in original.layers][:1])
+        with pytest.raises(cascade.InvalidInputError):
+            cache.save(ids, [(layer.keys.half(), layer.values.half()) for layer in original.layers])
+        with pytest.raises(cascade.InvalidInputError):
+            cache.save(prompt(3 * BT), original)  # noqa: F821 - more tokens than the KV holds
+        paged = kv.KVCache(store, layout_of(model, kind=kv.PAGED), MODEL)
+        pools = make_pools(paged.layout, 4, False, 0.0)
+        with pytest.raises(cascade.InvalidInputError):
+            paged.save(ids, pools, block_table=[0, 4])
+        with pytest.raises(cascade.InvalidInputError):
+            paged.save(ids, pools, block_table=[1, 1])
+        with pytest.raises(cascade.InvalidInputError):
+            paged.save(ids, pools)
+        with pytest.raises(cascade.InvalidInputError):
+            kv.KVLayout(2, 2, 16, 0)
+        with pytest.raises(cascade.InvalidInputError):
+            kv.KVLayout(2, 2, 16, 16, dtype="int7")
+        assert store.get_stats()["blocks"] == 0
+
+
+def test_import_cascade_does_not_import_torch():
+    code = "import sys, cascade, cascade.kv; assert 'torch' not in sys.modules, 'torch imported'"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_example_runs(tmp_path):
+    example = Path(__file__).resolve().parents[2] / "examples" / "kv_restore.py"
+    if not example.exists():
+        pytest.skip(f"{example} is not in this checkout (the test runs from the repository)")
+    done = subprocess.run(
+        [sys.executable, str(example), "--tiny", "--store-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "bit-identical: True" in done.stdout, done.stdout
