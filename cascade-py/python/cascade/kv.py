@@ -28,6 +28,7 @@ docs/kv.md draws the layouts and shows how an engine uses this module.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
@@ -229,7 +230,8 @@ class KVCache:
     the layout's dtype and shape, ``salt`` (a tenant, an adapter, an engine version) and the
     tensor-parallel shard it makes the namespace of every key. A store with a GPU tier
     receives and serves CUDA tensors device to device; otherwise CUDA KV goes through
-    pinned host memory.
+    pinned host memory, restored in chunks of 256 MiB, ``read_threads`` of them read at
+    once while the finished ones are copied to the GPU.
     """
 
     def __init__(
@@ -241,19 +243,27 @@ class KVCache:
         salt: Union[bytes, str, None] = None,
         tp_rank: int = 0,
         tp_size: int = 1,
+        read_threads: int = 4,
     ) -> None:
         if not isinstance(layout, KVLayout):
             raise _invalid("layout must be a cascade.kv.KVLayout")
         if not model:
             raise _invalid("model must name the model (its weights decide the KV)")
+        if not isinstance(read_threads, int) or read_threads < 1:
+            raise _invalid(f"read_threads must be a positive integer, got {read_threads!r}")
         self.store = store
         self.layout = layout
+        #: Chunks read at once when a host-only store restores onto a GPU.
+        self.read_threads = read_threads
         self.model = model
         self.namespace = prefix_namespace(
             model, dtype=layout.dtype, layout=layout.describe(), tp_rank=tp_rank, tp_size=tp_size, salt=salt
         )
         self._device_tier: Optional[bool] = None
         self._pinned = None
+        # Recorded after the last copy out of the pinned buffer: the next restore waits
+        # for it before overwriting the buffer.
+        self._pinned_free = None
 
     # ----------------------------------------------------------------- keys and lookups
 
@@ -360,14 +370,18 @@ class KVCache:
         blocks = rows.view(layout.torch_dtype()).view(
             count, layout.num_layers, 2, layout.block_tokens, layout.num_kv_heads, layout.head_dim
         )
+        # One copy for every layer: [blocks, L, 2, block_tokens, heads, dim] ->
+        # [L, 2, heads, tokens, dim].
+        tokens_first = blocks.permute(1, 2, 4, 0, 3, 5).reshape(
+            layout.num_layers, 2, layout.num_kv_heads, count * layout.block_tokens, layout.head_dim
+        )
         pairs = []
         for index in range(layout.num_layers):
-            kv = []
-            for which in (0, 1):
-                # [blocks, block_tokens, heads, dim] -> [1, heads, tokens, dim]
-                part = blocks[:, index, which].reshape(count * layout.block_tokens, layout.num_kv_heads, layout.head_dim)
-                kv.append(part[:covered].permute(1, 0, 2).unsqueeze(0).contiguous())
-            pairs.append((kv[0], kv[1]))
+            k = tokens_first[index, 0, :, :covered].unsqueeze(0)
+            v = tokens_first[index, 1, :, :covered].unsqueeze(0)
+            if covered < count * layout.block_tokens:
+                k, v = k.contiguous(), v.contiguous()
+            pairs.append((k, v))
         return Restored(covered, count, _dynamic_cache(pairs, config), cut)
 
     def restore_into(
@@ -418,7 +432,11 @@ class KVCache:
         """A reusable host buffer of at least ``nbytes`` (pinned when a GPU is the target):
         pinning is slow, so the buffer is kept for the next restore."""
         torch = _torch()
+        if self._pinned_free is not None:
+            self._pinned_free.synchronize()
+            self._pinned_free = None
         if self._pinned is None or self._pinned.numel() < nbytes or (pin and not self._pinned.is_pinned()):
+            self._pinned = None
             self._pinned = torch.empty(nbytes, dtype=torch.uint8, pin_memory=pin)
         return self._pinned[:nbytes]
 
@@ -442,23 +460,33 @@ class KVCache:
             rows = torch.empty((count, layout.block_bytes), dtype=torch.uint8, device=device)
             count, cut = self._get_rows(keys[:count], rows)
             return rows[:count], count, cut
-        # A host-only store serving a GPU: read into pinned memory chunk by chunk and copy
-        # each chunk up while the next is read.
+        # A host-only store serving a GPU: read chunks into pinned memory, `read_threads`
+        # chunks at once, and copy each chunk up (in order) while later ones are read.
         host = self._host_staging(nbytes, pin=True).view(-1, layout.block_bytes)
         rows = torch.empty((count, layout.block_bytes), dtype=torch.uint8, device=device)
         per_chunk = max(1, _CHUNK_BYTES // layout.block_bytes)
+        spans = [(start, min(count, start + per_chunk)) for start in range(0, count, per_chunk)]
         stream = torch.cuda.Stream(device=device)
         done = 0
-        with torch.cuda.stream(stream):
-            while done < count:
-                end = min(count, done + per_chunk)
-                got, cut = self._get_rows(keys[done:end], host[done:end])
-                if got:
-                    rows[done : done + got].copy_(host[done : done + got], non_blocking=True)
-                done += got
-                if cut is not None:
-                    break
+        with ThreadPoolExecutor(max_workers=self.read_threads) as pool, torch.cuda.stream(stream):
+            reads = [pool.submit(self._get_rows, keys[a:b], host[a:b]) for a, b in spans]
+            try:
+                for (start, end), read in zip(spans, reads):
+                    got, cut = read.result()
+                    if got:
+                        rows[start : start + got].copy_(host[start : start + got], non_blocking=True)
+                    done += got
+                    if cut is not None:
+                        break
+            finally:
+                for read in reads:
+                    read.cancel()
+            # Leaving the pool waits for reads still running: none writes the pinned
+            # buffer after this returns.
+        self._pinned_free = torch.cuda.Event()
+        self._pinned_free.record(stream)
         torch.cuda.current_stream(device).wait_stream(stream)
+        rows.record_stream(stream)
         return rows[:done], done, cut
 
     def _get_rows(self, keys: list[str], rows) -> tuple[int, Optional[str]]:

@@ -1,0 +1,407 @@
+"""Time to first token: recomputing a prompt's prefix against restoring it with cascade.kv.
+
+    python cascade-py/benches/kv_ttft.py --out results.json            # Llama-3-8B shape, GPU
+    python cascade-py/benches/kv_ttft.py --tiny --device cpu            # a dry run anywhere
+
+A LlamaForCausalLM of Llama-3-8B's shape (32 layers, hidden 4096, intermediate 14336, 32
+heads, 8 KV heads, vocabulary 128256, bf16) with random weights (seed 0; nothing is
+downloaded). For each prefix length P, request A (P tokens + a 64-token suffix) is
+prefilled and its KV saved; request B (the same P tokens + another suffix) is answered by
+recomputing it whole (TTFT = the full prefill, last token's logits) and by restoring the
+prefix from each store and prefilling only the suffix:
+
+- gpu:  a store with a GPU tier (blocks restored device to device);
+- shm:  a store with only a shared-memory tier (read into pinned memory, copied up in
+        chunks while the next chunk is read);
+- file: a store with only a file tier, its page cache dropped (posix_fadvise DONTNEED on
+        every file, and /proc/sys/vm/drop_caches where writable) before each restore; the
+        same run reads the same segment files sequentially, cold, as the raw-read baseline.
+
+Every restore's suffix logits are compared bit for bit with the logits computed from
+request A's original KV of the same prefix. Then a multi-turn chat (each turn's prompt
+extends the last): the fraction of prompt tokens restored and the bytes stored once.
+Figures are medians; everything is printed and written to --out as JSON as it goes.
+"""
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+
+import torch
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+
+import cascade
+from cascade import kv
+
+RESULTS = {"cases": [], "errors": []}
+
+
+def emit(out, **record):
+    print(json.dumps(record), flush=True)
+    RESULTS["cases"].append(record)
+    if out:
+        with open(out, "w") as f:
+            json.dump(RESULTS, f, indent=1)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(device, run):
+    sync(device)
+    start = time.perf_counter()
+    value = run()
+    sync(device)
+    return time.perf_counter() - start, value
+
+
+def build_model(tiny, device):
+    torch.manual_seed(0)
+    if tiny:
+        config = LlamaConfig(
+            vocab_size=1024, hidden_size=128, intermediate_size=256, num_hidden_layers=4,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=70000,
+        )
+        dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
+    else:
+        config = LlamaConfig(
+            vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+            num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=40960,
+            rope_theta=500000.0,
+        )
+        dtype = torch.bfloat16
+    config._attn_implementation = "sdpa"
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = LlamaForCausalLM(config)
+    finally:
+        torch.set_default_dtype(previous)
+    return model.eval()
+
+
+def drop_page_cache(directory):
+    """Drops the page cache of every file under `directory`; True when the kernel-wide
+    drop also worked."""
+    for path in glob.glob(os.path.join(directory, "**"), recursive=True):
+        if os.path.isfile(path):
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("1\n")
+        return True
+    except OSError:
+        return False
+
+
+def raw_sequential_read(directory, chunk=64 << 20):
+    """Reads every segment file under `directory` front to back (one thread, 64 MiB
+    reads); returns (bytes, seconds)."""
+    buffer = bytearray(chunk)
+    view = memoryview(buffer)
+    total = 0
+    start = time.perf_counter()
+    for path in sorted(glob.glob(os.path.join(directory, "*.seg"))):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            while True:
+                n = os.readv(fd, [view])
+                if n == 0:
+                    break
+                total += n
+        finally:
+            os.close(fd)
+    return total, time.perf_counter() - start
+
+
+@torch.no_grad()
+def prefill(model, ids, keep=0):
+    return model(ids, past_key_values=DynamicCache(config=model.config), use_cache=True, logits_to_keep=keep)
+
+
+def cropped(cache, tokens):
+    pairs = [(layer.keys[:, :, :tokens].clone(), layer.values[:, :, :tokens].clone()) for layer in cache.layers]
+    return DynamicCache(ddp_cache_data=pairs)
+
+
+def stores(args, device, workdir):
+    """(name, open-store function, is cold file tier) of each case."""
+    gib = 1 << 30
+    shm_dir = args.shm_dir
+    cases = []
+    if device.type == "cuda":
+        cases.append((
+            "gpu",
+            lambda: cascade.CascadeStore(cascade.CascadeConfig(
+                gpu_capacity_bytes=args.gpu_tier_gib * gib, gpu_required=True,
+                shm_capacity_bytes=64 << 20, shm_path=os.path.join(shm_dir, "kvbench-gpu.pool"))),
+            False,
+        ))
+    cases.append((
+        "shm",
+        lambda: cascade.CascadeStore(cascade.CascadeConfig(
+            shm_capacity_bytes=args.shm_tier_gib * gib, shm_path=os.path.join(shm_dir, "kvbench-shm.pool"))),
+        False,
+    ))
+    cases.append(("file", None, True))
+    return cases
+
+
+def shm_ceilings(store, cache_obj, ids, layout, device, repeats):
+    """What the host-staged restore is made of, alone: the store's read of the blocks
+    into pinned memory (one get_batch), a plain copy of the same bytes between two host
+    buffers (torch, all cores), and the pinned-to-GPU copy."""
+    keys = cache_obj.keys(ids)
+    n = store.lookup_prefix(keys)
+    nbytes = n * layout.block_bytes
+    pinned = torch.empty((n, layout.block_bytes), dtype=torch.uint8, pin_memory=True)
+    pageable = torch.empty((n, layout.block_bytes), dtype=torch.uint8)
+    gpu = torch.empty((n, layout.block_bytes), dtype=torch.uint8, device=device)
+    pageable.fill_(1)
+    pinned.fill_(2)
+
+    def rate(run):
+        times = [timed(device, run)[0] for _ in range(repeats + 1)][1:]
+        return nbytes / statistics.median(times) / 1e9
+
+    return dict(
+        store_get_batch_to_pinned_GBps=rate(lambda: store.get_batch(keys[:n], pinned)),
+        host_copy_to_pinned_GBps=rate(lambda: pinned.copy_(pageable)),
+        pinned_to_gpu_GBps=rate(lambda: gpu.copy_(pinned, non_blocking=True)),
+    )
+
+
+@torch.no_grad()
+def ttft_cases(args, model, device, workdir, layout):
+    vocab = model.config.vocab_size
+    g = torch.Generator().manual_seed(1)
+    name = "kv_ttft random Llama seed 0" + (" tiny" if args.tiny else "")
+    opened = {}
+    for case, opener, _ in stores(args, device, workdir):
+        if opener is not None:
+            try:
+                opened[case] = opener()
+                print(f"store {case}: tiers {opened[case].tiers}", flush=True)
+            except Exception as e:  # noqa: BLE001 - reported, the other cases still run
+                RESULTS["errors"].append(f"open {case}: {e!r}")
+                print(f"FAILED to open {case}: {e!r}", flush=True)
+    for prefix_len in args.prefix:
+        prefix = torch.randint(0, vocab, (1, prefix_len), generator=g)
+        a = torch.cat([prefix, torch.randint(0, vocab, (1, args.suffix), generator=g)], 1).to(device)
+        b = torch.cat([prefix, torch.randint(0, vocab, (1, args.suffix), generator=g)], 1).to(device)
+        original = prefill(model, a, keep=1).past_key_values
+        # Recompute: the whole of request B, first token's logits.
+        times = []
+        for _ in range(args.repeats + 1):
+            t, _ = timed(device, lambda: prefill(model, b, keep=1))
+            times.append(t)
+        recompute = statistics.median(times[1:])
+        emit(args.out, case="recompute", prefix=prefix_len, ttft_ms=recompute * 1e3, runs_ms=[x * 1e3 for x in times])
+        reference = model(b[:, prefix_len:], past_key_values=cropped(original, prefix_len), use_cache=True).logits
+        kv_bytes = (prefix_len // layout.block_tokens) * layout.block_bytes
+
+        def restore_once(cache_obj):
+            def run():
+                restored = cache_obj.restore(b, device=device, max_tokens=b.shape[1] - 1, config=model.config)
+                logits = model(b[:, restored.tokens :], past_key_values=restored.cache, use_cache=True).logits
+                return restored, logits
+            return run
+
+        for case, _, cold in stores(args, device, workdir):
+            try:
+                if cold:
+                    directory = os.path.join(workdir, f"file-{prefix_len}")
+                    shutil.rmtree(directory, ignore_errors=True)
+
+                    def open_file():
+                        return cascade.CascadeStore(cascade.CascadeConfig(
+                            shm_capacity_bytes=0, lustre_path=directory,
+                            lustre_capacity_bytes=max(kv_bytes * 2, 1 << 30), promote_on_read=False))
+
+                    with open_file() as store:
+                        saved = kv.KVCache(store, layout, name).save(a, original)
+                    runs, read_runs, raws = [], [], []
+                    dropped = False
+                    for _ in range(args.cold_repeats):
+                        with open_file() as store:
+                            cache_obj = kv.KVCache(store, layout, name)
+                            dropped = drop_page_cache(directory)
+                            start = time.perf_counter()
+                            rows, count, _ = cache_obj._read_prefix(b, device, b.shape[1] - 1)
+                            sync(device)
+                            read_runs.append(time.perf_counter() - start)
+                            del rows
+                            dropped = drop_page_cache(directory) and dropped
+                            t, (restored, logits) = timed(device, restore_once(cache_obj))
+                            runs.append(t)
+                        drop_page_cache(directory)
+                        raws.append(raw_sequential_read(directory))
+                    seg_bytes = raws[0][0]
+                    raw_rate = statistics.median(n / s for n, s in raws)
+                    read_rate = count * layout.block_bytes / statistics.median(read_runs)
+                    # Warm raw read, to show the drop took effect.
+                    warm = raw_sequential_read(directory)
+                    extra = dict(
+                        cold_read_GBps=read_rate / 1e9, raw_cold_read_GBps=raw_rate / 1e9,
+                        read_vs_raw=read_rate / raw_rate, raw_warm_read_GBps=warm[0] / warm[1] / 1e9,
+                        segment_bytes=seg_bytes, drop_caches_written=dropped,
+                    )
+                    shutil.rmtree(directory, ignore_errors=True)
+                else:
+                    store = opened.get(case)
+                    if store is None:
+                        continue
+                    cache_obj = kv.KVCache(store, layout, name)
+                    saved = cache_obj.save(a, original)
+                    extra = {}
+                    if case == "shm" and device.type == "cuda":
+                        extra = shm_ceilings(store, cache_obj, b, layout, device, args.repeats)
+                        # The same restore reading one chunk at a time.
+                        one = kv.KVCache(store, layout, name, read_threads=1)
+                        one_runs = [timed(device, restore_once(one))[0] for _ in range(args.repeats + 1)][1:]
+                        extra["ttft_one_read_thread_ms"] = statistics.median(one_runs) * 1e3
+                    runs = []
+                    for _ in range(args.repeats + 1):
+                        t, (restored, logits) = timed(device, restore_once(cache_obj))
+                        runs.append(t)
+                    runs = runs[1:]
+                restore_ttft = statistics.median(runs)
+                identical = torch.equal(logits, reference)
+                emit(
+                    args.out, case=case, prefix=prefix_len, restored_tokens=restored.tokens,
+                    kv_MiB=kv_bytes / 2**20, saved_blocks=saved.stored, ttft_ms=restore_ttft * 1e3,
+                    runs_ms=[x * 1e3 for x in runs], recompute_ms=recompute * 1e3,
+                    speedup=recompute / restore_ttft, bit_identical=identical, **extra,
+                )
+                del restored, logits
+            except Exception as e:  # noqa: BLE001 - reported, the other cases still run
+                RESULTS["errors"].append(f"{case} {prefix_len}: {e!r}")
+                traceback.print_exc()
+        del original, reference
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    for store in opened.values():
+        store.close()
+
+
+@torch.no_grad()
+def chat(args, model, device, layout):
+    """Each turn's prompt is the last prompt, the reply and a new user message."""
+    vocab = model.config.vocab_size
+    g = torch.Generator().manual_seed(2)
+    gib = 1 << 30
+    if device.type == "cuda":
+        config = cascade.CascadeConfig(
+            gpu_capacity_bytes=2 * gib, shm_capacity_bytes=64 << 20,
+            shm_path=os.path.join(args.shm_dir, "kvbench-chat.pool"))
+    else:
+        config = cascade.CascadeConfig(shm_capacity_bytes=1 << 30, shm_path=os.path.join(args.shm_dir, "kvbench-chat.pool"))
+    history = torch.randint(0, vocab, (1, args.chat_system), generator=g)
+    prompt_tokens = restored_tokens = stored_bytes = whole_prompt_bytes = 0
+    restore_total = recompute_total = 0.0
+    with cascade.CascadeStore(config) as store:
+        cache_obj = kv.KVCache(store, layout, "kv_ttft chat")
+        for turn in range(args.chat_turns):
+            user = torch.randint(0, vocab, (1, args.chat_user), generator=g)
+            ids = torch.cat([history, user], 1).to(device)
+            t_rec, full = timed(device, lambda: prefill(model, ids, keep=1))
+
+            def with_restore():
+                restored = cache_obj.restore(ids, device=device, max_tokens=ids.shape[1] - 1, config=model.config)
+                cache = restored.cache if restored.cache is not None else DynamicCache(config=model.config)
+                out = model(ids[:, restored.tokens :], past_key_values=cache, use_cache=True, logits_to_keep=1)
+                return restored, out
+
+            t_res, (restored, out) = timed(device, with_restore)
+            saved = cache_obj.save(ids, out.past_key_values)
+            prompt_tokens += ids.shape[1]
+            restored_tokens += restored.tokens
+            stored_bytes += saved.bytes_stored
+            whole_prompt_bytes += saved.blocks * layout.block_bytes
+            recompute_total += t_rec
+            restore_total += t_res
+            emit(args.out, case="chat-turn", turn=turn, prompt=ids.shape[1], restored=restored.tokens,
+                 stored_blocks=saved.stored, skipped_blocks=saved.skipped,
+                 recompute_ms=t_rec * 1e3, restore_ms=t_res * 1e3)
+            del full, out, restored
+            reply = torch.randint(0, vocab, (1, args.chat_reply), generator=g)
+            history = torch.cat([ids.cpu(), reply], 1)
+        emit(
+            args.out, case="chat", turns=args.chat_turns, prompt_tokens=prompt_tokens,
+            restored_tokens=restored_tokens, restored_fraction=restored_tokens / prompt_tokens,
+            stored_MiB=stored_bytes / 2**20, stored_if_each_prompt_whole_MiB=whole_prompt_bytes / 2**20,
+            store_MiB=store.get_stats()["bytes"] / 2**20,
+            ttft_total_recompute_ms=recompute_total * 1e3, ttft_total_restore_ms=restore_total * 1e3,
+        )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--prefix", type=int, nargs="+", default=[1024, 4096, 16384, 32768])
+    parser.add_argument("--suffix", type=int, default=64)
+    parser.add_argument("--block-tokens", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cold-repeats", type=int, default=2)
+    parser.add_argument("--gpu-tier-gib", type=int, default=8)
+    parser.add_argument("--shm-tier-gib", type=int, default=8)
+    parser.add_argument("--shm-dir", default="/dev/shm")
+    parser.add_argument("--workdir", default=None, help="file tier directory (on the disk to measure)")
+    parser.add_argument("--chat-turns", type=int, default=8)
+    parser.add_argument("--chat-system", type=int, default=2048)
+    parser.add_argument("--chat-user", type=int, default=256)
+    parser.add_argument("--chat-reply", type=int, default=384)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    workdir = args.workdir or tempfile.mkdtemp(prefix="kvbench-")
+    os.makedirs(workdir, exist_ok=True)
+    shm = os.statvfs(args.shm_dir)
+    shm_free_gib = shm.f_bavail * shm.f_frsize / 2**30
+    info = dict(
+        python=sys.version.split()[0], torch=torch.__version__, cascade=cascade.__version__,
+        transformers=__import__("transformers").__version__, device=str(device),
+        card=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        workdir=workdir, shm_dir=args.shm_dir, shm_free_gib=shm_free_gib,
+    )
+    RESULTS["info"] = info
+    print(json.dumps(info), flush=True)
+    start = time.perf_counter()
+    model = build_model(args.tiny, device)
+    layout = kv.KVLayout.from_config(model.config, args.block_tokens, dtype=model.dtype)
+    print(f"model built in {time.perf_counter() - start:.1f} s; block {layout.block_bytes / 2**20:.2f} MiB", flush=True)
+    try:
+        ttft_cases(args, model, device, workdir, layout)
+    except Exception as e:  # noqa: BLE001
+        RESULTS["errors"].append(f"ttft: {e!r}")
+        traceback.print_exc()
+    try:
+        chat(args, model, device, layout)
+    except Exception as e:  # noqa: BLE001
+        RESULTS["errors"].append(f"chat: {e!r}")
+        traceback.print_exc()
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(RESULTS, f, indent=1)
+    print("errors:", RESULTS["errors"], flush=True)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
