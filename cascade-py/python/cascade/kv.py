@@ -231,7 +231,9 @@ class KVCache:
     tensor-parallel shard it makes the namespace of every key. A store with a GPU tier
     receives and serves CUDA tensors device to device; otherwise CUDA KV goes through
     pinned host memory, restored in chunks of 256 MiB, ``read_threads`` of them read at
-    once while the finished ones are copied to the GPU.
+    once while the finished ones are copied to the GPU (one at a time by default: on the
+    H200 machine more readers only contended for host memory with the GPU copies;
+    docs/benchmarks.md).
     """
 
     def __init__(
@@ -243,7 +245,7 @@ class KVCache:
         salt: Union[bytes, str, None] = None,
         tp_rank: int = 0,
         tp_size: int = 1,
-        read_threads: int = 4,
+        read_threads: int = 1,
     ) -> None:
         if not isinstance(layout, KVLayout):
             raise _invalid("layout must be a cascade.kv.KVLayout")

@@ -101,7 +101,7 @@ class KVCache:
         salt: Union[bytes, str, None] = None,
         tp_rank: int = 0,
         tp_size: int = 1,
-        read_threads: int = 4,
+        read_threads: int = 1,
     ) -> None: ...
     def keys(self, tokens: _Tokens) -> list[str]:
         """The prefix key of each full block of `tokens`."""
