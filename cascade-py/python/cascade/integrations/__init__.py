@@ -21,6 +21,6 @@ tenants never share a block; a read that finds a block missing, of the wrong siz
 failing its checksum is a miss, never wrong KV.
 """
 
-from .common import KeySpace, load_blocks, open_store
+from .common import KeySpace, close_store, load_blocks, open_store
 
-__all__ = ["KeySpace", "load_blocks", "open_store"]
+__all__ = ["KeySpace", "close_store", "load_blocks", "open_store"]

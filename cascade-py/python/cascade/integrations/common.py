@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 from collections.abc import Iterable, Sequence
 from typing import Any, Optional, Union
 
@@ -26,26 +27,59 @@ CONFIG_ENV = "CASCADE_CONFIG"
 _Key = Union[bytes, bytearray, memoryview, str, int]
 
 
+# Stores opened by connectors of this process, by deployment text: an engine that runs
+# its scheduler and a worker in one process (vLLM with one GPU) opens an shm pool once,
+# since a pool has one writer.
+_OPEN: dict[str, list[Any]] = {}
+_OPEN_LOCK = threading.Lock()
+
+
 def open_store(
-    config: Union[str, os.PathLike[str], None] = None, *, rank: int = 0
+    config: Union[str, os.PathLike[str], None] = None, *, rank: Union[int, str] = 0
 ) -> cascade.CascadeStore:
-    """Opens the deployment a connector stores into.
+    """Opens the deployment a connector stores into (release it with :func:`close_store`).
 
     ``config`` is a Cascade TOML file (``$CASCADE_CONFIG`` when None). Each ``{rank}`` in
     its text becomes ``rank``: an shm pool has one writer, so the tensor-parallel workers
     of one engine name one pool each (``path = "/dev/shm/cascade-{rank}.pool"``) while
-    their file tiers may share a directory. With neither a path nor the variable the
-    store is ``CascadeStore()``'s default (1 GiB of shm, one process).
+    their file tiers may share a directory. Connectors of one process asking for the same
+    deployment share one store. With neither a path nor the variable the store is
+    ``CascadeStore()``'s default (1 GiB of shm).
     """
     path = config if config is not None else os.environ.get(CONFIG_ENV)
     if path is None or str(path) == "":
-        return cascade.CascadeStore()
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise cascade.ConfigError(f"cannot read the Cascade config {path!s}: {e}") from e
-    return cascade.CascadeStore.from_toml_str(text.replace("{rank}", str(rank)))
+        text = ""
+    else:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read().replace("{rank}", str(rank))
+        except OSError as e:
+            raise cascade.ConfigError(f"cannot read the Cascade config {path!s}: {e}") from e
+    with _OPEN_LOCK:
+        entry = _OPEN.get(text)
+        if entry is not None and not entry[0].closed:
+            entry[1] += 1
+            return entry[0]
+        store = cascade.CascadeStore.from_toml_str(text) if text else cascade.CascadeStore()
+        _OPEN[text] = [store, 1]
+        return store
+
+
+def close_store(store: cascade.CascadeStore) -> None:
+    """Releases a store from :func:`open_store`; the last release flushes and closes it."""
+    with _OPEN_LOCK:
+        for text, entry in list(_OPEN.items()):
+            if entry[0] is store:
+                entry[1] -= 1
+                if entry[1] > 0:
+                    return
+                del _OPEN[text]
+                break
+    if not store.closed:
+        try:
+            store.flush()
+        finally:
+            store.close()
 
 
 def _key_bytes(key: _Key) -> bytes:
@@ -99,10 +133,11 @@ class KeySpace:
 def load_blocks(
     store: cascade.CascadeStore,
     ids: Sequence[str],
-    outs: Sequence[Any],
+    outs: Any,
     sizes: Optional[Sequence[int]] = None,
 ) -> list[bool]:
-    """Reads ``ids`` into ``outs`` in one batch; per block, whether it is a hit.
+    """Reads ``ids`` into ``outs`` (a list of outputs, or one tensor or array whose rows
+    are the outputs) in one batch; per block, whether it is a hit.
 
     A hit is a block that is stored and exactly ``sizes[i]`` bytes long (default: the
     size of ``outs[i]``). Anything else is a miss: absent, another size (another layout
@@ -112,8 +147,10 @@ def load_blocks(
     """
     if not ids:
         return []
+    # A list of outputs, or one tensor or array whose rows are the outputs.
+    batch = list(outs) if isinstance(outs, (list, tuple)) else outs
     try:
-        got = store.get_batch(list(ids), list(outs))
+        got = store.get_batch(list(ids), batch)
     except cascade.CascadeError as e:
         # The batch raises its first failure after reading every other block; read one
         # by one to learn which blocks failed.
@@ -153,14 +190,15 @@ def _nbytes(out: Any) -> int:
     return memoryview(out).nbytes
 
 
-def save_blocks(store: cascade.CascadeStore, ids: Sequence[str], blocks: Sequence[Any]) -> bool:
-    """Stores ``blocks`` under ``ids`` in one batch; False (logged) when some block could
+def save_blocks(store: cascade.CascadeStore, ids: Sequence[str], blocks: Any) -> bool:
+    """Stores ``blocks`` (a list, or one tensor or array whose rows are the blocks) under
+    ``ids`` in one batch; False (logged) when some block could
     not be stored: a KV cache that is full is not an engine error, the engine recomputes
     what it cannot load."""
     if not ids:
         return True
     try:
-        store.put_batch(list(ids), list(blocks))
+        store.put_batch(list(ids), list(blocks) if isinstance(blocks, (list, tuple)) else blocks)
     except cascade.CascadeError as e:
         logger.warning("Cascade could not store %d blocks: %s", len(ids), e)
         return False

@@ -43,7 +43,7 @@ from lmcache.v1.storage_backend.abstract_backend import (
 
 import cascade
 
-from .common import KeySpace, load_blocks, logger, open_store
+from .common import KeySpace, close_store, load_blocks, logger, open_store
 
 #: Version of the chunk record's encoding; a record of another version is a miss.
 RECORD_VERSION = 1
@@ -379,8 +379,7 @@ class CascadeBackend(StoragePluginInterface):
     def close(self) -> None:
         if self._writer is not None:
             self._writer.shutdown(wait=True)
-        self.store.flush()
-        self.store.close()
+        close_store(self.store)
 
 
 def _allocate(allocator: Any, records: list[_Record]) -> list[MemoryObj]:

@@ -36,7 +36,15 @@ from sglang.srt.mem_cache.hicache_storage import (
 
 import cascade
 
-from .common import KeySpace, leading_hits, load_blocks, logger, open_store, save_blocks
+from .common import (
+    KeySpace,
+    close_store,
+    leading_hits,
+    load_blocks,
+    logger,
+    open_store,
+    save_blocks,
+)
 
 _ARRAY_TYPES: dict[int, type] = {}
 
@@ -264,5 +272,4 @@ class CascadeHiCacheStorage(HiCacheStorage):
 
     def close(self) -> None:
         if not self.store.closed:
-            self.store.flush()
-            self.store.close()
+            close_store(self.store)
