@@ -5,7 +5,11 @@
 //!
 //! ```text
 //! cargo bench -p cascade-c --bench call_overhead
+//! CASCADE_C_BENCH_CONFIG=deployment.toml cargo bench -p cascade-c --bench call_overhead
 //! ```
+//!
+//! The store is a 16 MiB memory tier, or the deployment TOML named by
+//! `CASCADE_C_BENCH_CONFIG` (give the C++ benchmark the same file with `--config`).
 
 // criterion_group! defines an undocumented public function.
 #![allow(missing_docs)]
@@ -21,8 +25,11 @@ use criterion::{Criterion, criterion_group, criterion_main};
 const BLOCK: usize = 4096;
 
 fn single_get(c: &mut Criterion) {
-    let store = Cascade::open_toml_str("[[tiers]]\nkind = \"memory\"\ncapacity = \"16 MiB\"\n")
-        .unwrap_or_else(|e| panic!("cannot open the memory store: {e}"));
+    let store = match std::env::var_os("CASCADE_C_BENCH_CONFIG") {
+        Some(path) => Cascade::open_toml_file(path),
+        None => Cascade::open_toml_str("[[tiers]]\nkind = \"memory\"\ncapacity = \"16 MiB\"\n"),
+    }
+    .unwrap_or_else(|e| panic!("cannot open the store: {e}"));
     let data = vec![7u8; BLOCK];
     let id = cascade::compute_block_id(&data);
     store
