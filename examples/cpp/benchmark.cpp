@@ -6,9 +6,12 @@
 //   cascade_bench --blocks 10000 --size 128 --threads 32 [--config deployment.toml]
 //                 [--batch 64] [--repeat 3] [--latency-ops 200000] [--latency-size 4096]
 //
-// --batch 1 (the default) is the documented loop: one put / get per block; --batch N puts
-// and gets N blocks per put_batch / get_batch call, as cascade-bench does (its default 64).
-// Without --config the store is one shm tier sized for the data set, in /dev/shm.
+// --batch 1 (the default) is the documented loop: one put / get per block on --threads
+// OpenMP threads. --batch N hands N blocks per put_batch / get_batch call to the store from
+// one thread, and the store copies each batch on its own threads (num_io_threads of the
+// deployment; 0: one per core), as cascade-bench's batches of 64 are copied.
+// Without --config the store is one shm tier sized for the data set, in a pool file of this
+// run in /dev/shm, with num_io_threads = --threads.
 // Every block read is checked against what was written; a mismatch is an error (exit 1).
 #include <omp.h>
 #include <unistd.h>
@@ -94,7 +97,7 @@ cascade::CascadeStore open_store(const Args& a, size_t total, std::string& pool)
     config.shm_capacity_bytes = (total + total / 8 + a.blocks * 8192 + (16u << 20)) >> 20 << 20;
     pool = "/dev/shm/cascade-cpp-bench-" + std::to_string(getpid()) + ".pool";
     config.shm_path = pool;
-    config.num_io_threads = 0;
+    config.num_io_threads = a.threads;
     config.promote_on_read = false;
     return cascade::CascadeStore(config);
 }
@@ -110,8 +113,10 @@ bool put_all(cascade::CascadeStore& store, const Args& a, const std::vector<casc
             failures += !store.put(ids[i], src + static_cast<size_t>(i) * block, block);
         }
     } else {
+        // One thread hands over the batches; the store copies each batch on its own
+        // threads (num_io_threads; 0: one per core). OpenMP threads calling put_batch at
+        // once would only queue behind those same threads.
         const long chunks = (n + static_cast<long>(a.batch) - 1) / static_cast<long>(a.batch);
-#pragma omp parallel for num_threads(a.threads) schedule(dynamic, 1) reduction(+ : failures)
         for (long c = 0; c < chunks; c++) {
             size_t first = static_cast<size_t>(c) * a.batch, last = std::min(ids.size(), first + a.batch);
             std::vector<cascade::BlockId> chunk(ids.begin() + first, ids.begin() + last);
@@ -137,7 +142,6 @@ bool get_all(cascade::CascadeStore& store, const Args& a, const std::vector<casc
         }
     } else {
         const long chunks = (n + static_cast<long>(a.batch) - 1) / static_cast<long>(a.batch);
-#pragma omp parallel for num_threads(a.threads) schedule(dynamic, 1) reduction(+ : failures)
         for (long c = 0; c < chunks; c++) {
             size_t first = static_cast<size_t>(c) * a.batch, last = std::min(ids.size(), first + a.batch);
             std::vector<cascade::BlockId> chunk(ids.begin() + first, ids.begin() + last);
