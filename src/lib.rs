@@ -17,6 +17,8 @@
 //! Which tiers a build knows is chosen by cargo features: `shm`, `lustre`, `gpu`,
 //! `plugins` (see [`TierRegistry::builtin`]).
 
+#[cfg(feature = "metrics-http")]
+pub mod metrics_server;
 pub mod registry;
 
 use std::path::Path;
@@ -39,25 +41,68 @@ pub use cascade_lustre as lustre;
 /// The cluster store over MPI (`ClusterStore`, `Mpi`, ...): feature `mpi`.
 #[cfg(feature = "mpi")]
 pub use cascade_mpi as mpi;
+#[cfg(feature = "metrics-http")]
+pub use metrics_server::MetricsServer;
 pub use registry::TierRegistry;
 
 /// The embedded default deployment (`cascade.toml` at the repository root).
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../cascade.toml");
+
+#[cfg(feature = "metrics-http")]
+fn serve_metrics(addr: &str, store: &Arc<CascadeStore>) -> Result<()> {
+    MetricsServer::start(addr, Arc::downgrade(store))?.detach();
+    Ok(())
+}
+
+#[cfg(not(feature = "metrics-http"))]
+fn serve_metrics(addr: &str, _store: &Arc<CascadeStore>) -> Result<()> {
+    Err(Error::config(
+        "metrics_listen: this build cannot serve metrics over HTTP (cargo feature metrics-http)",
+    )
+    .with_context("metrics_listen", addr))
+}
 
 /// Entry points that build a [`CascadeStore`] from configuration.
 pub struct Cascade;
 
 impl Cascade {
     /// Opens a store from a typed config with the tiers this build knows.
+    ///
+    /// A config with `metrics_listen` is refused ([`ErrorKind::Config`]): serving the
+    /// store's metrics needs a shared store, from [`Cascade::open_shared`].
     pub fn open(config: &CascadeConfig) -> Result<CascadeStore> {
         Self::open_with_registry(config, &TierRegistry::builtin())
     }
 
+    /// Opens a store shared between threads and, when the config has `metrics_listen`,
+    /// serves its metrics there for as long as the store is open (a port that cannot be
+    /// listened on fails the open).
+    pub fn open_shared(config: &CascadeConfig) -> Result<Arc<CascadeStore>> {
+        let store = Arc::new(Self::open_store(config, &TierRegistry::builtin())?);
+        if let Some(addr) = &config.metrics_listen {
+            serve_metrics(addr, &store)?;
+        }
+        Ok(store)
+    }
+
     /// Opens a store using `registry` to build the tiers (for extra in-process kinds).
+    /// `metrics_listen` is refused as by [`Cascade::open`].
     pub fn open_with_registry(
         config: &CascadeConfig,
         registry: &TierRegistry,
     ) -> Result<CascadeStore> {
+        if let Some(addr) = &config.metrics_listen {
+            return Err(Error::config(
+                "metrics_listen: a store serves its metrics only when opened shared \
+                 (Cascade::open_shared; Python's CascadeStore and the cascade command do); \
+                 render them with CascadeStore::metrics_text instead",
+            )
+            .with_context("metrics_listen", addr));
+        }
+        Self::open_store(config, registry)
+    }
+
+    fn open_store(config: &CascadeConfig, registry: &TierRegistry) -> Result<CascadeStore> {
         config.validate()?;
         let mut tiers: Vec<Arc<dyn Tier>> = Vec::with_capacity(config.tiers.len());
         for (position, tier_config) in config.tiers.iter().enumerate() {

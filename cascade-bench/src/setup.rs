@@ -110,6 +110,8 @@ impl Deployment {
             hasher: self.config.hasher,
             num_io_threads: 0,
             write_policy: self.config.write_policy,
+            // The run's many stores never serve metrics (they would compete for the port).
+            metrics_listen: None,
             tiers,
         }
     }

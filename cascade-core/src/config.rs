@@ -166,6 +166,12 @@ pub struct CascadeConfig {
     /// `"write_back"` or `"write_through"` (see [`WritePolicy`] for what survives a
     /// crash under each). Default: `"write_back"`.
     pub write_policy: WritePolicy,
+    /// Address (`"127.0.0.1:9464"`) on which the store serves its metrics in the
+    /// Prometheus text format at `/metrics`, over plain HTTP, for as long as it is open
+    /// (see docs/operations.md). Bind it to loopback or a private interface: the figures
+    /// name the tiers. Default: none (off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
     /// The tiers, fastest first. Default: one `memory` tier of 1 GiB.
     pub tiers: Vec<TierConfig>,
 }
@@ -178,6 +184,7 @@ impl Default for CascadeConfig {
             hasher: HasherKind::Sha256,
             num_io_threads: 0,
             write_policy: WritePolicy::WriteBack,
+            metrics_listen: None,
             tiers: vec![TierConfig::new("memory").with("capacity", "1 GiB")],
         }
     }

@@ -15,6 +15,7 @@ pub mod error;
 pub mod hasher;
 pub mod index;
 pub mod memory;
+pub mod metrics;
 #[cfg(feature = "plugins")]
 pub mod plugin;
 pub mod stats;

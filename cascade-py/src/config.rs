@@ -177,6 +177,7 @@ impl PyConfig {
             num_io_threads: self.num_io_threads,
             write_policy: cascade::WritePolicy::default(),
             tiers,
+            ..CascadeConfig::default()
         };
         Ok(Mapped { config, warnings })
     }

@@ -53,7 +53,8 @@ impl PyStore {
     /// Opens `config`, warning about each configured tier that was skipped as
     /// unavailable (`required = false`) and about `notes` from the config mapping.
     fn open(py: Python<'_>, config: CascadeConfig, notes: Vec<String>) -> PyResult<Self> {
-        let store = py.detach(|| Cascade::open(&config)).py_err()?;
+        // Shared: a deployment with `metrics_listen` serves its metrics while it is open.
+        let store = py.detach(|| Cascade::open_shared(&config)).py_err()?;
         let opened: Vec<String> = store.tiers().iter().map(|t| t.name().to_string()).collect();
         let mut warnings = notes;
         for (position, tier) in config.tiers.iter().enumerate() {
@@ -90,7 +91,7 @@ impl PyStore {
             })
             .find_map(|(position, tier)| gpu_device_of(tier, position));
         Ok(Self {
-            inner: RwLock::new(Some(Arc::new(store))),
+            inner: RwLock::new(Some(store)),
             gpu_device,
         })
     }
@@ -337,6 +338,14 @@ impl PyStore {
         let store = self.store()?;
         let stats = py.detach(|| store.stats());
         to_python(py, &stats)
+    }
+
+    /// The store's counters, per-tier gauges and put/get latency histograms in the
+    /// Prometheus text format (what `metrics_listen` serves; names in
+    /// docs/operations.md).
+    fn metrics_text(&self, py: Python<'_>) -> PyResult<String> {
+        let store = self.store()?;
+        Ok(py.detach(|| store.metrics_text()))
     }
 
     /// Picks up blocks that other processes sharing a tier's storage (a file tier's

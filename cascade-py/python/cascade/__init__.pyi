@@ -151,6 +151,10 @@ class CascadeStore:
     def lookup_prefix(self, keys: Sequence[_BlockId]) -> int:
         """How many leading keys of a token-prefix chain are stored."""
     def get_stats(self) -> dict[str, Any]: ...
+    def metrics_text(self) -> str:
+        """The store's counters, per-tier gauges and put/get latency histograms in the
+        Prometheus text format: what ``metrics_listen`` in the TOML serves over HTTP
+        (names and meanings in docs/operations.md)."""
     def refresh(self) -> dict[str, Any]:
         """Picks up blocks other processes sharing a tier's storage (a file tier's
         directory) stored or removed since this store opened: ``{"added": int,
