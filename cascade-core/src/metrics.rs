@@ -245,6 +245,12 @@ pub fn families(stats: &StoreStats, latency: Option<&Latency>) -> Vec<MetricFami
             COUNTER,
             stats.dedup_bytes_saved,
         ),
+        store_family(
+            "cascade_write_through_failures_total",
+            "Write-through copies that could not be written (the block is then only in a non-persistent tier).",
+            COUNTER,
+            stats.write_through_failures,
+        ),
         tier_family(
             stats,
             "cascade_tier_capacity_bytes",
@@ -315,6 +321,20 @@ pub fn families(stats: &StoreStats, latency: Option<&Latency>) -> Vec<MetricFami
             COUNTER,
             |t| t.corrupt,
         ),
+        tier_family(
+            stats,
+            "cascade_tier_fallback_puts_total",
+            "Puts that landed in the tier because no room could be made in time in a faster one.",
+            COUNTER,
+            |t| t.fallback_puts,
+        ),
+        tier_family(
+            stats,
+            "cascade_tier_write_through_copies",
+            "Write-through copies held by the tier of blocks a faster tier serves.",
+            GAUGE,
+            |t| t.copies,
+        ),
     ];
     let extra: Vec<Metric> = stats
         .tiers
@@ -356,7 +376,7 @@ impl crate::CascadeStore {
     /// The store's counters, per-tier gauges and latency histograms in the Prometheus
     /// text exposition format (names and meanings: docs/operations.md).
     pub fn metrics_text(&self) -> String {
-        render(&self.stats(), None)
+        render(&self.stats(), self.latency())
     }
 }
 
@@ -380,6 +400,8 @@ mod tests {
             demotions: 1,
             promotions: 2,
             corrupt: 0,
+            fallback_puts: 1,
+            copies: 0,
             extra: Default::default(),
         };
         shm.extra.insert("fragmentation".into(), 0.25);
@@ -423,6 +445,8 @@ mod tests {
             ("cascade_tier_demotions_total", 1.0),
             ("cascade_tier_promotions_total", 2.0),
             ("cascade_tier_corrupt_dropped_total", 0.0),
+            ("cascade_tier_fallback_puts_total", 1.0),
+            ("cascade_tier_write_through_copies", 0.0),
         ] {
             assert_eq!(value(&text, &format!("{name}{tier}")), Some(want), "{name}");
         }
@@ -482,5 +506,45 @@ mod tests {
             Some(2.0),
             "{text}"
         );
+    }
+
+    fn memory_store() -> crate::CascadeStore {
+        let config = crate::MemoryTierConfig {
+            capacity: crate::config::ByteSize::mib(4),
+            prefault: false,
+        };
+        let tier = crate::MemoryTier::open("memory0", &config).unwrap();
+        crate::CascadeStore::new(vec![std::sync::Arc::new(tier)], Default::default()).unwrap()
+    }
+
+    #[test]
+    fn a_store_records_one_sample_per_call_and_none_when_off() {
+        let store = memory_store();
+        let id = crate::BlockId::from_u128;
+        store.put(id(1), b"one").unwrap();
+        let blocks: Vec<(crate::BlockId, &[u8])> = vec![(id(2), b"two"), (id(3), b"three")];
+        store.put_batch(&blocks);
+        let mut out = [0u8; 8];
+        store.get(id(1), &mut out).unwrap();
+        store.get(id(9), &mut out).unwrap();
+        let (mut a, mut b) = ([0u8; 8], [0u8; 8]);
+        store.get_batch(&mut [(id(2), &mut a[..]), (id(3), &mut b[..])]);
+        assert_eq!(store.latency().unwrap().counts(), (2, 3));
+        let text = store.metrics_text();
+        assert_eq!(
+            value(&text, "cascade_put_duration_seconds_count{call=\"batch\"}"),
+            Some(1.0),
+            "a batch is one sample: {text}"
+        );
+        assert_eq!(
+            value(&text, "cascade_get_duration_seconds_count{call=\"single\"}"),
+            Some(2.0)
+        );
+        assert_eq!(value(&text, "cascade_misses_total"), Some(1.0));
+
+        let quiet = memory_store().without_latency_metrics();
+        quiet.put(id(1), b"one").unwrap();
+        assert!(quiet.latency().is_none());
+        assert!(!quiet.metrics_text().contains("duration_seconds"));
     }
 }

@@ -3,6 +3,7 @@
 use rayon::prelude::*;
 
 use super::{CascadeStore, PutOutcome};
+use crate::metrics::{Call, Timer};
 use crate::{BlockId, Result};
 
 impl CascadeStore {
@@ -13,6 +14,13 @@ impl CascadeStore {
     /// made (its coldest blocks move down in batches); blocks it could not take are
     /// placed one by one as [`CascadeStore::put`] does.
     pub fn put_batch(&self, items: &[(BlockId, &[u8])]) -> Vec<Result<PutOutcome>> {
+        let timer = Timer::start(self.latency());
+        let outcomes = self.put_batch_untimed(items);
+        timer.put(Call::Batch);
+        outcomes
+    }
+
+    fn put_batch_untimed(&self, items: &[(BlockId, &[u8])]) -> Vec<Result<PutOutcome>> {
         self.run(|| {
             let mut results: Vec<Option<Result<PutOutcome>>> = items
                 .iter()
@@ -35,7 +43,10 @@ impl CascadeStore {
             results
                 .into_par_iter()
                 .enumerate()
-                .map(|(i, done)| done.unwrap_or_else(|| self.put(items[i].0, items[i].1)))
+                .map(|(i, done)| {
+                    let (id, data) = items[i];
+                    done.unwrap_or_else(|| self.place(id, data.len(), &mut |t| t.put(id, data)))
+                })
                 .collect()
         })
     }
@@ -60,6 +71,13 @@ impl CascadeStore {
     /// (`Ok(None)` for a block not stored). Blocks held by the same tier go to it in one
     /// batch call.
     pub fn get_batch(&self, items: &mut [(BlockId, &mut [u8])]) -> Vec<Result<Option<usize>>> {
+        let timer = Timer::start(self.latency());
+        let found = self.get_batch_untimed(items);
+        timer.get(Call::Batch);
+        found
+    }
+
+    fn get_batch_untimed(&self, items: &mut [(BlockId, &mut [u8])]) -> Vec<Result<Option<usize>>> {
         self.run(|| {
             let mut results: Vec<Option<Result<Option<usize>>>> = Vec::with_capacity(items.len());
             let mut groups: Vec<Vec<(usize, super::Entry)>> =
@@ -122,7 +140,7 @@ impl CascadeStore {
                 .zip(items.iter_mut())
                 .collect::<Vec<_>>()
                 .into_par_iter()
-                .map(|(done, (id, out))| done.unwrap_or_else(|| self.get(*id, out)))
+                .map(|(done, (id, out))| done.unwrap_or_else(|| self.read_block(*id, out)))
                 .collect()
         })
     }

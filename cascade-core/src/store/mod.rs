@@ -134,6 +134,8 @@ pub struct CascadeStore {
     hasher: Option<Arc<dyn Hasher>>,
     pool: Option<rayon::ThreadPool>,
     writer: Option<WriteThrough>,
+    /// Put/get latency histograms (metrics); `None` reads no clock.
+    latency: Option<crate::metrics::Latency>,
 }
 
 impl CascadeStore {
@@ -177,7 +179,21 @@ impl CascadeStore {
             hasher: None,
             pool,
             writer,
+            latency: Some(crate::metrics::Latency::new()),
         })
+    }
+
+    /// Stops recording put/get latency histograms (on by default; they cost two clock
+    /// reads and a histogram update per call, see docs/benchmarks.md).
+    #[must_use]
+    pub fn without_latency_metrics(mut self) -> Self {
+        self.latency = None;
+        self
+    }
+
+    /// The put/get latency histograms, unless turned off.
+    pub fn latency(&self) -> Option<&crate::metrics::Latency> {
+        self.latency.as_ref()
     }
 
     /// Sets the hasher used by [`CascadeStore::put_content`].

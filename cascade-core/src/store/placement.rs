@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use super::ledger::{Entry, Gone, Move};
 use super::{CascadeStore, Core};
+use crate::metrics::{Call, Timer};
 use crate::tier::{FillTarget, Tier};
 use crate::{BlockId, Error, ErrorKind, Result};
 
@@ -21,7 +22,10 @@ impl CascadeStore {
     ///
     /// [`PutOutcome::Deduplicated`]: super::PutOutcome::Deduplicated
     pub fn put(&self, id: BlockId, data: &[u8]) -> Result<super::PutOutcome> {
-        self.place(id, data.len(), &mut |tier| tier.put(id, data))
+        let timer = Timer::start(self.latency());
+        let outcome = self.place(id, data.len(), &mut |tier| tier.put(id, data));
+        timer.put(Call::Single);
+        outcome
     }
 
     /// The placement loop shared by host and device puts: `write` stores the block in

@@ -3,6 +3,7 @@
 use super::CascadeStore;
 use super::ledger::{Entry, Gone, Move};
 use crate::config::WritePolicy;
+use crate::metrics::{Call, Timer};
 use crate::{BlockId, Error, ErrorKind, Result};
 
 /// How many times a get follows a block that moved while it was being read.
@@ -16,6 +17,14 @@ impl CascadeStore {
     /// [`ErrorKind::Corrupt`] when the stored bytes fail their checksum (the block is
     /// dropped, never served; under `write_through` its persistent copy serves instead).
     pub fn get(&self, id: BlockId, out: &mut [u8]) -> Result<Option<usize>> {
+        let timer = Timer::start(self.latency());
+        let found = self.read_block(id, out);
+        timer.get(Call::Single);
+        found
+    }
+
+    /// [`CascadeStore::get`] without its latency sample (batches record one of their own).
+    pub(super) fn read_block(&self, id: BlockId, out: &mut [u8]) -> Result<Option<usize>> {
         for _ in 0..GET_ATTEMPTS {
             let Some(at) = self.core.ledger.get(&id) else {
                 break;
