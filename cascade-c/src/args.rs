@@ -4,15 +4,16 @@
 //! could have detected.
 
 use std::ffi::{CStr, c_char};
+use std::fmt::Display;
 use std::mem::MaybeUninit;
 
 use crate::error::{CResult, Failure};
 
-fn null(what: &str) -> Failure {
+fn null(what: &(impl Display + ?Sized)) -> Failure {
     Failure::invalid(format!("{what} is NULL"))
 }
 
-fn checked<T>(ptr: *const T, what: &str) -> CResult {
+fn checked<T>(ptr: *const T, what: &(impl Display + ?Sized)) -> CResult {
     if ptr.is_null() {
         return Err(null(what));
     }
@@ -25,7 +26,7 @@ fn checked<T>(ptr: *const T, what: &str) -> CResult {
     Ok(())
 }
 
-fn checked_len<T>(len: usize, what: &str) -> CResult {
+fn checked_len<T>(len: usize, what: &(impl Display + ?Sized)) -> CResult {
     if len
         .checked_mul(size_of::<T>().max(1))
         .is_none_or(|b| b > isize::MAX as usize)
@@ -41,7 +42,7 @@ fn checked_len<T>(len: usize, what: &str) -> CResult {
 ///
 /// # Safety
 /// `ptr` is NULL or points to a valid `T` that nothing writes for `'a`.
-pub unsafe fn read<'a, T>(ptr: *const T, what: &str) -> CResult<&'a T> {
+pub unsafe fn read<'a, T>(ptr: *const T, what: &(impl Display + ?Sized)) -> CResult<&'a T> {
     checked(ptr, what)?;
     // SAFETY: non-null and aligned (checked); validity is the caller's contract.
     Ok(unsafe { &*ptr })
@@ -52,7 +53,10 @@ pub unsafe fn read<'a, T>(ptr: *const T, what: &str) -> CResult<&'a T> {
 /// # Safety
 /// `ptr` is NULL or points to memory valid for writing a `T` that nothing else uses
 /// for `'a`.
-pub unsafe fn out<'a, T>(ptr: *mut T, what: &str) -> CResult<&'a mut MaybeUninit<T>> {
+pub unsafe fn out<'a, T>(
+    ptr: *mut T,
+    what: &(impl Display + ?Sized),
+) -> CResult<&'a mut MaybeUninit<T>> {
     checked(ptr.cast_const(), what)?;
     // SAFETY: non-null and aligned (checked); MaybeUninit asks nothing of the contents;
     // exclusivity is the caller's contract.
@@ -63,7 +67,10 @@ pub unsafe fn out<'a, T>(ptr: *mut T, what: &str) -> CResult<&'a mut MaybeUninit
 ///
 /// # Safety
 /// As [`out`] when `ptr` is not NULL.
-pub unsafe fn out_opt<'a, T>(ptr: *mut T, what: &str) -> CResult<Option<&'a mut MaybeUninit<T>>> {
+pub unsafe fn out_opt<'a, T>(
+    ptr: *mut T,
+    what: &(impl Display + ?Sized),
+) -> CResult<Option<&'a mut MaybeUninit<T>>> {
     if ptr.is_null() {
         return Ok(None);
     }
@@ -75,7 +82,11 @@ pub unsafe fn out_opt<'a, T>(ptr: *mut T, what: &str) -> CResult<Option<&'a mut 
 ///
 /// # Safety
 /// Unless `len == 0`, `ptr` points to `len` initialised `T`s that nothing writes for `'a`.
-pub unsafe fn slice<'a, T>(ptr: *const T, len: usize, what: &str) -> CResult<&'a [T]> {
+pub unsafe fn slice<'a, T>(
+    ptr: *const T,
+    len: usize,
+    what: &(impl Display + ?Sized),
+) -> CResult<&'a [T]> {
     if len == 0 {
         return Ok(&[]);
     }
@@ -90,7 +101,11 @@ pub unsafe fn slice<'a, T>(ptr: *const T, len: usize, what: &str) -> CResult<&'a
 /// # Safety
 /// Unless `len == 0`, `ptr` points to `len` writable bytes which nothing else uses for
 /// `'a`.
-pub unsafe fn bytes_mut<'a>(ptr: *mut u8, len: usize, what: &str) -> CResult<&'a mut [u8]> {
+pub unsafe fn bytes_mut<'a>(
+    ptr: *mut u8,
+    len: usize,
+    what: &(impl Display + ?Sized),
+) -> CResult<&'a mut [u8]> {
     if len == 0 {
         return Ok(&mut []);
     }
@@ -109,7 +124,7 @@ pub unsafe fn bytes_mut<'a>(ptr: *mut u8, len: usize, what: &str) -> CResult<&'a
 pub unsafe fn out_slice<'a, T>(
     ptr: *mut T,
     len: usize,
-    what: &str,
+    what: &(impl Display + ?Sized),
 ) -> CResult<&'a mut [MaybeUninit<T>]> {
     if len == 0 {
         return Ok(&mut []);
@@ -125,7 +140,7 @@ pub unsafe fn out_slice<'a, T>(
 ///
 /// # Safety
 /// `ptr` is NULL or points to a NUL-terminated string that nothing writes for `'a`.
-pub unsafe fn text<'a>(ptr: *const c_char, what: &str) -> CResult<&'a str> {
+pub unsafe fn text<'a>(ptr: *const c_char, what: &(impl Display + ?Sized)) -> CResult<&'a str> {
     if ptr.is_null() {
         return Err(null(what));
     }
@@ -139,7 +154,10 @@ pub unsafe fn text<'a>(ptr: *const c_char, what: &str) -> CResult<&'a str> {
 ///
 /// # Safety
 /// As [`text`] when `ptr` is not NULL.
-pub unsafe fn text_opt<'a>(ptr: *const c_char, what: &str) -> CResult<Option<&'a str>> {
+pub unsafe fn text_opt<'a>(
+    ptr: *const c_char,
+    what: &(impl Display + ?Sized),
+) -> CResult<Option<&'a str>> {
     if ptr.is_null() {
         return Ok(None);
     }

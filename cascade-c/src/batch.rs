@@ -87,7 +87,7 @@ pub unsafe extern "C" fn cascade_put_batch(
         let mut items: Vec<(BlockId, &[u8])> = Vec::with_capacity(count);
         for (i, ((id, &ptr), &len)) in ids.iter().zip(blocks).zip(lens).enumerate() {
             // SAFETY: the caller's contract for blocks[i], checked for NULL.
-            let data = unsafe { args::slice(ptr, len, &format!("blocks[{i}]")) }?;
+            let data = unsafe { args::slice(ptr, len, &format_args!("blocks[{i}]")) }?;
             items.push(((*id).into(), data));
         }
         let results = store.put_batch(&items);
@@ -150,7 +150,7 @@ pub unsafe extern "C" fn cascade_get_batch(
         for (i, ((id, &ptr), &capacity)) in ids.iter().zip(outs).zip(capacities).enumerate() {
             // SAFETY: the caller's contract for outs[i], checked for NULL; the buffers
             // were checked not to overlap, so the slices are disjoint.
-            let out = unsafe { args::bytes_mut(ptr, capacity, &format!("outs[{i}]")) }?;
+            let out = unsafe { args::bytes_mut(ptr, capacity, &format_args!("outs[{i}]")) }?;
             items.push(((*id).into(), out));
         }
         let results = store.get_batch(&mut items);

@@ -237,6 +237,36 @@ fn bad_arguments_are_errors_not_crashes() {
             cascade_put_batch(store, null(), null(), null(), 2, null_mut(), null_mut()),
             CascadeStatus::InvalidInput
         );
+        let ids = [id(1), id(2)];
+        let blocks = [buf.as_ptr(), null()];
+        let lens = [8usize, 8];
+        let mut statuses = [CascadeStatus::Internal; 2];
+        let status = cascade_put_batch(
+            store,
+            ids.as_ptr(),
+            blocks.as_ptr(),
+            lens.as_ptr(),
+            2,
+            statuses.as_mut_ptr(),
+            null_mut(),
+        );
+        assert_eq!(status, CascadeStatus::InvalidInput);
+        assert!(
+            last_message().contains("blocks[1] is NULL"),
+            "{}",
+            last_message()
+        );
+        assert_eq!(
+            statuses,
+            [CascadeStatus::Internal; 2],
+            "refused before any item ran"
+        );
+        let mut present = true;
+        assert_eq!(
+            cascade_contains(store, id(1), &mut present),
+            CascadeStatus::Ok
+        );
+        assert!(!present, "nothing of a refused batch is stored");
         let misaligned = (&mut buf as *mut u8).wrapping_add(1).cast::<usize>();
         assert_eq!(
             cascade_block_size(store, id(1), misaligned),
