@@ -470,8 +470,9 @@ impl ClusterStore {
         }
         let ids: Vec<BlockId> = pending.iter().map(|&i| items[i].0).collect();
         let me = self.rank() as u32;
-        // holder rank -> positions in `pending`
+        // holder rank -> positions in `pending`, and each position's length
         let mut by_holder: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        let mut lens = vec![0u64; pending.len()];
         for (p, located) in self.locate(&ids).into_iter().enumerate() {
             let i = pending[p];
             match located {
@@ -489,6 +490,7 @@ impl ClusterStore {
                         .with_context("buffer_bytes", items[i].1.len()));
                     } else {
                         let holder = others[self.rank() % others.len()] as usize;
+                        lens[p] = len;
                         by_holder.entry(holder).or_default().push(p);
                     }
                 }
@@ -496,7 +498,7 @@ impl ClusterStore {
                 Err(e) => results[i] = Err(e),
             }
         }
-        self.fetch(items, &pending, &by_holder, &mut results);
+        self.fetch(items, &pending, &lens, &by_holder, &mut results);
         results
     }
 
@@ -513,15 +515,33 @@ impl ClusterStore {
         &self,
         items: &mut [(BlockId, &mut [u8])],
         pending: &[usize],
+        lens: &[u64],
         by_holder: &BTreeMap<usize, Vec<usize>>,
         results: &mut [Result<Option<usize>>],
     ) {
-        let calls: Vec<Call> = by_holder
+        // One request per holder, split where it would exceed what a holder serves at once.
+        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+        for (&holder, members) in by_holder {
+            let mut bytes = 0usize;
+            let mut group: Vec<usize> = Vec::new();
+            for &p in members {
+                let len = lens[p] as usize;
+                if !group.is_empty() && bytes + len > server::MAX_FETCH_BYTES {
+                    groups.push((holder, std::mem::take(&mut group)));
+                    bytes = 0;
+                }
+                bytes += len;
+                group.push(p);
+            }
+            groups.push((holder, group));
+        }
+        let calls: Vec<Call> = groups
             .iter()
-            .map(|(&holder, members)| {
-                self.call(holder, Op::Fetch, members.len(), |w| {
+            .map(|(holder, members)| {
+                self.call(*holder, Op::Fetch, members.len(), |w| {
                     for &p in members {
                         w.id(items[pending[p]].0);
+                        w.u64(lens[p]);
                     }
                 })
             })
@@ -535,108 +555,94 @@ impl ClusterStore {
             })
             .collect();
         let mut absent: Vec<(BlockId, u32)> = Vec::new();
-        for ((call, sent), members) in calls.iter().zip(sent).zip(by_holder.values()) {
+        for ((call, sent), (_, members)) in calls.iter().zip(sent).zip(&groups) {
             let outcome = sent.and_then(|()| {
-                self.receive_fetch(call, members, items, pending, results, &mut absent)
+                self.receive_fetch(call, members, items, pending, lens, results, &mut absent)
             });
             if let Err(e) = outcome {
                 tracing::warn!(holder = call.rank, error = %e, "remote fetch failed; its blocks are misses");
                 for &p in members {
-                    let i = pending[p];
                     bump(&self.shared.counters.transfer_failures, 1);
-                    self.miss(&mut results[i]);
+                    self.miss(&mut results[pending[p]]);
                 }
             }
         }
-        if !absent.is_empty() {
-            // Holders that lost a block (evicted it): the owner forgets them, so the next
-            // put of the block stores it again instead of being told it is held.
-            for (id, holder) in absent {
-                if let Err(e) = self.unregister(&[id], holder) {
-                    tracing::debug!(%id, error = %e, "could not drop a stale holder");
-                }
+        // Holders that lost a block (evicted it): the owner forgets them, so the next put
+        // of the block stores it again instead of being told it is held.
+        for (id, holder) in absent {
+            if let Err(e) = self.unregister(&[id], holder) {
+                tracing::debug!(%id, error = %e, "could not drop a stale holder");
             }
         }
     }
 
+    /// Receives one holder's answer: a message per block straight into its buffer, then
+    /// the trailer with each block's state and checksum.
+    #[allow(clippy::too_many_arguments)]
     fn receive_fetch(
         &self,
         call: &Call,
         members: &[usize],
         items: &mut [(BlockId, &mut [u8])],
         pending: &[usize],
+        lens: &[u64],
         results: &mut [Result<Option<usize>>],
         absent: &mut Vec<(BlockId, u32)>,
     ) -> Result<()> {
-        let header = self.shared.replies.recv_vec(call.rank as i32, call.tag)?;
-        let mut reader = Reader::reply(&header, call.rank)?;
-        let mut found: Vec<(usize, u64, u64)> = Vec::new();
         let ids: Vec<BlockId> = items.iter().map(|(id, _)| *id).collect();
-        let mut spill: Vec<Vec<u8>> = Vec::new();
-        for &p in members {
-            let i = pending[p];
+        let wanted: Vec<usize> = members.iter().map(|&p| pending[p]).collect();
+        let received = {
+            let mut by_index: BTreeMap<usize, &mut [u8]> = BTreeMap::new();
+            let mut sorted = wanted.clone();
+            sorted.sort_unstable();
+            for (i, (_, out)) in items.iter_mut().enumerate() {
+                if sorted.binary_search(&i).is_ok() {
+                    by_index.insert(i, &mut **out);
+                }
+            }
+            // Positions are distinct within a batch, so each buffer is handed out once.
+            let mut buffers: Vec<&mut [u8]> = members
+                .iter()
+                .filter_map(|&p| {
+                    let len = lens[p] as usize;
+                    by_index.remove(&pending[p]).map(|out| &mut out[..len])
+                })
+                .collect();
+            if buffers.len() != members.len() {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    "a batch position was handed out twice",
+                ));
+            }
+            self.shared
+                .replies
+                .recv_parts(&mut buffers, call.rank as i32, call.tag)?
+        };
+        let trailer = self.shared.replies.recv_vec(call.rank as i32, call.tag)?;
+        let mut reader = Reader::reply(&trailer, call.rank)?;
+        for ((&p, &i), n) in members.iter().zip(&wanted).zip(received) {
             let state = reader.u8()?;
-            let len = reader.u64()?;
             let checksum = reader.u64()?;
-            if state == FetchState::Found as u8 {
-                if len > items[i].1.len() as u64 {
-                    // Replaced by a larger block since the owner answered: receive it
-                    // aside to keep the message stream in step, and report a miss.
-                    spill.push(vec![0u8; len as usize]);
-                    found.push((usize::MAX, len, checksum));
-                } else {
-                    found.push((i, len, checksum));
-                }
-            } else {
-                if state == FetchState::Absent as u8 {
-                    absent.push((items[i].0, call.rank as u32));
-                }
-                bump(
-                    &self.shared.counters.transfer_failures,
-                    u64::from(state != FetchState::Absent as u8),
-                );
-                self.miss(&mut results[i]);
-            }
-        }
-        let mut buffers: Vec<&mut [u8]> = Vec::with_capacity(found.len());
-        let mut spill_iter = spill.iter_mut();
-        let mut wanted: Vec<usize> = found.iter().map(|f| f.0).collect();
-        wanted.sort_unstable();
-        // Hand out each item's buffer in the order the blocks arrive.
-        let mut by_index: BTreeMap<usize, &mut [u8]> = BTreeMap::new();
-        for (i, (_, out)) in items.iter_mut().enumerate() {
-            if wanted.binary_search(&i).is_ok() {
-                by_index.insert(i, &mut **out);
-            }
-        }
-        for &(i, len, _) in &found {
-            if i == usize::MAX {
-                if let Some(aside) = spill_iter.next() {
-                    buffers.push(aside.as_mut_slice());
-                }
-            } else if let Some(out) = by_index.remove(&i) {
-                buffers.push(&mut out[..len as usize]);
-            }
-        }
-        let lens = self
-            .shared
-            .replies
-            .recv_parts(&mut buffers, call.rank as i32, call.tag)?;
-        for ((&(i, len, checksum), n), bytes) in found.iter().zip(lens).zip(buffers.iter()) {
-            if i == usize::MAX {
-                bump(&self.shared.counters.transfer_failures, 1);
+            let len = lens[p] as usize;
+            if state == FetchState::Found as u8
+                && n == len
+                && crate::checksum(&items[i].1[..n]) == checksum
+            {
+                bump(&self.shared.counters.remote_hits, 1);
+                bump(&self.shared.counters.remote_bytes, n as u64);
+                results[i] = Ok(Some(n));
                 continue;
             }
-            if n as u64 == len && crate::checksum(&bytes[..n]) == checksum {
-                bump(&self.shared.counters.remote_hits, 1);
-                bump(&self.shared.counters.remote_bytes, len);
-                results[i] = Ok(Some(n));
+            if state == FetchState::Absent as u8 {
+                absent.push((ids[i], call.rank as u32));
             } else {
-                tracing::warn!(id = %ids[i], holder = call.rank,
-                    "a remote block failed its checksum; treated as a miss");
+                if state == FetchState::Found as u8 {
+                    tracing::warn!(id = %ids[i], holder = call.rank,
+                        "a remote block failed its checksum; treated as a miss");
+                }
                 bump(&self.shared.counters.transfer_failures, 1);
-                self.miss(&mut results[i]);
             }
+            self.miss(&mut results[i]);
         }
         Ok(())
     }

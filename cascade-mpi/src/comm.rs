@@ -130,13 +130,6 @@ impl Comm {
         check(code, "MPI_Send").map_err(|e| e.with_context("rank", dest))
     }
 
-    /// Sends each part as its own message to `dest` (same tag, so they arrive in order),
-    /// all in flight at once.
-    pub(crate) fn send_parts(&self, parts: &[&[u8]], dest: i32, tag: i32) -> Result<()> {
-        self.exchange_parts(parts, dest, &mut [], dest, tag)
-            .map(|_| ())
-    }
-
     /// Receives into each buffer, in order, one message from `source` with `tag`; returns
     /// each message's length.
     pub(crate) fn recv_parts(
@@ -220,6 +213,39 @@ impl Comm {
                 lens
             }),
         }
+    }
+
+    /// Starts sending `data` to `dest`; [`Sends::wait`] (or dropping `sends`) completes it.
+    ///
+    /// # Safety
+    ///
+    /// `data` must stay valid and unmodified until `sends` has been waited for or
+    /// dropped (not leaked): MPI reads it in the background until then.
+    pub(crate) unsafe fn isend(
+        &self,
+        sends: &mut Sends,
+        data: &[u8],
+        dest: i32,
+        tag: i32,
+    ) -> Result<()> {
+        let count = count_of(data.len())?;
+        let mut request = MaybeUninit::<ffi::MPI_Request>::uninit();
+        // SAFETY: the caller keeps `data` alive and unchanged until the request completes.
+        let code = unsafe {
+            ffi::MPI_Isend(
+                data.as_ptr().cast::<c_void>(),
+                count,
+                byte_type(),
+                dest,
+                tag,
+                self.raw,
+                request.as_mut_ptr(),
+            )
+        };
+        check(code, "MPI_Isend").map_err(|e| e.with_context("rank", dest))?;
+        // SAFETY: MPI_Isend succeeded and wrote the request.
+        sends.requests.push(unsafe { request.assume_init() });
+        Ok(())
     }
 
     /// Receives the next message from `source` with `tag`, whatever its length, waiting
@@ -333,6 +359,31 @@ impl Comm {
         let mut requests = [unsafe { request.assume_init() }];
         wait_all(&mut requests)?;
         Ok(out)
+    }
+}
+
+/// Sends in flight, completed by [`Sends::wait`] or on drop.
+#[derive(Default)]
+pub(crate) struct Sends {
+    requests: Vec<ffi::MPI_Request>,
+}
+
+impl Sends {
+    /// Waits until every send completed.
+    pub(crate) fn wait(&mut self) -> Result<()> {
+        let done = wait_all(&mut self.requests).map(|_| ());
+        self.requests.clear();
+        done
+    }
+}
+
+impl Drop for Sends {
+    fn drop(&mut self) {
+        if !self.requests.is_empty()
+            && let Err(e) = self.wait()
+        {
+            tracing::warn!(error = %e, "sends failed while being dropped");
+        }
     }
 }
 

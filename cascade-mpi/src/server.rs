@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use cascade_core::{BlockId, CascadeStore, Result};
 
-use crate::comm::Comm;
+use crate::comm::{Comm, Sends};
 use crate::directory::Directory;
 use crate::wire::{self, FetchState, Op, Reader, Writer};
 
@@ -203,8 +203,14 @@ pub(crate) fn handle(
     Ok(reply.finish())
 }
 
-/// Reads the requested blocks from the local store into `scratch` and sends a header
-/// (state, length and checksum of each block) followed by one message per found block.
+/// Blocks read from the store per step of a fetch: each step's blocks are handed to MPI
+/// before the next step reads, so the holder's copy out of its tiers overlaps the
+/// transfer of the blocks before.
+const FETCH_STEP: usize = 8;
+
+/// Answers a fetch: one message per requested block, in order (its bytes, or an empty
+/// message when it is absent, failed to read, or no longer has the length the requester
+/// expects), then a trailer with each block's state and checksum.
 fn serve_fetch(
     shared: &Shared,
     source: i32,
@@ -213,59 +219,87 @@ fn serve_fetch(
     items: usize,
     scratch: &mut Vec<u8>,
 ) -> Result<()> {
-    let parsed: Result<Vec<BlockId>> = reader
-        .items(items, 16)
-        .and_then(|n| (0..n).map(|_| reader.id()).collect());
-    let ids = match parsed {
-        Ok(ids) => ids,
-        Err(e) => return shared.replies.send(&wire::error_reply(&e), source, tag),
+    let parsed: Result<Vec<(BlockId, usize)>> = reader.items(items, 24).and_then(|n| {
+        (0..n)
+            .map(|_| {
+                Ok((
+                    reader.id()?,
+                    usize::try_from(reader.u64()?).unwrap_or(usize::MAX),
+                ))
+            })
+            .collect()
+    });
+    let wanted = match parsed {
+        Ok(wanted) => wanted,
+        Err(e) => {
+            tracing::warn!(error = %e, source, "malformed fetch request");
+            return shared.replies.send(&wire::error_reply(&e), source, tag);
+        }
     };
-    let lens: Vec<usize> = ids
+    let total = wanted
         .iter()
-        .map(|id| shared.store.len_of(*id).unwrap_or(0) as usize)
-        .collect();
-    let total: usize = lens.iter().sum();
+        .try_fold(0usize, |sum, (_, len)| sum.checked_add(*len))
+        .filter(|&t| t <= MAX_FETCH_BYTES);
+    let Some(total) = total else {
+        let e = wire::malformed("a fetch larger than a holder serves at once");
+        for _ in &wanted {
+            shared.replies.send(&[], source, tag)?;
+        }
+        return shared.replies.send(&wire::error_reply(&e), source, tag);
+    };
     if scratch.len() < total {
         // Grown once and kept: freshly faulted pages are slow on this kind of VM.
         scratch.resize(total, 0);
     }
-    let mut outs: Vec<(BlockId, &mut [u8])> = Vec::with_capacity(ids.len());
+    let mut slots: Vec<&mut [u8]> = Vec::with_capacity(wanted.len());
     let mut rest = &mut scratch[..total];
-    for (id, len) in ids.iter().zip(&lens) {
+    for (_, len) in &wanted {
         let (head, tail) = rest.split_at_mut(*len);
-        outs.push((*id, head));
+        slots.push(head);
         rest = tail;
     }
-    let results = shared.store.get_batch(&mut outs);
-    let mut header = Writer::reply();
-    let mut parts: Vec<&[u8]> = Vec::with_capacity(outs.len());
-    for ((id, out), result) in outs.iter().zip(results) {
-        match result {
-            Ok(Some(n)) => {
-                let bytes = &out[..n];
-                header.u8(FetchState::Found as u8);
-                header.u64(n as u64);
-                header.u64(crate::checksum(bytes));
-                parts.push(bytes);
+    let mut trailer = Writer::reply();
+    let mut sends = Sends::default();
+    let mut served = (0u64, 0u64);
+    let mut slots = slots.into_iter();
+    for step in wanted.chunks(FETCH_STEP) {
+        let mut outs: Vec<(BlockId, &mut [u8])> = step
+            .iter()
+            .zip(slots.by_ref())
+            .map(|((id, _), slot)| (*id, slot))
+            .collect();
+        let results = shared.store.get_batch(&mut outs);
+        for (((id, out), (_, expected)), result) in outs.into_iter().zip(step).zip(results) {
+            let (state, bytes): (FetchState, &[u8]) = match result {
+                Ok(Some(n)) if n == *expected => (FetchState::Found, out),
+                Ok(Some(_)) => (FetchState::Failed, &[]),
+                Ok(None) => (FetchState::Absent, &[]),
+                Err(e) => {
+                    tracing::warn!(%id, error = %e, source, "a block asked by another rank failed to read");
+                    (FetchState::Failed, &[])
+                }
+            };
+            trailer.u8(state as u8);
+            trailer.u64(if state == FetchState::Found {
+                crate::checksum(bytes)
+            } else {
+                0
+            });
+            if state == FetchState::Found {
+                served.0 += 1;
+                served.1 += bytes.len() as u64;
             }
-            Ok(None) => {
-                header.u8(FetchState::Absent as u8);
-                header.u64(0);
-                header.u64(0);
-            }
-            Err(e) => {
-                tracing::warn!(%id, error = %e, source, "a block asked by another rank failed to read");
-                header.u8(FetchState::Failed as u8);
-                header.u64(0);
-                header.u64(0);
-            }
+            // SAFETY: `bytes` lies in `scratch` (or is empty), which is not touched again
+            // until `sends` is waited for below, before this function returns.
+            unsafe { shared.replies.isend(&mut sends, bytes, source, tag)? };
         }
     }
-    shared.replies.send(&header.finish(), source, tag)?;
-    bump(&shared.counters.blocks_served, parts.len() as u64);
-    bump(
-        &shared.counters.bytes_served,
-        parts.iter().map(|p| p.len() as u64).sum(),
-    );
-    shared.replies.send_parts(&parts, source, tag)
+    let sent = shared.replies.send(&trailer.finish(), source, tag);
+    let waited = sends.wait();
+    bump(&shared.counters.blocks_served, served.0);
+    bump(&shared.counters.bytes_served, served.1);
+    sent.and(waited)
 }
+
+/// The most bytes one fetch asks of a holder (the client splits larger batches).
+pub(crate) const MAX_FETCH_BYTES: usize = 1 << 30;
