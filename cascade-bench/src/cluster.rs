@@ -77,10 +77,21 @@ pub fn main(args: &Args, command: String) -> Result<()> {
     }
     let mpi = Mpi::init()?;
     let config = deployment(args)?;
+    // The default deployment's pool is this benchmark's scratch: a fresh one per run.
+    let scratch = args.config.is_none().then(|| scratch_pool(mpi.rank()));
+    if let Some(path) = &scratch {
+        remove_pool(path)?;
+    }
     let cluster = Cascade::open_cluster(&config)?;
-    let report = run(&cluster, &mpi, args, command)?;
-    cluster.close()?;
-    if cluster.rank() == 0 {
+    let report = run(&cluster, &mpi, args, command);
+    let closed = cluster.close();
+    drop(cluster);
+    if let Some(path) = scratch.as_ref().filter(|_| !args.keep_data) {
+        remove_pool(path)?;
+    }
+    let report = report?;
+    closed?;
+    if mpi.rank() == 0 {
         print!("{}", to_text(&report));
         if let Some(path) = &args.json {
             let bytes = serde_json::to_vec_pretty(&report)
@@ -102,10 +113,35 @@ fn deployment(args: &Args) -> Result<CascadeConfig> {
     }
     let bytes = args.blocks as u64 * args.size;
     let capacity = bytes * 2 + (64 << 20);
+    let path = scratch_pool_pattern();
     CascadeConfig::from_toml_str(&format!(
         "dedup = true\npromote_on_read = false\nnum_io_threads = 1\n\
-         [[tiers]]\nkind = \"shm\"\nname = \"bench-shm\"\ncapacity = {capacity}\n"
+         [[tiers]]\nkind = \"shm\"\nname = \"bench-shm\"\npath = \"{path}\"\ncapacity = {capacity}\n"
     ))
+}
+
+fn scratch_pool_pattern() -> String {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    format!("/dev/shm/cascade-bench-{uid}-rank{{rank}}.pool")
+}
+
+fn scratch_pool(rank: usize) -> std::path::PathBuf {
+    scratch_pool_pattern()
+        .replace(cascade::mpi::config::RANK_PLACEHOLDER, &rank.to_string())
+        .into()
+}
+
+fn remove_pool(path: &std::path::Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(
+            Error::new(ErrorKind::Io, "cannot remove the benchmark's shm pool")
+                .with_context("path", path.display())
+                .with_source(e),
+        ),
+    }
 }
 
 struct Data {

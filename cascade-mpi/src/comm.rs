@@ -252,11 +252,12 @@ impl Comm {
     /// for it (yielding the core between polls, so a rank's own progress thread and
     /// other ranks on the same cores keep running).
     pub(crate) fn recv_vec(&self, source: i32, tag: i32) -> Result<Vec<u8>> {
+        let mut idle = Idle::default();
         loop {
             if let Some(matched) = self.probe(source, tag)? {
                 return self.receive(matched);
             }
-            std::thread::yield_now();
+            idle.pause();
         }
     }
 
@@ -387,6 +388,32 @@ impl Drop for Sends {
     }
 }
 
+/// How a thread waiting on MPI spends the time between polls: yielding the core for a
+/// while (answers usually come within microseconds), then sleeping briefly. A waiter that
+/// spins for long takes the core, or its hyperthread sibling, from the rank's progress
+/// thread and from the ranks that do the work it waits for.
+#[derive(Default)]
+pub(crate) struct Idle {
+    polls: u32,
+}
+
+impl Idle {
+    /// Polls that only yield before the waiter starts sleeping.
+    const YIELDS: u32 = 200;
+    /// The sleep between later polls.
+    const SLEEP: std::time::Duration = std::time::Duration::from_micros(20);
+
+    /// Waits a little before the next poll.
+    pub(crate) fn pause(&mut self) {
+        if self.polls < Self::YIELDS {
+            self.polls += 1;
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(Self::SLEEP);
+        }
+    }
+}
+
 /// Completes `requests`, yielding the core between polls; returns each one's length
 /// in bytes.
 fn wait_all(requests: &mut [ffi::MPI_Request]) -> Result<Vec<usize>> {
@@ -396,32 +423,48 @@ fn wait_all(requests: &mut [ffi::MPI_Request]) -> Result<Vec<usize>> {
     let count = count_of(requests.len())?;
     let mut statuses: Vec<MaybeUninit<ffi::MPI_Status>> =
         (0..requests.len()).map(|_| MaybeUninit::uninit()).collect();
-    loop {
-        let mut flag: c_int = 0;
-        // SAFETY: `requests` holds `count` active requests and `statuses` as many slots.
+    let mut indices: Vec<c_int> = vec![0; requests.len()];
+    let mut lens = vec![0usize; requests.len()];
+    let mut left = requests.len();
+    // SAFETY: RSMPI_UNDEFINED is a constant initialised by the C shim.
+    let undefined = unsafe { ffi::RSMPI_UNDEFINED };
+    let mut idle = Idle::default();
+    while left > 0 {
+        let mut done: c_int = 0;
+        // SAFETY: `requests` holds `count` requests (completed ones are set to
+        // MPI_REQUEST_NULL by MPI and skipped); `indices` and `statuses` hold as many slots.
         let code = unsafe {
-            ffi::MPI_Testall(
+            ffi::MPI_Testsome(
                 count,
                 requests.as_mut_ptr(),
-                &mut flag,
+                &mut done,
+                indices.as_mut_ptr(),
                 statuses.as_mut_ptr().cast::<ffi::MPI_Status>(),
             )
         };
-        check(code, "MPI_Testall")?;
-        if flag != 0 {
+        check(code, "MPI_Testsome")?;
+        if done == undefined {
             break;
         }
-        std::thread::yield_now();
-    }
-    statuses
-        .iter()
-        .map(|status| {
+        let done = usize::try_from(done).unwrap_or(0);
+        if done == 0 {
+            idle.pause();
+            continue;
+        }
+        // Progress: keep polling hot while messages keep completing.
+        idle = Idle::default();
+        for (index, status) in indices[..done].iter().zip(&statuses[..done]) {
             let mut n: c_int = 0;
-            // SAFETY: MPI_Testall reported completion, so it filled every status.
+            // SAFETY: MPI_Testsome filled the first `done` statuses.
             let code = unsafe { ffi::MPI_Get_count(status.as_ptr(), byte_type(), &mut n) };
-            check(code, "MPI_Get_count").map(|()| usize::try_from(n).unwrap_or(0))
-        })
-        .collect()
+            check(code, "MPI_Get_count")?;
+            if let Some(slot) = usize::try_from(*index).ok().and_then(|i| lens.get_mut(i)) {
+                *slot = usize::try_from(n).unwrap_or(0);
+            }
+        }
+        left = left.saturating_sub(done);
+    }
+    Ok(lens)
 }
 
 impl Drop for Comm {

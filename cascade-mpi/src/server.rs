@@ -22,7 +22,7 @@ use crate::wire::{self, FetchState, Op, Reader, Writer};
 pub(crate) const REQUEST_TAG: i32 = 1;
 
 /// Polls in a row without a request before the thread starts sleeping between polls.
-const HOT_POLLS: u32 = 2_000;
+const HOT_POLLS: u32 = 200;
 /// The sleep between polls of an idle progress thread: the latency a request to an idle
 /// rank pays at most, against a core left free for the rank's own work.
 const IDLE_SLEEP: Duration = Duration::from_micros(50);
@@ -66,7 +66,7 @@ impl Shared {
 
 /// Runs until this rank's own `Stop` arrives.
 pub(crate) fn serve(shared: Arc<Shared>) {
-    let mut scratch: Vec<u8> = Vec::new();
+    let mut scratch = Scratch::default();
     let mut idle: u32 = 0;
     loop {
         let matched = match shared.requests.probe_any(REQUEST_TAG) {
@@ -107,7 +107,7 @@ enum Flow {
     Stop,
 }
 
-fn serve_one(shared: &Shared, source: i32, message: &[u8], scratch: &mut Vec<u8>) -> Flow {
+fn serve_one(shared: &Shared, source: i32, message: &[u8], scratch: &mut Scratch) -> Flow {
     let mut reader = Reader::new(message);
     let (op, tag, items) = match reader.request() {
         Ok(header) => header,
@@ -207,6 +207,16 @@ pub(crate) fn handle(
 /// before the next step reads, so the holder's copy out of its tiers overlaps the
 /// transfer of the blocks before.
 const FETCH_STEP: usize = 8;
+/// Step buffers in the ring: steps whose sends may be in flight at once.
+const RING: usize = 4;
+
+/// The progress thread's step buffers, used in turn and kept between requests: small
+/// enough to stay in cache, and never left untouched long enough for this kind of VM to
+/// take their pages back.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    buffers: [Vec<u8>; RING],
+}
 
 /// Answers a fetch: one message per requested block, in order (its bytes, or an empty
 /// message when it is absent, failed to read, or no longer has the length the requester
@@ -217,7 +227,7 @@ fn serve_fetch(
     tag: i32,
     reader: &mut Reader<'_>,
     items: usize,
-    scratch: &mut Vec<u8>,
+    scratch: &mut Scratch,
 ) -> Result<()> {
     let parsed: Result<Vec<(BlockId, usize)>> = reader.items(items, 24).and_then(|n| {
         (0..n)
@@ -236,38 +246,31 @@ fn serve_fetch(
             return shared.replies.send(&wire::error_reply(&e), source, tag);
         }
     };
-    let total = wanted
-        .iter()
-        .try_fold(0usize, |sum, (_, len)| sum.checked_add(*len))
-        .filter(|&t| t <= MAX_FETCH_BYTES);
-    let Some(total) = total else {
-        let e = wire::malformed("a fetch larger than a holder serves at once");
-        for _ in &wanted {
-            shared.replies.send(&[], source, tag)?;
-        }
-        return shared.replies.send(&wire::error_reply(&e), source, tag);
-    };
-    if scratch.len() < total {
-        // Grown once and kept: freshly faulted pages are slow on this kind of VM.
-        scratch.resize(total, 0);
-    }
-    let mut slots: Vec<&mut [u8]> = Vec::with_capacity(wanted.len());
-    let mut rest = &mut scratch[..total];
-    for (_, len) in &wanted {
-        let (head, tail) = rest.split_at_mut(*len);
-        slots.push(head);
-        rest = tail;
-    }
     let mut trailer = Writer::reply();
-    let mut sends = Sends::default();
+    // The sends of the step that last used each buffer: waited for before it is reused.
+    let mut in_flight: [Sends; RING] = Default::default();
     let mut served = (0u64, 0u64);
-    let mut slots = slots.into_iter();
-    for step in wanted.chunks(FETCH_STEP) {
-        let mut outs: Vec<(BlockId, &mut [u8])> = step
+    for (k, step) in wanted.chunks(FETCH_STEP).enumerate() {
+        let slot = k % RING;
+        in_flight[slot].wait()?;
+        let buffer = &mut scratch.buffers[slot];
+        let readable = |len: usize| len <= MAX_BLOCK_BYTES;
+        let step_bytes: usize = step
             .iter()
-            .zip(slots.by_ref())
-            .map(|((id, _), slot)| (*id, slot))
-            .collect();
+            .map(|(_, len)| *len)
+            .filter(|l| readable(*l))
+            .sum();
+        if buffer.len() < step_bytes {
+            buffer.resize(step_bytes, 0);
+        }
+        let mut outs: Vec<(BlockId, &mut [u8])> = Vec::with_capacity(step.len());
+        let mut rest = &mut buffer[..step_bytes];
+        for (id, len) in step {
+            let len = if readable(*len) { *len } else { 0 };
+            let (head, tail) = rest.split_at_mut(len);
+            outs.push((*id, head));
+            rest = tail;
+        }
         let results = shared.store.get_batch(&mut outs);
         for (((id, out), (_, expected)), result) in outs.into_iter().zip(step).zip(results) {
             let (state, bytes): (FetchState, &[u8]) = match result {
@@ -289,13 +292,18 @@ fn serve_fetch(
                 served.0 += 1;
                 served.1 += bytes.len() as u64;
             }
-            // SAFETY: `bytes` lies in `scratch` (or is empty), which is not touched again
-            // until `sends` is waited for below, before this function returns.
-            unsafe { shared.replies.isend(&mut sends, bytes, source, tag)? };
+            // SAFETY: `bytes` lies in `scratch.buffers[slot]` (or is empty), which is not
+            // touched again until `in_flight[slot]` is waited for: when the ring comes
+            // round to this buffer again, or below, before this function returns.
+            unsafe {
+                shared
+                    .replies
+                    .isend(&mut in_flight[slot], bytes, source, tag)?
+            };
         }
     }
     let sent = shared.replies.send(&trailer.finish(), source, tag);
-    let waited = sends.wait();
+    let waited = in_flight.iter_mut().try_for_each(Sends::wait);
     bump(&shared.counters.blocks_served, served.0);
     bump(&shared.counters.bytes_served, served.1);
     sent.and(waited)
@@ -303,3 +311,5 @@ fn serve_fetch(
 
 /// The most bytes one fetch asks of a holder (the client splits larger batches).
 pub(crate) const MAX_FETCH_BYTES: usize = 1 << 30;
+/// The largest block a holder sends (an MPI message is limited to 2 GiB - 1 bytes).
+const MAX_BLOCK_BYTES: usize = i32::MAX as usize;
