@@ -19,7 +19,7 @@ import tempfile
 import time
 
 import torch
-from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM
 
 import cascade
 from cascade import kv
@@ -69,24 +69,26 @@ def main() -> None:
     directory = args.store_dir or tempfile.mkdtemp(prefix="cascade-kv-example-")
     os.makedirs(directory, exist_ok=True)
     config = cascade.CascadeConfig(
-        shm_capacity_bytes=1 << 30, shm_path=f"{directory}/pool.shm", lustre_path=f"{directory}/files"
+        shm_capacity_bytes=(64 << 20) if args.tiny else (1 << 30),
+        shm_path=f"{directory}/pool.shm",
+        lustre_path=f"{directory}/files",
     )
     layout = kv.KVLayout.from_config(model.config, args.block_tokens, dtype=model.dtype)
     with cascade.CascadeStore(config) as store:
         cache = kv.KVCache(store, layout, model="kv_restore example, LlamaConfig seed 0")
 
         # Request 1: prefill and save the KV of its full blocks.
-        out = model(first, past_key_values=DynamicCache(config=model.config), use_cache=True)
+        out = model(first, past_key_values=kv.dynamic_cache([], model.config), use_cache=True)
         original = out.past_key_values
         saved = cache.save(first, original)
         print(f"request 1: {first.shape[1]} tokens, saved {saved.stored} blocks ({saved.bytes_stored / 2**20:.1f} MiB)")
 
-        model(second, past_key_values=DynamicCache(config=model.config), use_cache=True)  # warm-up
+        model(second, past_key_values=kv.dynamic_cache([], model.config), use_cache=True)  # warm-up
         sync(device)
 
         # Request 2 recomputed in full.
         start = time.perf_counter()
-        full = model(second, past_key_values=DynamicCache(config=model.config), use_cache=True).logits[:, -1]
+        full = model(second, past_key_values=kv.dynamic_cache([], model.config), use_cache=True).logits[:, -1]
         sync(device)
         recompute_s = time.perf_counter() - start
 
@@ -99,8 +101,8 @@ def main() -> None:
         restore_s = time.perf_counter() - start
 
         # The same computation from request 1's original KV of those r tokens.
-        pairs = [(layer.keys[:, :, :r].clone(), layer.values[:, :, :r].clone()) for layer in original.layers]
-        reference = model(second[:, r:], past_key_values=DynamicCache(ddp_cache_data=pairs), use_cache=True).logits
+        pairs = [(k[:, :, :r].clone(), v[:, :, :r].clone()) for k, v in kv.cache_pairs(original)]
+        reference = model(second[:, r:], past_key_values=kv.dynamic_cache(pairs), use_cache=True).logits
 
         identical = torch.equal(logits, reference)
         drift = (logits[:, -1].float() - full.float()).abs().max().item()

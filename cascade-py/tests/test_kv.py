@@ -51,10 +51,15 @@ MODEL_SOURCE = textwrap.dedent(
         g = torch.Generator().manual_seed(seed)
         return torch.randint(0, 256, (1, n), generator=g)
 
+    def new_cache(config):
+        try:
+            return DynamicCache(config=config)
+        except TypeError:  # transformers 4.x before the layered cache
+            return DynamicCache()
+
     @torch.no_grad()
     def prefill(model, ids):
-        cache = DynamicCache(config=model.config)
-        out = model(ids, past_key_values=cache, use_cache=True)
+        out = model(ids, past_key_values=new_cache(model.config), use_cache=True)
         return out.logits, out.past_key_values
     """
 )
@@ -82,10 +87,13 @@ def file_store(directory):
     )
 
 
+pairs_of = kv.cache_pairs  # (key, value) per layer, whichever transformers made it
+cache_of = kv.dynamic_cache  # a DynamicCache of pairs, whichever transformers is installed
+
+
 def cropped(cache, tokens):
     """A copy of `cache` holding its first `tokens` tokens: the original KV of the prefix."""
-    pairs = [(layer.keys[:, :, :tokens].clone(), layer.values[:, :, :tokens].clone()) for layer in cache.layers]
-    return transformers.DynamicCache(ddp_cache_data=pairs)
+    return cache_of([(k[:, :, :tokens].clone(), v[:, :, :tokens].clone()) for k, v in pairs_of(cache)])
 
 
 @torch.no_grad()
@@ -113,9 +121,9 @@ def test_full_hit_is_bit_identical(tmp_path, model):
         assert saved.bytes_stored == 4 * cache.layout.block_bytes
         restored = cache.restore(ids, max_tokens=ids.shape[1] - 1)
         assert (restored.tokens, restored.blocks, restored.cut) == (4 * BT, 4, None)
-        for layer, orig in zip(restored.cache.layers, original.layers):
-            assert torch.equal(layer.keys, orig.keys[:, :, : 4 * BT])
-            assert torch.equal(layer.values, orig.values[:, :, : 4 * BT])
+        for (k, v), (ok, ov) in zip(pairs_of(restored.cache), pairs_of(original)):
+            assert torch.equal(k, ok[:, :, : 4 * BT])
+            assert torch.equal(v, ov[:, :, : 4 * BT])
         check_restore_matches(model, ids, original, restored)
 
 
@@ -201,8 +209,8 @@ def save_in_child(directory, n):
 def block_bytes_of(cache, block, layout):
     """The stored bytes of `block` of a transformers cache (LKTHD order)."""
     parts = []
-    for layer in cache.layers:
-        for tensor in (layer.keys, layer.values):
+    for pair in pairs_of(cache):
+        for tensor in pair:
             page = tensor[0, :, block * BT : (block + 1) * BT, :].permute(1, 0, 2).contiguous()
             parts.append(page.numpy().tobytes())
     data = b"".join(parts)
@@ -280,12 +288,12 @@ def kv_of(pool, layout):
 def scatter(cache, pools, table, layout):
     """Writes a transformers cache's blocks into paged pools (what an engine's prefill
     does)."""
-    for layer, pool in zip(cache.layers, pools):
+    for (keys, values), pool in zip(pairs_of(cache), pools):
         k_pool, v_pool = kv_of(pool, layout)
         for block, page in enumerate(table):
             span = slice(block * BT, (block + 1) * BT)
-            k_pool[page] = layer.keys[0, :, span].permute(1, 0, 2)
-            v_pool[page] = layer.values[0, :, span].permute(1, 0, 2)
+            k_pool[page] = keys[0, :, span].permute(1, 0, 2)
+            v_pool[page] = values[0, :, span].permute(1, 0, 2)
 
 
 def gather(pools, table, blocks, layout):
@@ -297,7 +305,7 @@ def gather(pools, table, blocks, layout):
         k = k_pool[idx].reshape(blocks * BT, layout.num_kv_heads, layout.head_dim).permute(1, 0, 2)
         v = v_pool[idx].reshape(blocks * BT, layout.num_kv_heads, layout.head_dim).permute(1, 0, 2)
         pairs.append((k.unsqueeze(0).contiguous(), v.unsqueeze(0).contiguous()))
-    return transformers.DynamicCache(ddp_cache_data=pairs)
+    return cache_of(pairs)
 
 
 @pytest.mark.parametrize(
@@ -345,9 +353,9 @@ def test_bad_input_is_a_typed_error(tmp_path, model):
         layout = layout_of(model)
         cache = kv.KVCache(store, layout, MODEL)
         with pytest.raises(cascade.InvalidInputError):
-            cache.save(ids, [(layer.keys, layer.values) for layer in original.layers][:1])
+            cache.save(ids, pairs_of(original)[:1])
         with pytest.raises(cascade.InvalidInputError):
-            cache.save(ids, [(layer.keys.half(), layer.values.half()) for layer in original.layers])
+            cache.save(ids, [(k.half(), v.half()) for k, v in pairs_of(original)])
         with pytest.raises(cascade.InvalidInputError):
             cache.save(prompt(3 * BT), original)  # noqa: F821 - more tokens than the KV holds
         paged = kv.KVCache(store, layout_of(model, kind=kv.PAGED), MODEL)

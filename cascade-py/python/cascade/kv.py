@@ -45,7 +45,7 @@ from ._native import (
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
 
-__all__ = ["KVLayout", "KVCache", "SaveResult", "Restored", "CONTIGUOUS", "PAGED"]
+__all__ = ["KVLayout", "KVCache", "SaveResult", "Restored", "CONTIGUOUS", "PAGED", "cache_pairs", "dynamic_cache"]
 
 #: Per-layer tensors ``[batch, kv_heads, tokens, head_dim]`` (transformers' DynamicCache).
 CONTIGUOUS = "contiguous"
@@ -384,7 +384,7 @@ class KVCache:
             if covered < count * layout.block_tokens:
                 k, v = k.contiguous(), v.contiguous()
             pairs.append((k, v))
-        return Restored(covered, count, _dynamic_cache(pairs, config), cut)
+        return Restored(covered, count, dynamic_cache(pairs, config), cut)
 
     def restore_into(
         self,
@@ -517,6 +517,38 @@ class KVCache:
 # ---------------------------------------------------------------------- helpers
 
 
+def cache_pairs(cache: Any) -> list:
+    """``(key, value)`` per layer of a transformers cache: ``cache.layers[i].keys /
+    .values`` (5.x and late 4.x), ``key_cache / value_cache`` (earlier 4.x), or a
+    sequence of pairs (the legacy tuple format)."""
+    if hasattr(cache, "layers") and cache.layers and hasattr(cache.layers[0], "keys"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    if hasattr(cache, "key_cache") and hasattr(cache, "value_cache"):
+        return list(zip(cache.key_cache, cache.value_cache))
+    try:
+        return [(pair[0], pair[1]) for pair in cache]
+    except (TypeError, IndexError, KeyError):
+        raise _invalid("kv must be a transformers cache or a sequence of (key, value) per layer") from None
+
+
+def dynamic_cache(pairs: Sequence, config: Any = None):
+    """A transformers ``DynamicCache`` holding ``pairs`` (``[batch, kv_heads, tokens,
+    head_dim]`` each), on 5.x and 4.x; ``config`` lets 5.x pick each layer's kind."""
+    from transformers import DynamicCache
+
+    cache = None
+    if config is not None:
+        try:
+            cache = DynamicCache(config=config)
+        except TypeError:  # 4.x takes no config
+            cache = None
+    if cache is None:
+        cache = DynamicCache()
+    for index, (k, v) in enumerate(pairs):
+        cache.update(k, v, index)
+    return cache
+
+
 def _token_list(tokens: Any) -> list[int]:
     if hasattr(tokens, "tolist"):
         tokens = tokens.tolist()
@@ -540,15 +572,7 @@ def _failed_index(error: CascadeError, count: int) -> int:
 def _layers_of(kv: Any, layout: KVLayout) -> list[tuple[Any, Any]]:
     """``(key, value)`` per layer of a transformers cache (5.x ``layers``, 4.x
     ``key_cache``) or of a sequence of pairs."""
-    if hasattr(kv, "layers") and kv.layers and hasattr(kv.layers[0], "keys"):
-        layers = [(layer.keys, layer.values) for layer in kv.layers]
-    elif hasattr(kv, "key_cache") and hasattr(kv, "value_cache"):
-        layers = list(zip(kv.key_cache, kv.value_cache))
-    else:
-        try:
-            layers = [(pair[0], pair[1]) for pair in kv]
-        except (TypeError, IndexError, KeyError):
-            raise _invalid("kv must be a transformers cache or a sequence of (key, value) per layer") from None
+    layers = cache_pairs(kv)
     if len(layers) != layout.num_layers:
         raise _invalid(f"kv has {len(layers)} layers, the layout {layout.num_layers}", layers=len(layers))
     return layers
@@ -628,20 +652,3 @@ def _block_table(table: Optional[Sequence[int]], needed: int, pool_blocks: int, 
     if len(set(entries)) != len(entries):
         raise _invalid(f"{what} names one pool block twice")
     return entries
-
-
-def _dynamic_cache(pairs, config):
-    """A transformers ``DynamicCache`` holding ``pairs`` (5.x and 4.x)."""
-    from transformers import DynamicCache
-
-    cache = None
-    if config is not None:
-        try:
-            cache = DynamicCache(config=config)
-        except TypeError:  # 4.x takes no config
-            cache = None
-    if cache is None:
-        cache = DynamicCache()
-    for index, (k, v) in enumerate(pairs):
-        cache.update(k, v, index)
-    return cache

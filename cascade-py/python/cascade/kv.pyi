@@ -6,7 +6,7 @@ from typing import Any, Optional, Union
 
 from . import CascadeStore
 
-__all__ = ["KVLayout", "KVCache", "SaveResult", "Restored", "CONTIGUOUS", "PAGED"]
+__all__ = ["KVLayout", "KVCache", "SaveResult", "Restored", "CONTIGUOUS", "PAGED", "cache_pairs", "dynamic_cache"]
 
 CONTIGUOUS: str
 PAGED: str
@@ -137,3 +137,10 @@ class KVCache:
         max_tokens: Optional[int] = None,
     ) -> Restored:
         """The longest stored prefix scattered into paged pools at `block_table`."""
+
+def cache_pairs(cache: Any) -> list[tuple[Any, Any]]:
+    """(key, value) per layer of a transformers cache (5.x `layers`, 4.x `key_cache`) or of
+    a sequence of pairs."""
+
+def dynamic_cache(pairs: Sequence[tuple[Any, Any]], config: Any = None) -> Any:
+    """A transformers DynamicCache holding `pairs`, on 5.x and 4.x."""
