@@ -234,6 +234,9 @@ class KVCache:
     once while the finished ones are copied to the GPU (one at a time by default: on the
     H200 machine more readers only contended for host memory with the GPU copies;
     docs/benchmarks.md).
+
+    A KVCache keeps that pinned buffer between calls, so give each thread its own
+    KVCache (they may share the store, which is thread-safe).
     """
 
     def __init__(
