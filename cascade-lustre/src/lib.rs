@@ -70,6 +70,7 @@ mod store;
 mod tier;
 mod uring;
 mod uring_path;
+mod verify;
 
 pub use compact::CompactionReport;
 pub use config::FileTierConfig;
@@ -77,6 +78,7 @@ pub use engine::{EngineInUse, IoEngine, io_uring_available};
 pub use io::{drop_file_cache, drop_path_cache};
 pub use lustre::{LUSTRE_SUPER_MAGIC, is_lustre};
 pub use tier::{FORMAT_FILE, FileTier, OpenReport};
+pub use verify::{DamagedBlock, VerifyReport};
 
 /// The kind string of this tier in `[[tiers]]` entries.
 pub const KIND: &str = "file";

@@ -500,7 +500,7 @@ impl Inner {
     }
 
     /// Checks a record header read back against the index entry.
-    fn header_matches(entry: &Entry, bytes: &[u8]) -> bool {
+    pub(crate) fn header_matches(entry: &Entry, bytes: &[u8]) -> bool {
         RecordHeader::decode(bytes, Some(entry.segment.nonce)).is_ok_and(|h| {
             h.id == entry.record.id
                 && h.seq == entry.record.seq

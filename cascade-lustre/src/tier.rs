@@ -49,7 +49,7 @@ pub struct OpenReport {
 /// Blocks aggregated into large segment files in a directory (any POSIX filesystem;
 /// striped on Lustre). See the crate documentation for the format and the guarantees.
 pub struct FileTier {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     compactor: Option<Compactor>,
     report: OpenReport,
 }

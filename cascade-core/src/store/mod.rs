@@ -191,6 +191,29 @@ impl CascadeStore {
         self
     }
 
+    /// Moves the coldest blocks of tier `tier` (position, fastest first) down the tiers,
+    /// or out of the store from the last tier, until `bytes` more than now are free
+    /// there (`cascade evict`). Returns the bytes freed, which is less when the blocks
+    /// left cannot move (the tiers below are full of blocks that cannot move either).
+    ///
+    /// Errors: [`crate::ErrorKind::InvalidInput`] for a tier that does not exist; a
+    /// tier's error while moving a block.
+    pub fn free_up(&self, tier: usize, bytes: u64) -> Result<u64> {
+        if tier >= self.core.tiers.len() {
+            return Err(
+                Error::new(crate::ErrorKind::InvalidInput, "no such tier position")
+                    .with_context("tier", tier)
+                    .with_context("tiers", self.core.tiers.len()),
+            );
+        }
+        let before = self.core.free_bytes(tier);
+        let want = before
+            .saturating_add(bytes)
+            .min(self.core.tiers[tier].capacity());
+        self.core.make_room(tier, want)?;
+        Ok(self.core.free_bytes(tier).saturating_sub(before))
+    }
+
     /// The put/get latency histograms, unless turned off.
     pub fn latency(&self) -> Option<&crate::metrics::Latency> {
         self.latency.as_ref()
