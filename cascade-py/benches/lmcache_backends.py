@@ -24,7 +24,9 @@ layout)``, copy each chunk out into a destination tensor (the KV the engine load
 release. Cold: before the read, every file of the layout is fsynced and dropped from the
 page cache (``posix_fadvise(DONTNEED)``). Each round uses new chunk keys, so nothing is
 deduplicated against an earlier round. Every chunk read is compared with what was
-written (outside the timing). GB/s = 1e9 bytes/s, medians over rounds.
+written (outside the timing). ``--warmup`` untimed rounds come first (this VM runs
+memory untouched for a while at a fraction of its speed). torch uses one intra-op thread.
+GB/s = 1e9 bytes/s, medians over rounds.
 """
 
 from __future__ import annotations
@@ -189,7 +191,12 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--cpu-gb", type=float, default=0.75)
     ap.add_argument("--dir", default=None, help="where files go (default: a temp dir)")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     args = ap.parse_args()
+    # One intra-op thread for every layout's per-chunk copies: on a 2-core machine
+    # shared with other work, torch's thread pool made each 128 KiB copy several times
+    # slower and far noisier.
+    torch.set_num_threads(1)
 
     root = Path(tempfile.mkdtemp(prefix="lmcache-bench-", dir=args.dir))
     total = args.chunks * CHUNK_BYTES
@@ -228,6 +235,12 @@ def main() -> int:
         src = src.view(torch.bfloat16)
         dst = torch.zeros_like(src)
         dst.add_(0)  # touch every page before timing
+        for rnd in range(args.warmup):
+            for layout in layouts:
+                run_round(layout, src, dst, args.batch, 1000 + rnd)
+        for layout in layouts:
+            layout.write.clear()
+            layout.read.clear()
         for rnd in range(args.rounds):
             for layout in layouts:
                 run_round(layout, src, dst, args.batch, rnd)

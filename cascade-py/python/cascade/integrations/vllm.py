@@ -163,8 +163,7 @@ class CascadeConnector(KVConnectorBase_V1):
         # The scheduler and every worker derive the same namespace from the KV cache
         # config: what the workers store is what the scheduler looks up.
         self.keys = self._key_space(
-            f"{type(spec).__name__};layers={self._num_layers};"
-            f"block={'x'.join(map(str, self._expected_block_shape or ()))}"
+            _layout_name(spec, self._expected_block_shape, self._num_layers, self._kv_dtype())
         )
         # Scheduler state.
         self._requests: dict[str, _RequestState] = {}
@@ -173,12 +172,15 @@ class CascadeConnector(KVConnectorBase_V1):
         self._load_errors: set[int] = set()
         self._device_io = False
 
-    def _key_space(self, layout: str) -> KeySpace:
+    def _kv_dtype(self) -> str:
         dtype = str(self._vllm_config.cache_config.cache_dtype)
         if dtype == "auto":
             dtype = str(self._vllm_config.model_config.dtype)
+        return dtype.removeprefix("torch.")
+
+    def _key_space(self, layout: str) -> KeySpace:
         return KeySpace(
-            "vllm", self._model, dtype, layout, self._tp_rank, self._tp_size, self._salt
+            "vllm", self._model, self._kv_dtype(), layout, self._tp_rank, self._tp_size, self._salt
         )
 
     # ==============================================================================
@@ -394,6 +396,29 @@ def _block_shape(spec: Any, block_size: int) -> Optional[tuple[int, ...]]:
     if type(spec).__name__.startswith("MLA"):
         return (block_size, head)
     return (2, block_size, int(spec.num_kv_heads), head)
+
+
+def _layout_name(
+    spec: Any, block_shape: Optional[tuple[int, ...]], num_layers: int, dtype: str
+) -> str:
+    """The block format as the namespace records it. Full-attention blocks are
+    cascade.kv's paged format (every layer's K then V, each ``[block_size, kv_heads,
+    head_size]``), so they are named by its KVLayout; flash-attention and FlashInfer
+    give the same bytes, both are named as the K/V-stacked layout."""
+    if block_shape is not None and len(block_shape) == 4:
+        try:
+            from cascade.kv import KVLayout
+
+            _, block_size, heads, head = block_shape
+            return KVLayout.paged(
+                num_layers, heads, head, block_size, dtype, kv_stacked=True, stack_dim=0
+            ).describe()
+        except (ImportError, cascade.CascadeError):
+            pass  # a KV dtype cascade.kv does not name (fp8 caches): the plain name
+    return (
+        f"{type(spec).__name__};layers={num_layers};"
+        f"block={'x'.join(map(str, block_shape or ()))}"
+    )
 
 
 def _block_dim(kv: torch.Tensor, num_blocks: int) -> int:
