@@ -102,6 +102,30 @@ impl<V> ShardedIndex<V> {
         self.shard(id).read().get(id).map(f)
     }
 
+    /// Runs `f` on the values of all `ids` at once (`None` for an absent id), under the
+    /// read locks of their shards, each taken once and in ascending order: a batch that
+    /// lends many blocks at once (one DMA for all of them) keeps them all alive.
+    pub fn with_many<R>(&self, ids: &[BlockId], f: impl FnOnce(&[Option<&V>]) -> R) -> R {
+        let mut shards: Vec<usize> = ids.iter().map(shard_of).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        let guards: Vec<(usize, parking_lot::RwLockReadGuard<'_, IdMap<V>>)> = shards
+            .into_iter()
+            .map(|s| (s, self.shards[s].read()))
+            .collect();
+        let values: Vec<Option<&V>> = ids
+            .iter()
+            .map(|id| {
+                let shard = shard_of(id);
+                guards
+                    .binary_search_by_key(&shard, |(s, _)| *s)
+                    .ok()
+                    .and_then(|at| guards[at].1.get(id))
+            })
+            .collect();
+        f(&values)
+    }
+
     /// Inserts or replaces; returns the old value.
     pub fn insert_value(&self, id: BlockId, value: V) -> Option<V> {
         self.shard(&id).write().insert(id, value)

@@ -11,6 +11,7 @@ pub mod access;
 pub mod alloc;
 pub mod block_id;
 pub mod config;
+pub mod device;
 pub mod error;
 pub mod hasher;
 pub mod index;

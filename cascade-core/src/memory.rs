@@ -14,8 +14,8 @@ use crate::alloc::{Extent, ExtentAllocator};
 use crate::config::ByteSize;
 use crate::index::ShardedIndex;
 use crate::tier::{
-    Capability, FillTarget, HostRegion, Tier, buffer_too_small, check_block_fits, fill_results,
-    tier_full,
+    BatchFill, BatchVisit, Capability, FillTarget, HostRegion, Tier, apply_visits,
+    buffer_too_small, check_block_fits, fill_results, tier_full,
 };
 use crate::{BlockId, Error, ErrorKind, Result};
 
@@ -162,6 +162,7 @@ impl Tier for MemoryTier {
         Capability {
             persistent: false,
             device_memory: false,
+            device: None,
             max_block_size: self.allocator.capacity(),
         }
     }
@@ -193,7 +194,7 @@ impl Tier for MemoryTier {
     fn put_with_batch(
         &self,
         items: &[(BlockId, usize)],
-        fill: &mut dyn FnMut(&mut [FillTarget<'_>]) -> Vec<Result<()>>,
+        fill: &mut BatchFill<'_>,
     ) -> Vec<Result<()>> {
         let mut results: Vec<Result<()>> = Vec::with_capacity(items.len());
         let mut reserved: Vec<(usize, Extent)> = Vec::with_capacity(items.len());
@@ -263,6 +264,24 @@ impl Tier for MemoryTier {
                 visit(unsafe { self.extent_ref(extent, len as usize) })
             })
             .unwrap_or_else(|| Err(Error::not_found(id)))
+    }
+
+    fn get_with_batch(&self, ids: &[BlockId], visit: &mut BatchVisit<'_>) -> Vec<Result<()>> {
+        self.blocks.with_many(ids, |found| {
+            let mut results: Vec<Result<()>> = ids.iter().map(|_| Ok(())).collect();
+            let mut lent: Vec<(usize, &[u8])> = Vec::with_capacity(ids.len());
+            for (i, value) in found.iter().enumerate() {
+                match *value {
+                    Some(&(extent, len)) => {
+                        // SAFETY: the shard read locks are held while `visit` runs.
+                        lent.push((i, unsafe { self.extent_ref(extent, len as usize) }));
+                    }
+                    None => results[i] = Err(Error::not_found(ids[i])),
+                }
+            }
+            apply_visits(visit, &lent, &mut results);
+            results
+        })
     }
 
     fn len_of(&self, id: BlockId) -> Option<u64> {

@@ -11,6 +11,9 @@ pub struct Capability {
     pub persistent: bool,
     /// Bytes live in device (GPU) memory rather than host memory.
     pub device_memory: bool,
+    /// The CUDA device ordinal the tier's memory lives on, for tiers in device memory
+    /// whose device is known (the GPU tier); `None` for host memory.
+    pub device: Option<usize>,
     /// Largest single block the tier accepts, in bytes.
     pub max_block_size: u64,
 }
@@ -112,7 +115,7 @@ pub trait Tier: Send + Sync {
     fn put_with_batch(
         &self,
         items: &[(BlockId, usize)],
-        fill: &mut dyn FnMut(&mut [FillTarget<'_>]) -> Vec<Result<()>>,
+        fill: &mut BatchFill<'_>,
     ) -> Vec<Result<()>> {
         let mut buffers: Vec<Vec<u8>> = items.iter().map(|&(_, len)| vec![0u8; len]).collect();
         let mut targets: Vec<FillTarget<'_>> = buffers
@@ -153,6 +156,39 @@ pub trait Tier: Send + Sync {
         let mut buffer = vec![0u8; len];
         let got = self.get(id, &mut buffer)?;
         visit(&buffer[..got])
+    }
+
+    /// Lends the bytes of many blocks to `visit` at once, where the tier can, so that one
+    /// batched DMA reads them all straight from the tier's memory.
+    ///
+    /// `visit` gets `(position in ids, bytes)` for every block found and returns one
+    /// result per block it was given, in order. One result per id, in order
+    /// ([`ErrorKind::NotFound`] for a missing block, [`ErrorKind::Corrupt`] for one that
+    /// failed its checksum). The default reads each block into a temporary buffer first.
+    fn get_with_batch(&self, ids: &[BlockId], visit: &mut BatchVisit<'_>) -> Vec<Result<()>> {
+        let mut results: Vec<Result<()>> = Vec::with_capacity(ids.len());
+        let mut buffers: Vec<(usize, Vec<u8>)> = Vec::new();
+        for (i, &id) in ids.iter().enumerate() {
+            let read = self
+                .len_of(id)
+                .ok_or_else(|| Error::not_found(id))
+                .and_then(|len| {
+                    let mut buffer = vec![0u8; len as usize];
+                    let n = self.get(id, &mut buffer)?;
+                    buffer.truncate(n);
+                    Ok(buffer)
+                });
+            match read {
+                Ok(buffer) => {
+                    buffers.push((i, buffer));
+                    results.push(Ok(()));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        let lent: Vec<(usize, &[u8])> = buffers.iter().map(|(i, b)| (*i, b.as_slice())).collect();
+        apply_visits(visit, &lent, &mut results);
+        results
     }
 
     /// Stores a block of `len` bytes copied from device (GPU) memory at address `src`.
@@ -249,16 +285,20 @@ pub trait Tier: Send + Sync {
     }
 }
 
+/// The fill of [`Tier::put_with_batch`]: writes the buffers it is given, one result each.
+pub type BatchFill<'f> = dyn FnMut(&mut [FillTarget<'_>]) -> Vec<Result<()>> + 'f;
+
+/// The visit of [`Tier::get_with_batch`]: reads the `(position, bytes)` blocks it is lent,
+/// one result each.
+pub type BatchVisit<'f> = dyn FnMut(&[(usize, &[u8])]) -> Vec<Result<()>> + 'f;
+
 /// One destination of [`Tier::put_with_batch`]'s fill: the item's position in the batch
 /// and the room for its bytes.
 pub type FillTarget<'a> = (usize, &'a mut [u8]);
 
 /// Calls a batch fill and checks it answered once per buffer; a fill that answered a
 /// different count fails every buffer rather than storing unfilled bytes.
-pub fn fill_results(
-    fill: &mut dyn FnMut(&mut [FillTarget<'_>]) -> Vec<Result<()>>,
-    targets: &mut [FillTarget<'_>],
-) -> Vec<Result<()>> {
+pub fn fill_results(fill: &mut BatchFill<'_>, targets: &mut [FillTarget<'_>]) -> Vec<Result<()>> {
     let count = targets.len();
     let filled = fill(targets);
     if filled.len() == count {
@@ -271,6 +311,32 @@ pub fn fill_results(
     .with_context("buffers", count)
     .with_context("results", filled.len());
     (0..count).map(|_| Err(error.clone())).collect()
+}
+
+/// Calls a batch visit on `lent` and records its per-block results in `results`
+/// (indexed by position); a visit that answered a different count fails every block it
+/// was given.
+pub fn apply_visits(
+    visit: &mut BatchVisit<'_>,
+    lent: &[(usize, &[u8])],
+    results: &mut [Result<()>],
+) {
+    let visited = visit(lent);
+    if visited.len() != lent.len() {
+        let error = Error::new(
+            ErrorKind::Plugin,
+            "a batch visit returned a different number of results than blocks",
+        )
+        .with_context("blocks", lent.len())
+        .with_context("results", visited.len());
+        for (i, _) in lent {
+            results[*i] = Err(error.clone());
+        }
+        return;
+    }
+    for ((i, _), outcome) in lent.iter().zip(visited) {
+        results[*i] = outcome;
+    }
 }
 
 /// What [`Tier::refresh`] found: changes made by other processes sharing the tier's

@@ -42,6 +42,7 @@ impl Tier for FakeDevice {
     fn capability(&self) -> Capability {
         Capability {
             device_memory: true,
+            device: Some(0),
             ..self.inner.capability()
         }
     }
@@ -158,24 +159,28 @@ fn assert_consistent(store: &CascadeStore) {
 }
 
 #[test]
-fn a_store_without_a_device_tier_refuses_device_memory() {
+fn a_store_without_device_access_or_tier_refuses_device_memory() {
+    // No DeviceAccess (core alone, as without the `gpu` feature) and no device tier:
+    // host tiers cannot reach device memory, a typed Unavailable error.
     let store = CascadeStore::new(
         vec![memory("m0", 1 << 20), memory("m1", 1 << 20)],
         StorePolicy::default(),
     )
     .expect("store");
     let data = block(1, 4096);
-    let err = put_device(&store, id(1), &data).expect_err("no device tier");
-    assert_eq!(err.kind(), ErrorKind::Unsupported);
-    assert!(err.to_string().contains("no GPU tier"), "{err}");
+    let err = put_device(&store, id(1), &data).expect_err("no device access");
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert!(err.to_string().contains("no GPU support"), "{err}");
     assert!(!store.contains(id(1)));
     let mut out = vec![0u8; 4096];
-    let err = get_device(&store, id(1), &mut out).expect_err("refused even when absent");
-    assert_eq!(err.kind(), ErrorKind::Unsupported);
+    assert_eq!(
+        get_device(&store, id(1), &mut out).expect("an absent block is a miss"),
+        None
+    );
 
     store.put(id(1), &data).expect("host put");
-    let err = get_device(&store, id(1), &mut out).expect_err("no device tier");
-    assert_eq!(err.kind(), ErrorKind::Unsupported);
+    let err = get_device(&store, id(1), &mut out).expect_err("no device access");
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
     assert!(out.iter().all(|&b| b == 0), "nothing copied");
     assert_eq!(store.tier_of(id(1)), Some(0), "block left where it was");
 
@@ -186,8 +191,8 @@ fn a_store_without_a_device_tier_refuses_device_memory() {
     // SAFETY: the address is a host buffer of its length, never read (no device tier).
     let results = unsafe { store.put_device_batch(&[(id(3), data.as_ptr() as u64, data.len())]) };
     assert_eq!(
-        results[0].as_ref().expect_err("no device tier").kind(),
-        ErrorKind::Unsupported
+        results[0].as_ref().expect_err("no device access").kind(),
+        ErrorKind::Unavailable
     );
 }
 
@@ -337,11 +342,12 @@ fn too_small_outputs_and_unpromotable_blocks_are_typed_errors() {
     assert!(small.iter().all(|&b| b == 0xAA), "nothing copied");
     assert_eq!(gpu.device_gets.load(Ordering::Relaxed), 0);
 
-    // Larger than the device tier can ever hold: refused on put, and a host block of
-    // that size cannot be promoted for a device read; it stays readable on the host.
+    // Larger than the device tier can ever hold: without device access the host tier
+    // cannot take it from device memory, and a host block of that size cannot be
+    // promoted for a device read; it stays readable on the host.
     let big = block(6, 128 * 1024);
-    let err = put_device(&store, id(6), &big).expect_err("too large");
-    assert_eq!(err.kind(), ErrorKind::TooLarge);
+    let err = put_device(&store, id(6), &big).expect_err("too large for the device tier");
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
     store.put(id(6), &big).expect("host put");
     assert_eq!(store.tier_of(id(6)), Some(1));
     let mut out = vec![0u8; big.len()];

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use cascade_core::config::{ByteSize, WritePolicy};
 use cascade_core::store::StorePolicy;
-use cascade_core::tier::{Capability, FillTarget};
+use cascade_core::tier::{BatchFill, Capability};
 use cascade_core::{
     BlockId, CascadeStore, ErrorKind, MemoryTier, MemoryTierConfig, PutOutcome, Result, Tier,
 };
@@ -69,7 +69,7 @@ impl Tier for Held {
     fn put_with_batch(
         &self,
         items: &[(BlockId, usize)],
-        fill: &mut dyn FnMut(&mut [FillTarget<'_>]) -> Vec<Result<()>>,
+        fill: &mut BatchFill<'_>,
     ) -> Vec<Result<()>> {
         self.inner.put_with_batch(items, fill)
     }

@@ -854,7 +854,7 @@ fn first<T>(results: Vec<Result<T>>) -> Result<T> {
         .unwrap_or_else(|| Err(Error::new(ErrorKind::InvalidInput, "empty batch")))
 }
 
-/// Fills the items a failed call never reached with a copy of its error.
+/// Fills the items a failed call never reached with its error.
 fn finish<T>(results: Vec<Option<Result<T>>>, outcome: Result<()>) -> Vec<Result<T>> {
     let failure = outcome.err();
     results
@@ -862,7 +862,7 @@ fn finish<T>(results: Vec<Option<Result<T>>>, outcome: Result<()>) -> Vec<Result
         .map(|r| {
             r.unwrap_or_else(|| {
                 Err(match &failure {
-                    Some(e) => Error::new(e.kind(), e.to_string()),
+                    Some(e) => e.clone(),
                     None => Error::new(ErrorKind::Io, "copy was not completed"),
                 })
             })
@@ -893,6 +893,7 @@ impl Tier for GpuTier {
         Capability {
             persistent: false,
             device_memory: true,
+            device: Some(self.config.device_id),
             max_block_size: self.allocator.capacity(),
         }
     }

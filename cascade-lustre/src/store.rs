@@ -146,15 +146,6 @@ pub struct Item<'a> {
     pub checksum: u64,
 }
 
-/// The same error again (errors are not `Clone`; a failed run fails each of its items).
-fn copy_error(e: &Error) -> Error {
-    let mut copy = Error::new(e.kind(), e.message());
-    for (key, value) in e.context() {
-        copy = copy.with_context(key, value);
-    }
-    copy
-}
-
 fn now_nanos() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -227,7 +218,7 @@ impl Inner {
             let active = match self.lane_segment(w, lane) {
                 Ok(segment) => segment,
                 Err(e) => {
-                    results.extend(items[start..].iter().map(|_| Err(copy_error(&e))));
+                    results.extend(items[start..].iter().map(|_| Err(e.clone())));
                     break;
                 }
             };
@@ -247,7 +238,7 @@ impl Inner {
             }
             if end == start {
                 if let Err(e) = self.roll(w, lane) {
-                    results.extend(items[start..].iter().map(|_| Err(copy_error(&e))));
+                    results.extend(items[start..].iter().map(|_| Err(e.clone())));
                     break;
                 }
                 continue;
@@ -264,7 +255,7 @@ impl Inner {
                     // Cut what a failed write may have left, so the next append (and a
                     // later footer) start right after the last good record.
                     let _ = active.file.set_len(seg_end);
-                    results.extend(run.iter().map(|_| Err(copy_error(&e))));
+                    results.extend(run.iter().map(|_| Err(e.clone())));
                 }
             }
             start = end;

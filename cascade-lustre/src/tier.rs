@@ -578,6 +578,7 @@ impl Tier for FileTier {
         Capability {
             persistent: true,
             device_memory: false,
+            device: None,
             max_block_size: self.max_block_size(),
         }
     }

@@ -70,10 +70,7 @@ pub fn copy_after_sync<R>(
     if let Some(device_id) = device_id
         && let Err(e) = sync_streams(device_id, items)
     {
-        return plain
-            .iter()
-            .map(|_| Err(Error::new(e.kind(), e.to_string())))
-            .collect();
+        return plain.iter().map(|_| Err(e.clone())).collect();
     }
     copy(&plain)
 }

@@ -82,14 +82,11 @@ impl PyStore {
             let message = format!("{warning}; continuing with tiers: {}", opened.join(", "));
             warn_tier_unavailable(py, &message)?;
         }
-        let gpu_device = config
-            .tiers
+        // The tiers say which device their memory is on; the config is not read again.
+        let gpu_device = store
+            .tiers()
             .iter()
-            .enumerate()
-            .filter(|(position, tier)| {
-                tier.kind == "gpu" && opened.contains(&tier.display_name(*position))
-            })
-            .find_map(|(position, tier)| gpu_device_of(tier, position));
+            .find_map(|tier| tier.capability().device);
         Ok(Self {
             inner: RwLock::new(Some(store)),
             gpu_device,
@@ -145,21 +142,6 @@ impl PyStore {
             let _ = (py, store);
             items.iter().map(|_| Err(no_gpu_build())).collect()
         }
-    }
-}
-
-/// The CUDA device a configured GPU tier uses.
-fn gpu_device_of(tier: &cascade::TierConfig, position: usize) -> Option<usize> {
-    #[cfg(feature = "gpu")]
-    {
-        tier.parse_settings::<cascade_gpu::GpuTierConfig>(position)
-            .ok()
-            .map(|c| c.device_id)
-    }
-    #[cfg(not(feature = "gpu"))]
-    {
-        let _ = (tier, position);
-        None
     }
 }
 

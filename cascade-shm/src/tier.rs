@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use cascade_core::tier::{
-    Capability, FillTarget, HostRegion, Tier, buffer_too_small, check_block_fits, fill_results,
-    tier_full,
+    BatchFill, BatchVisit, Capability, FillTarget, HostRegion, Tier, apply_visits,
+    buffer_too_small, check_block_fits, fill_results, tier_full,
 };
 use cascade_core::{BlockId, Error, ErrorKind, Extent, ExtentAllocator, Result, ShardedIndex};
 use parking_lot::Mutex;
@@ -339,11 +339,7 @@ impl Inner {
 
     /// Reserves room for every item, lets `fill` write them all in place (one batched
     /// DMA when the source is device memory), then publishes those filled.
-    fn store_batch(
-        &self,
-        items: &[(BlockId, usize)],
-        fill: &mut dyn FnMut(&mut [FillTarget<'_>]) -> Vec<Result<()>>,
-    ) -> Vec<Result<()>> {
+    fn store_batch(&self, items: &[(BlockId, usize)], fill: &mut BatchFill<'_>) -> Vec<Result<()>> {
         let mut results: Vec<Result<()>> = Vec::with_capacity(items.len());
         let mut reserved: Vec<(usize, u32, Extent)> = Vec::with_capacity(items.len());
         for (i, &(_, len)) in items.iter().enumerate() {
@@ -438,6 +434,44 @@ impl Inner {
         }
     }
 
+    /// Lends many blocks to `visit` at once under their shards' read locks, after
+    /// checking each as [`Inner::read`] does; blocks failing their checksum are dropped
+    /// once the locks are released and answered [`ErrorKind::Corrupt`].
+    fn read_batch(&self, ids: &[BlockId], visit: &mut BatchVisit<'_>) -> Vec<Result<()>> {
+        let mut corrupt: Vec<usize> = Vec::new();
+        let mut results = self.blocks.with_many(ids, |found| {
+            let mut results: Vec<Result<()>> = ids.iter().map(|_| Ok(())).collect();
+            let mut lent: Vec<(usize, &[u8])> = Vec::with_capacity(ids.len());
+            for (i, entry) in found.iter().enumerate() {
+                let Some(entry) = entry else {
+                    results[i] = Err(Error::not_found(ids[i]));
+                    continue;
+                };
+                // SAFETY: the shard read locks are held while the slices are used.
+                let bytes = unsafe { self.extent_ref(entry.extent, entry.len as usize) };
+                if let (true, Some(want)) = (self.verify_on_read, entry.checksum)
+                    && cascade_hash::checksum(bytes) != want
+                {
+                    corrupt.push(i);
+                    continue;
+                }
+                lent.push((i, bytes));
+            }
+            apply_visits(visit, &lent, &mut results);
+            results
+        });
+        for i in corrupt {
+            self.remove(ids[i]);
+            results[i] = Err(Error::new(
+                ErrorKind::Corrupt,
+                "block failed its checksum; dropped it",
+            )
+            .with_context("tier", &self.name)
+            .with_context("id", ids[i]));
+        }
+        results
+    }
+
     fn remove(&self, id: BlockId) -> bool {
         match self.blocks.remove_value(&id) {
             Some(entry) => {
@@ -463,6 +497,7 @@ impl Tier for ShmTier {
         Capability {
             persistent: true,
             device_memory: false,
+            device: None,
             max_block_size: self.inner.data_len,
         }
     }
@@ -494,9 +529,13 @@ impl Tier for ShmTier {
     fn put_with_batch(
         &self,
         items: &[(BlockId, usize)],
-        fill: &mut dyn FnMut(&mut [FillTarget<'_>]) -> Vec<Result<()>>,
+        fill: &mut BatchFill<'_>,
     ) -> Vec<Result<()>> {
         self.inner.store_batch(items, fill)
+    }
+
+    fn get_with_batch(&self, ids: &[BlockId], visit: &mut BatchVisit<'_>) -> Vec<Result<()>> {
+        self.inner.read_batch(ids, visit)
     }
 
     fn get(&self, id: BlockId, out: &mut [u8]) -> Result<usize> {

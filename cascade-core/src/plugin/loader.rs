@@ -272,6 +272,7 @@ impl PluginLibrary {
             capability: Capability {
                 persistent: false,
                 device_memory: false,
+                device: None,
                 max_block_size: 0,
             },
         };
@@ -282,6 +283,9 @@ impl PluginLibrary {
         tier.capability = Capability {
             persistent: raw.flags & CAP_PERSISTENT != 0,
             device_memory: raw.flags & CAP_DEVICE_MEMORY != 0,
+            // The plugin ABI names no device: a plugin's device memory is reached only
+            // through the plugin's own device calls.
+            device: None,
             max_block_size: raw.max_block_size,
         };
         Ok(tier)

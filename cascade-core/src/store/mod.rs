@@ -130,6 +130,10 @@ pub(crate) struct Core {
 
 /// The tiered KV-block store.
 pub struct CascadeStore {
+    // Declared (so dropped) before `core`: the copiers' registrations of host memory
+    // go before the tiers that own that memory.
+    copiers: Mutex<Vec<(usize, Arc<dyn crate::device::DeviceCopier>)>>,
+    devices: Option<Arc<dyn crate::device::DeviceAccess>>,
     core: Arc<Core>,
     hasher: Option<Arc<dyn Hasher>>,
     pool: Option<rayon::ThreadPool>,
@@ -175,6 +179,8 @@ impl CascadeStore {
             WritePolicy::WriteThrough => Some(WriteThrough::start(Arc::clone(&core))?),
         };
         Ok(Self {
+            copiers: Mutex::new(Vec::new()),
+            devices: None,
             core,
             hasher: None,
             pool,

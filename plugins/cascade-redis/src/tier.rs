@@ -203,6 +203,7 @@ impl Tier for RedisTier {
             // Blocks live in the server, not in this process: a restarted node finds them.
             persistent: true,
             device_memory: false,
+            device: None,
             max_block_size: self
                 .config
                 .max_block_size
