@@ -462,3 +462,54 @@ pub fn to_text(r: &ClusterReport) -> String {
     );
     t
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aggregate_is_every_rank_s_bytes_over_the_slowest_rank() {
+        let mut all = Samples::default();
+        record(&mut all, &[1.0, 2.0], &[2_000_000_000, 2_000_000_000]);
+        assert_eq!(all.per_rank, vec![vec![2.0], vec![1.0]]);
+        assert_eq!(all.aggregate, vec![2.0]);
+        // In the single-rank phase the idle ranks move nothing: they neither count nor
+        // make the phase look slower.
+        let mut solo = Samples::default();
+        record(&mut solo, &[0.5, 9.0], &[1_000_000_000, 0]);
+        assert_eq!(solo.aggregate, vec![2.0]);
+        assert!(solo.per_rank[1].is_empty());
+    }
+
+    #[test]
+    fn the_report_flags_dedup_that_stored_more_than_one_copy() {
+        let mut report = ClusterReport {
+            command: "cascade-bench --cluster".into(),
+            machine: "m".into(),
+            date: "d".into(),
+            mpi: "Open MPI".into(),
+            ranks: 2,
+            blocks: 4,
+            block_size: 128 << 10,
+            batch: 64,
+            rounds: 1,
+            single_rank: vec![],
+            figures: vec![Figure {
+                name: "remote read".into(),
+                per_rank_gbps: vec![1.0, 1.0],
+                aggregate_gbps: 2.0,
+                limit: Some(("MPI p2p, same size".into(), 4.0)),
+            }],
+            p2p: Some((2.0, 4.0)),
+            dedup_bytes: (4 << 17, 4 << 17),
+        };
+        let text = to_text(&report);
+        assert!(
+            text.contains("| remote read | 1.00 / 1.00 | 2.00 | 4.00 (MPI p2p, same size) | 50% |"),
+            "{text}"
+        );
+        assert!(!text.contains("NOT one copy"), "{text}");
+        report.dedup_bytes.0 *= 2;
+        assert!(to_text(&report).contains("NOT one copy"));
+    }
+}

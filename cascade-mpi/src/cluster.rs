@@ -624,23 +624,20 @@ impl ClusterStore {
             let state = reader.u8()?;
             let checksum = reader.u64()?;
             let len = lens[p] as usize;
-            if state == FetchState::Found as u8
-                && n == len
-                && crate::checksum(&items[i].1[..n]) == checksum
-            {
-                bump(&self.shared.counters.remote_hits, 1);
-                bump(&self.shared.counters.remote_bytes, n as u64);
-                results[i] = Ok(Some(n));
-                continue;
-            }
-            if state == FetchState::Absent as u8 {
-                absent.push((ids[i], call.rank as u32));
-            } else {
-                if state == FetchState::Found as u8 {
+            match verdict(state, n, len, checksum, &items[i].1[..n.min(len)]) {
+                Verdict::Hit => {
+                    bump(&self.shared.counters.remote_hits, 1);
+                    bump(&self.shared.counters.remote_bytes, n as u64);
+                    results[i] = Ok(Some(n));
+                    continue;
+                }
+                Verdict::Absent => absent.push((ids[i], call.rank as u32)),
+                Verdict::Damaged => {
                     tracing::warn!(id = %ids[i], holder = call.rank,
                         "a remote block failed its checksum; treated as a miss");
+                    bump(&self.shared.counters.transfer_failures, 1);
                 }
-                bump(&self.shared.counters.transfer_failures, 1);
+                Verdict::Failed => bump(&self.shared.counters.transfer_failures, 1),
             }
             self.miss(&mut results[i]);
         }
@@ -838,6 +835,32 @@ impl std::fmt::Debug for ClusterStore {
     }
 }
 
+/// What one fetched block's trailer entry and received bytes amount to.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// The bytes arrived whole and match the holder's checksum.
+    Hit,
+    /// The holder no longer has the block.
+    Absent,
+    /// The holder could not read it (or it changed length).
+    Failed,
+    /// The holder sent it, but what arrived is short or fails the checksum.
+    Damaged,
+}
+
+fn verdict(state: u8, received: usize, expected: usize, checksum: u64, bytes: &[u8]) -> Verdict {
+    if state == FetchState::Absent as u8 {
+        Verdict::Absent
+    } else if state != FetchState::Found as u8 {
+        Verdict::Failed
+    } else if received == expected && bytes.len() == expected && crate::checksum(bytes) == checksum
+    {
+        Verdict::Hit
+    } else {
+        Verdict::Damaged
+    }
+}
+
 /// Copies an error's kind and text (errors are not `Clone`: they may carry a source).
 trait CloneKind {
     fn clone_kind(&self) -> Error;
@@ -846,5 +869,38 @@ trait CloneKind {
 impl CloneKind for Error {
     fn clone_kind(&self) -> Error {
         Error::new(self.kind(), self.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_whole_blocks_matching_their_checksum_are_hits() {
+        let block: Vec<u8> = (0..4096u32).map(|i| (i * 7) as u8).collect();
+        let sum = crate::checksum(&block);
+        let found = FetchState::Found as u8;
+        assert_eq!(verdict(found, 4096, 4096, sum, &block), Verdict::Hit);
+        let mut flipped = block.clone();
+        flipped[100] ^= 1;
+        assert_eq!(verdict(found, 4096, 4096, sum, &flipped), Verdict::Damaged);
+        assert_eq!(
+            verdict(found, 4000, 4096, sum, &block[..4000]),
+            Verdict::Damaged
+        );
+        assert_eq!(
+            verdict(FetchState::Absent as u8, 0, 4096, 0, &[]),
+            Verdict::Absent
+        );
+        assert_eq!(
+            verdict(FetchState::Failed as u8, 0, 4096, 0, &[]),
+            Verdict::Failed
+        );
+        assert_eq!(
+            verdict(99, 4096, 4096, sum, &block),
+            Verdict::Failed,
+            "unknown state"
+        );
     }
 }

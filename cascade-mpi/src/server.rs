@@ -5,8 +5,9 @@
 //! one-sided component (osc rdma) does not run over its TCP transport, a block's place in
 //! a pool moves with evictions (a window read would need the holder's cooperation anyway),
 //! and MPI's RMA locks are per process, so threads of one rank would serialize on one
-//! epoch. A holder answering a fetch sends each block straight from the store's read into
-//! MPI, and the reader receives it straight into the caller's buffer.
+//! epoch. A holder answering a fetch reads the blocks in steps into a small ring of
+//! buffers and hands each step to MPI before reading the next; the reader receives each
+//! block straight into the caller's buffer.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
