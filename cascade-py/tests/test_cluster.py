@@ -37,10 +37,10 @@ def _launcher() -> list:
     return command
 
 
-def test_closed_form_without_cluster_support_says_how_to_get_it():
+def test_without_cluster_support_constructing_says_how_to_build_it():
     if hasattr(cascade._native, "ClusterStore"):
         pytest.skip("this wheel has cluster support (the worker test covers it)")
-    with pytest.raises(cascade.UnsupportedError, match="--features cluster"):
+    with pytest.raises(cascade.UnsupportedError, match="--features gpu,cluster"):
         cascade.ClusterStore()
 
 

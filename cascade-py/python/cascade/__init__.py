@@ -61,7 +61,7 @@ except ImportError:
         def __init__(self, *args: object, **kwargs: object) -> None:
             raise UnsupportedError(
                 "this build of cascade has no cluster support: build the wheel with "
-                "`maturin build --release -m cascade-py/Cargo.toml --features cluster` "
+                "`maturin build --release -m cascade-py/Cargo.toml --features gpu,cluster` "
                 "on a machine with MPI (docs/cluster.md)"
             )
 
