@@ -41,7 +41,10 @@ for round in $(seq 1 "$rounds"); do
     "$rust" --config "$out/shm.toml" --tier shm --section tiers --blocks "$blocks" --size "$size" \
       --threads "$threads" --repeat "$repeat" --batch "$batch" --no-progress \
       --json "$out/rust-b$batch-r$round.json" > "$out/rust-b$batch-r$round.txt"
-    "$cpp" --config "$out/shm.toml" --blocks "$blocks" --size "$size" --threads "$threads" \
+    # Batches: the OpenMP threads only wait while rayon's threads copy, so they must sleep
+    # rather than spin (libgomp spins by default and would take the copiers' cores).
+    wait_policy=active; [ "$batch" -gt 1 ] && wait_policy=passive
+    OMP_WAIT_POLICY="$wait_policy" "$cpp" --config "$out/shm.toml" --blocks "$blocks" --size "$size" --threads "$threads" \
       --repeat "$repeat" --batch "$batch" --latency-ops 200000 --latency-size 4096 \
       > "$out/cpp-b$batch-r$round.txt"
   done

@@ -7,9 +7,11 @@
 //                 [--batch 64] [--repeat 3] [--latency-ops 200000] [--latency-size 4096]
 //
 // --batch 1 (the default) is the documented loop: one put / get per block on --threads
-// OpenMP threads. --batch N hands N blocks per put_batch / get_batch call to the store from
-// one thread, and the store copies each batch on its own threads (num_io_threads of the
-// deployment; 0: one per core), as cascade-bench's batches of 64 are copied.
+// OpenMP threads. --batch N has those threads hand N blocks per put_batch / get_batch call
+// to the store, as cascade-bench's threads do with its batches of 64; the store copies the
+// blocks of a batch in parallel (on its num_io_threads; 0: rayon's threads, one per core).
+// The OpenMP threads then only wait: run batches with OMP_WAIT_POLICY=passive, or libgomp's
+// spinning threads take cores from the threads that copy.
 // Without --config the store is one shm tier sized for the data set, in a pool file of this
 // run in /dev/shm, with num_io_threads = --threads.
 // Every block read is checked against what was written; a mismatch is an error (exit 1).
@@ -113,10 +115,10 @@ bool put_all(cascade::CascadeStore& store, const Args& a, const std::vector<casc
             failures += !store.put(ids[i], src + static_cast<size_t>(i) * block, block);
         }
     } else {
-        // One thread hands over the batches; the store copies each batch on its own
-        // threads (num_io_threads; 0: one per core). OpenMP threads calling put_batch at
-        // once would only queue behind those same threads.
+        // --threads OpenMP threads each hand batches to the store, as cascade-bench's
+        // threads do; the store copies a batch's blocks in parallel on its threads.
         const long chunks = (n + static_cast<long>(a.batch) - 1) / static_cast<long>(a.batch);
+#pragma omp parallel for num_threads(a.threads) schedule(dynamic, 1) reduction(+ : failures)
         for (long c = 0; c < chunks; c++) {
             size_t first = static_cast<size_t>(c) * a.batch, last = std::min(ids.size(), first + a.batch);
             std::vector<cascade::BlockId> chunk(ids.begin() + first, ids.begin() + last);
@@ -142,6 +144,7 @@ bool get_all(cascade::CascadeStore& store, const Args& a, const std::vector<casc
         }
     } else {
         const long chunks = (n + static_cast<long>(a.batch) - 1) / static_cast<long>(a.batch);
+#pragma omp parallel for num_threads(a.threads) schedule(dynamic, 1) reduction(+ : failures)
         for (long c = 0; c < chunks; c++) {
             size_t first = static_cast<size_t>(c) * a.batch, last = std::min(ids.size(), first + a.batch);
             std::vector<cascade::BlockId> chunk(ids.begin() + first, ids.begin() + last);
