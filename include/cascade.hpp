@@ -359,8 +359,8 @@ public:
         return hits;
     }
 
-    /// Stores size bytes of GPU memory at device address src (GPU tier builds and
-    /// deployments; unsupported otherwise).
+    /// Stores size bytes of GPU memory at device address src (unsupported without GPU
+    /// support in the build, unavailable without a usable GPU).
     Error put_device(const BlockId& id, uint64_t src, size_t size) {
         return Error::from_status(cascade_put_device(handle_, id.raw(), src, size, nullptr));
     }

@@ -1,6 +1,7 @@
-//! Device-pointer put and get: KV in GPU memory goes to and from the GPU tier without a
-//! host copy. Builds without the `gpu` feature (or deployments without a GPU tier)
-//! answer `CASCADE_STATUS_UNSUPPORTED`.
+//! Device-pointer put and get: KV in GPU memory goes to and from the store without the
+//! caller staging it in host memory (device to device into a GPU tier, or by DMA into a
+//! host tier). Builds without the `gpu` feature answer `CASCADE_STATUS_UNSUPPORTED`;
+//! a GPU build where no device memory can be reached answers `CASCADE_STATUS_UNAVAILABLE`.
 
 use cascade::{Error, ErrorKind, PutOutcome};
 
@@ -31,12 +32,14 @@ fn require_gpu_build() -> CResult {
     .into())
 }
 
-/// Stores `len` bytes of device (GPU) memory at address `src` under `id`, copied device
-/// to device into the GPU tier. Dedup as `cascade_put`; `*out_deduplicated` (when not
-/// NULL) says whether the id was already stored.
+/// Stores `len` bytes of device (GPU) memory at address `src` under `id` (on the device
+/// of the store's GPU tier; device 0 without one), placed as `cascade_put` places host
+/// bytes. Dedup as `cascade_put`; `*out_deduplicated` (when not NULL) says whether the
+/// id was already stored.
 ///
-/// Errors: `CASCADE_STATUS_UNSUPPORTED` when the build or the deployment has no GPU tier;
-/// `TOO_LARGE` / `TIER_FULL` as `cascade_put`; `INVALID_INPUT` for a NULL store or a zero
+/// Errors: `CASCADE_STATUS_UNSUPPORTED` when the build has no GPU support;
+/// `UNAVAILABLE` when no GPU or driver is usable here; `TOO_LARGE` / `TIER_FULL` as
+/// `cascade_put`; `INVALID_INPUT` for a NULL store or a zero
 /// `src` with a non-zero `len`.
 ///
 /// Thread safety: safe from any number of threads on one handle.
@@ -75,10 +78,10 @@ pub unsafe extern "C" fn cascade_put_device(
 }
 
 /// Copies the block `id` into device (GPU) memory at `dst` (`capacity` bytes) and sets
-/// `*out_len` to its size. A block held by a host tier is first moved into the GPU tier.
+/// `*out_len` to its size, from whichever tier holds it.
 ///
 /// Errors: `CASCADE_STATUS_NOT_FOUND` when it is not stored; `UNSUPPORTED` when the build
-/// or the deployment has no GPU tier; `INVALID_INPUT` when `capacity` is too small
+/// has no GPU support; `UNAVAILABLE` when no GPU or driver is usable here; `INVALID_INPUT` when `capacity` is too small
 /// (`*out_len` = the size needed) or for NULL arguments; `CORRUPT` as `cascade_get`.
 ///
 /// Thread safety: safe from any number of threads on one handle.
