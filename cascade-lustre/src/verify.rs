@@ -21,11 +21,11 @@ use crate::store::{Entry, Inner};
 use crate::tier::FileTier;
 
 /// Longest single read.
-const READ_RUN: u64 = 8 << 20;
+const READ_RUN: u64 = 16 << 20;
 /// Dead bytes between two live records that are read through rather than skipped.
 const MAX_GAP: u64 = 1 << 20;
 /// Segments read at once: a couple of streams keep a device busy while one is checked.
-const STREAMS: usize = 2;
+const STREAMS: usize = 1;
 
 /// A block whose stored bytes do not match what was written.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
