@@ -29,6 +29,7 @@ pub use cascade_core::{
     MemoryTier, MemoryTierConfig, PutOutcome, RefreshReport, Result, StoreStats, Tier, TierConfig,
     TierRefresh, TierRefreshCounts, TierStats,
     config::{ByteSize, HasherKind, WritePolicy},
+    device::{Dest, DeviceRegion, Source},
     store::StorePolicy,
 };
 /// The GPU tier's own API (device-pointer I/O, the measured PCIe ceiling, ...).
@@ -126,6 +127,10 @@ impl Cascade {
             ));
         }
         let store = CascadeStore::new(tiers, StorePolicy::from(config))?;
+        // Device memory into every tier: cascade-gpu's shared CUDA context, loaded only
+        // when device memory first arrives (a store never given any never loads libcuda).
+        #[cfg(feature = "gpu")]
+        let store = store.with_device_access(cascade_gpu::device_access());
         Ok(store.with_hasher(hash::hasher_for(config.hasher)))
     }
 

@@ -10,6 +10,10 @@
 //! - [`GpuTier::put_from_device`] and [`GpuTier::get_into_device`] (and their batch
 //!   forms) move KV blocks that an engine already holds on a GPU.
 //!
+//! - [`DeviceContext`] is the CUDA context of one device, shared by the GPU tier and by
+//!   [`HostCopier`], through which a store ([`device_access`]) moves device memory into
+//!   and out of host tiers (the shm pool registered with CUDA, batched DMA).
+//!
 //! The crate builds without a CUDA toolkit: cudarc loads `libcuda` at run time. Where the
 //! driver is missing, [`GpuTier::open`] returns [`cascade_core::ErrorKind::Unavailable`].
 
@@ -17,6 +21,7 @@ mod ceiling;
 mod config;
 mod copy;
 mod driver;
+mod hub;
 mod kernel;
 mod memory;
 mod staging;
@@ -25,4 +30,5 @@ mod tier;
 pub use ceiling::{PinnedCopyRate, measure_pinned_copy};
 pub use config::GpuTierConfig;
 pub use driver::driver_present;
+pub use hub::{DeviceContext, HostCopier, device_access};
 pub use tier::{ALIGNMENT, GpuTier, KIND};

@@ -142,6 +142,34 @@ impl HostRegistration {
         })
     }
 
+    /// Registers `[base, base + len)` unless the driver already has it registered (by
+    /// another owner, like the GPU tier): `None` then, and the range is usable as is.
+    ///
+    /// # Safety
+    /// As for [`HostRegistration::new`].
+    pub unsafe fn register(
+        ctx: &Arc<CudaContext>,
+        base: *mut u8,
+        len: usize,
+    ) -> Result<Option<Self>> {
+        ctx.bind_to_thread()
+            .map_err(|e| cuda_error("cuCtxSetCurrent", e))?;
+        // SAFETY: the caller keeps the range mapped for our lifetime; PORTABLE makes it
+        // usable from every context.
+        let status = unsafe {
+            sys::cuMemHostRegister_v2(base.cast::<c_void>(), len, sys::CU_MEMHOSTREGISTER_PORTABLE)
+        };
+        if status == sys::CUresult::CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED {
+            return Ok(None);
+        }
+        check("cuMemHostRegister", status).map_err(|e| e.with_context("bytes", len))?;
+        Ok(Some(Self {
+            ctx: Arc::clone(ctx),
+            base: base as usize,
+            len,
+        }))
+    }
+
     /// First registered byte.
     pub fn base(&self) -> usize {
         self.base

@@ -20,7 +20,7 @@ use parking_lot::RwLock;
 
 use crate::config::GpuTierConfig;
 use crate::copy::{CopyEngine, DmaCopy, Flight};
-use crate::driver::{cuda_error, open_context};
+use crate::driver::cuda_error;
 use crate::memory::{
     DeviceRange, DeviceSlab, HostKind, HostRegistration, query_device, query_host,
 };
@@ -228,7 +228,11 @@ impl GpuTier {
         let capacity = usize::try_from(config.capacity.as_u64()).map_err(|_| {
             Error::config("capacity exceeds the address space").with_context("tier", &name)
         })?;
-        let ctx = open_context(config.device_id).map_err(|e| e.with_context("tier", &name))?;
+        // The device's shared context (the store's host-tier copies use it too).
+        let ctx = crate::hub::DeviceContext::get(config.device_id)
+            .map_err(|e| e.with_context("tier", &name))?
+            .context()
+            .clone();
         let card = ctx
             .name()
             .unwrap_or_else(|_| format!("CUDA device {}", config.device_id));

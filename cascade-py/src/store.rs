@@ -21,10 +21,10 @@ use crate::split::{Split, raise_first};
 /// Every method that copies or does I/O releases the GIL, so Python threads calling the
 /// same store run in parallel. Blocks go in from any C-contiguous buffer (numpy arrays,
 /// bytes, bytearray, memoryview) without an intermediate copy and come back into
-/// writable buffers. Where the store has a GPU tier, `put` / `get` / `put_batch` /
-/// `get_batch` also take CUDA tensors (DLPack or `__cuda_array_interface__`), copied
-/// device to device after the producer's stream is synchronized; a block held by a host
-/// tier is promoted into the GPU tier on such a read. Block ids are 32-character hex
+/// writable buffers. `put` / `get` / `put_batch` / `get_batch` also take CUDA tensors
+/// (DLPack or `__cuda_array_interface__`, on the GPU tier's device, or device 0 in a
+/// store without one), after the producer's stream is synchronized: the GPU tier copies
+/// them device to device, host tiers by DMA straight into (and out of) their memory. Block ids are 32-character hex
 /// strings (`compute_block_id`).
 ///
 /// The store is closed when it is garbage-collected, by `close()`, or at the end of a
@@ -34,7 +34,7 @@ use crate::split::{Split, raise_first};
 pub struct PyStore {
     inner: RwLock<Option<Arc<CascadeStore>>>,
     /// The CUDA device of the store's GPU tier, whose producer streams are synchronized
-    /// before device copies; None without a GPU tier (the store then refuses them).
+    /// before device copies; None without a GPU tier (device 0 is used then).
     #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
     gpu_device: Option<usize>,
 }
@@ -93,7 +93,14 @@ impl PyStore {
         })
     }
 
-    /// Stores device ranges through the store's GPU tier, after synchronizing their
+    /// The CUDA device of the tensors this store takes: its GPU tier's, or device 0 in
+    /// a store without one (the store's device addresses are on that device).
+    #[cfg(feature = "gpu")]
+    fn device(&self) -> usize {
+        self.gpu_device.unwrap_or(0)
+    }
+
+    /// Stores device ranges into the store's tiers (DMA into host tiers), after synchronizing their
     /// producers' streams, with the GIL released.
     fn put_device(
         &self,
@@ -104,11 +111,12 @@ impl PyStore {
         #[cfg(feature = "gpu")]
         {
             py.detach(|| {
-                crate::cuda::copy_after_sync(self.gpu_device, items, |plain| {
+                crate::cuda::copy_after_sync(Some(self.device()), items, |plain| {
                     // SAFETY: each range was checked dense and is kept alive by its Python
                     // owner (held by the caller) until this returns; the producer's stream
-                    // was synchronized, so nothing writes it meanwhile. Without a GPU
-                    // tier the store refuses the ranges without touching them.
+                    // was synchronized, so nothing writes it meanwhile. Host tiers take
+                    // the ranges by DMA; where CUDA is unavailable the store refuses
+                    // them without touching them.
                     unsafe { store.put_device_batch(plain) }
                 })
             })
@@ -131,7 +139,7 @@ impl PyStore {
         #[cfg(feature = "gpu")]
         {
             py.detach(|| {
-                crate::cuda::copy_after_sync(self.gpu_device, items, |plain| {
+                crate::cuda::copy_after_sync(Some(self.device()), items, |plain| {
                     // SAFETY: as in put_device; the outputs were checked not to overlap.
                     unsafe { store.get_device_batch(plain) }
                 })
@@ -149,7 +157,7 @@ impl PyStore {
 fn no_gpu_build() -> cascade::Error {
     cascade::Error::new(
         ErrorKind::Unsupported,
-        "GPU memory needs a build of cascade with GPU support and a GPU tier; pass host \
+        "GPU memory needs a build of cascade with GPU support (the `gpu` feature); pass host \
          memory (tensor.cpu())",
     )
 }

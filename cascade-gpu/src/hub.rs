@@ -1,0 +1,308 @@
+//! The CUDA context as a store-level resource: one [`DeviceContext`] per device and
+//! process, shared by the GPU tier and by the copies that bring device memory into host
+//! tiers ([`HostCopier`], handed to the store through [`device_access`]).
+//!
+//! A host copier registers the host tiers' memory (the shm pool) with the driver once,
+//! so device memory reaches it by DMA directly, batched with `cuMemcpyBatchAsync` over
+//! the context's streams; host memory the driver does not know as pinned goes through
+//! pinned (not write-combined) staging buffers.
+
+use std::sync::{Arc, OnceLock};
+
+use cascade_core::Result;
+use cascade_core::device::{DeviceAccess, DeviceCopier, HostDeviceCopy};
+use cascade_core::tier::HostRegion;
+use cudarc::driver::CudaContext;
+use parking_lot::Mutex;
+
+use crate::copy::{CopyEngine, DmaCopy, Flight};
+use crate::driver::open_context;
+use crate::memory::{HostKind, HostRegistration, PinnedBuffer, query_host};
+
+/// Streams of a device context's copy engine.
+const STREAMS: usize = 4;
+/// Copies per `cuMemcpyBatchAsync` call.
+const GROUP: usize = 64;
+/// Bytes of one pinned staging buffer.
+const STAGING: usize = 8 << 20;
+
+/// One device's CUDA context, copy engine and pinned staging buffers.
+pub struct DeviceContext {
+    device: usize,
+    ctx: Arc<CudaContext>,
+    engine: CopyEngine,
+    staging: Mutex<Vec<PinnedBuffer>>,
+}
+
+static CONTEXTS: OnceLock<Mutex<Vec<Arc<DeviceContext>>>> = OnceLock::new();
+
+impl DeviceContext {
+    /// The context of `device`, created on first use.
+    ///
+    /// Errors: [`ErrorKind::Unavailable`] without a driver or GPU; [`ErrorKind::Config`]
+    /// for a device the machine lacks.
+    pub fn get(device: usize) -> Result<Arc<Self>> {
+        let mut contexts = CONTEXTS.get_or_init(|| Mutex::new(Vec::new())).lock();
+        if let Some(found) = contexts.iter().find(|c| c.device == device) {
+            return Ok(Arc::clone(found));
+        }
+        let ctx = open_context(device)?;
+        let engine = CopyEngine::new(&ctx, STREAMS, GROUP)?;
+        let context = Arc::new(Self {
+            device,
+            ctx,
+            engine,
+            staging: Mutex::new(Vec::new()),
+        });
+        contexts.push(Arc::clone(&context));
+        Ok(context)
+    }
+
+    /// The device's retained primary context.
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// The device ordinal.
+    pub fn device(&self) -> usize {
+        self.device
+    }
+
+    fn take_staging(&self) -> Result<PinnedBuffer> {
+        match self.staging.lock().pop() {
+            Some(buffer) => Ok(buffer),
+            None => PinnedBuffer::new(&self.ctx, STAGING),
+        }
+    }
+
+    fn give_back(&self, buffer: PinnedBuffer) {
+        self.staging.lock().push(buffer);
+    }
+}
+
+/// cascade-gpu's [`DeviceAccess`] for a store: the facade passes it with the `gpu`
+/// feature.
+pub fn device_access() -> Arc<dyn DeviceAccess> {
+    Arc::new(GpuAccess)
+}
+
+struct GpuAccess;
+
+impl DeviceAccess for GpuAccess {
+    fn copier(&self, device: usize, regions: &[HostRegion]) -> Result<Arc<dyn DeviceCopier>> {
+        let context = DeviceContext::get(device)?;
+        Ok(Arc::new(HostCopier::new(context, regions)?))
+    }
+}
+
+/// Copies between one device and host memory, with the host tiers' memory registered.
+pub struct HostCopier {
+    context: Arc<DeviceContext>,
+    /// Ranges DMA reaches directly: registered here, or already registered elsewhere
+    /// (the GPU tier registers the pool below it).
+    direct: Vec<(usize, usize)>,
+    // Dropped after every copy that used them has landed (each call waits for its own).
+    _registrations: Vec<HostRegistration>,
+}
+
+impl HostCopier {
+    /// A copier on `context` with `regions` registered, whole pages only.
+    pub fn new(context: Arc<DeviceContext>, regions: &[HostRegion]) -> Result<Self> {
+        let page = page_size();
+        let mut direct = Vec::new();
+        let mut registrations = Vec::new();
+        for region in regions {
+            let start = (region.base as usize).next_multiple_of(page);
+            let end = (region.base as usize + region.len) / page * page;
+            if end <= start {
+                continue;
+            }
+            // SAFETY: the region belongs to a tier of the store that owns this copier;
+            // the store drops its copiers before its tiers, so it stays mapped for as
+            // long as the registration lives.
+            match unsafe { HostRegistration::register(&context.ctx, start as *mut u8, end - start) }
+            {
+                Ok(Some(registration)) => {
+                    tracing::info!(
+                        bytes = end - start,
+                        device = context.device,
+                        "registered a host tier's memory with CUDA for device copies"
+                    );
+                    registrations.push(registration);
+                    direct.push((start, end - start));
+                }
+                Ok(None) => direct.push((start, end - start)),
+                Err(e) => tracing::warn!(error = %e,
+                    "could not register a host tier's memory; device copies to it are staged"),
+            }
+        }
+        Ok(Self {
+            context,
+            direct,
+            _registrations: registrations,
+        })
+    }
+
+    fn is_direct(&self, known: &mut Vec<(usize, usize)>, host: usize, len: usize) -> bool {
+        let inside = |&(start, size): &(usize, usize)| host >= start && host + len <= start + size;
+        if self.direct.iter().any(inside) || known.iter().any(inside) {
+            return true;
+        }
+        match query_host(host, len) {
+            (HostKind::Pinned, range) => {
+                known.extend(range);
+                true
+            }
+            (HostKind::Pageable, _) => false,
+        }
+    }
+
+    /// Runs `copies` in direction `to_host`: the direct ones as batched DMA on the
+    /// engine's streams, the others through staging buffers.
+    fn run(&self, copies: &[HostDeviceCopy], to_host: bool) -> Result<()> {
+        let engine = &self.context.engine;
+        engine.bind()?;
+        let mut known = Vec::new();
+        let mut direct = Vec::with_capacity(copies.len());
+        let mut staged = Vec::new();
+        for c in copies.iter().filter(|c| c.len > 0) {
+            if self.is_direct(&mut known, c.host, c.len) {
+                direct.push(if to_host {
+                    DmaCopy {
+                        dst: c.host as u64,
+                        src: c.device,
+                        len: c.len,
+                    }
+                } else {
+                    DmaCopy {
+                        dst: c.device,
+                        src: c.host as u64,
+                        len: c.len,
+                    }
+                });
+            } else {
+                staged.push(*c);
+            }
+        }
+        let mut flight: Flight<'_, ()> = Flight::new(engine);
+        // Spread over the streams in slices of a few groups each.
+        let per_stream = direct.len().div_ceil(STREAMS).max(GROUP);
+        for slice in direct.chunks(per_stream) {
+            flight.push(slice, ())?;
+        }
+        let landed = flight.land(|()| {});
+        let staged_done = self.run_staged(&staged, to_host);
+        landed.and(staged_done)
+    }
+
+    /// Pageable host memory: each staging buffer's worth of copies goes device ->
+    /// staging -> host (or host -> staging -> device), one batched DMA per buffer.
+    fn run_staged(&self, copies: &[HostDeviceCopy], to_host: bool) -> Result<()> {
+        if copies.is_empty() {
+            return Ok(());
+        }
+        let engine = &self.context.engine;
+        let buffer = self.context.take_staging()?;
+        let base = buffer.ptr();
+        let mut pieces: Vec<(HostDeviceCopy, usize)> = Vec::new();
+        let mut filled = 0usize;
+        let mut outcome = Ok(());
+        let flush = |pieces: &mut Vec<(HostDeviceCopy, usize)>| -> Result<()> {
+            if pieces.is_empty() {
+                return Ok(());
+            }
+            if !to_host {
+                for (c, at) in pieces.iter() {
+                    // SAFETY: the host range is the caller's, readable for c.len; the
+                    // staging buffer has room at `at` (filled <= STAGING) and no DMA
+                    // uses it (the previous flight landed).
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(c.host as *const u8, base.add(*at), c.len)
+                    };
+                }
+            }
+            let dma: Vec<DmaCopy> = pieces
+                .iter()
+                .map(|(c, at)| {
+                    let staging = base as u64 + *at as u64;
+                    if to_host {
+                        DmaCopy {
+                            dst: staging,
+                            src: c.device,
+                            len: c.len,
+                        }
+                    } else {
+                        DmaCopy {
+                            dst: c.device,
+                            src: staging,
+                            len: c.len,
+                        }
+                    }
+                })
+                .collect();
+            let mut flight: Flight<'_, ()> = Flight::new(engine);
+            flight.push(&dma, ())?;
+            flight.land(|()| {})?;
+            if to_host {
+                for (c, at) in pieces.iter() {
+                    // SAFETY: the DMA into the staging buffer has landed; the host range
+                    // is the caller's, writable for c.len and touched by nothing else.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(base.add(*at), c.host as *mut u8, c.len)
+                    };
+                }
+            }
+            pieces.clear();
+            Ok(())
+        };
+        'copies: for c in copies {
+            let mut done = 0usize;
+            while done < c.len {
+                if filled == STAGING {
+                    if let Err(e) = flush(&mut pieces) {
+                        outcome = Err(e);
+                        break 'copies;
+                    }
+                    filled = 0;
+                }
+                let n = (c.len - done).min(STAGING - filled);
+                let piece = HostDeviceCopy {
+                    host: c.host + done,
+                    device: c.device + done as u64,
+                    len: n,
+                };
+                pieces.push((piece, filled));
+                filled += n;
+                done += n;
+            }
+        }
+        if outcome.is_ok() {
+            outcome = flush(&mut pieces);
+        }
+        self.context.give_back(buffer);
+        outcome
+    }
+}
+
+impl DeviceCopier for HostCopier {
+    fn device(&self) -> usize {
+        self.context.device
+    }
+
+    unsafe fn to_host(&self, copies: &[HostDeviceCopy]) -> Result<()> {
+        self.run(copies, true)
+    }
+
+    unsafe fn to_device(&self, copies: &[HostDeviceCopy]) -> Result<()> {
+        self.run(copies, false)
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size)
+        .ok()
+        .filter(|&s| s > 0)
+        .unwrap_or(4096)
+}
