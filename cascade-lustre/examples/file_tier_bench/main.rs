@@ -4,7 +4,12 @@
 //! ```text
 //! cargo run --release -p cascade-lustre --example file_tier_bench -- \
 //!     [--dir PATH] [--blocks 2000] [--block-kib 128] [--reps 3] [--reopen-blocks 100000] [--direct]
+//!     [--engines] [--fio PATH]
 //! ```
+//!
+//! With `--engines`, it compares the I/O engines instead (see [`engines`]): io_uring
+//! against psync, buffered and O_DIRECT, 1 and 2 threads, with fio's io_uring engine
+//! reading the same segment files as the limit.
 //!
 //! Per repetition, each layout writes the same blocks into a fresh directory (this VM's
 //! ext4 reuses freed inodes only after seconds, so nothing is deleted until the end):
@@ -31,14 +36,18 @@ use cascade_lustre::{FileTier, FileTierConfig, drop_path_cache};
 use rand::{RngCore, SeedableRng, rngs::StdRng};
 use rayon::prelude::*;
 
-struct Args {
-    dir: PathBuf,
-    blocks: usize,
-    block_size: usize,
-    reps: usize,
+mod engines;
+
+pub(crate) struct Args {
+    pub(crate) dir: PathBuf,
+    pub(crate) blocks: usize,
+    pub(crate) block_size: usize,
+    pub(crate) reps: usize,
     reopen_blocks: usize,
     direct: bool,
     only_tier: bool,
+    engines: bool,
+    pub(crate) fio: String,
 }
 
 fn parse_args() -> Args {
@@ -50,6 +59,8 @@ fn parse_args() -> Args {
         reopen_blocks: 100_000,
         direct: false,
         only_tier: false,
+        engines: false,
+        fio: "fio".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -64,6 +75,8 @@ fn parse_args() -> Args {
             "--reopen-blocks" => args.reopen_blocks = value().parse().expect("--reopen-blocks N"),
             "--direct" => args.direct = true,
             "--only-tier" => args.only_tier = true,
+            "--engines" => args.engines = true,
+            "--fio" => args.fio = value(),
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -73,7 +86,7 @@ fn parse_args() -> Args {
 
 /// Writes back every dirty page first, so that one phase's writeback does not throttle
 /// the next phase's writes.
-fn settle() {
+pub(crate) fn settle() {
     // SAFETY: sync(2) takes no arguments and cannot fail.
     unsafe { libc::sync() };
 }
@@ -82,7 +95,7 @@ fn settle() {
 /// then touches and frees as much memory as the phase will put in the page cache. This
 /// VM hands memory that stays free for about 2 s back to the host, and the first touch
 /// of such a page costs ten times more; the pages freed here are fresh for the phase.
-fn prepare(bytes: usize) {
+pub(crate) fn prepare(bytes: usize) {
     settle();
     let mut scratch = vec![0u8; bytes];
     for page in scratch.chunks_mut(4096) {
@@ -91,20 +104,20 @@ fn prepare(bytes: usize) {
     std::hint::black_box(&scratch);
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
 }
 
-fn gbps(bytes: usize, seconds: f64) -> f64 {
+pub(crate) fn gbps(bytes: usize, seconds: f64) -> f64 {
     bytes as f64 / seconds / 1e9
 }
 
-fn id(n: usize) -> BlockId {
+pub(crate) fn id(n: usize) -> BlockId {
     BlockId::from_u128(n as u128 * 0x9E37_79B9_7F4A_7C15 + 1)
 }
 
-fn tier_config(dir: &Path, direct: bool) -> FileTierConfig {
+pub(crate) fn tier_config(dir: &Path, direct: bool) -> FileTierConfig {
     let mut config = FileTierConfig::new(dir);
     config.capacity = ByteSize::gib(64);
     config.direct_io = direct;
@@ -147,6 +160,11 @@ fn main() {
     let mut outputs: Vec<Vec<u8>> = (0..args.blocks)
         .map(|_| vec![1u8; args.block_size])
         .collect();
+    if args.engines {
+        engines::run(&args, &inputs, &mut outputs);
+        std::fs::remove_dir_all(&args.dir).unwrap();
+        return;
+    }
     let mut chunk = vec![0u8; 4 << 20];
     // O_DIRECT needs a page-aligned buffer: carve one out of a larger allocation.
     let mut direct_raw = vec![0u8; (4 << 20) + 4096];
