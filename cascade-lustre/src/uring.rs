@@ -401,4 +401,43 @@ mod tests {
         let inner = with_ring((), |_, ()| with_ring((), |_, ()| ()).is_err()).unwrap();
         assert!(inner, "a nested use gets Err and falls back");
     }
+
+    #[test]
+    fn staging_reads_and_writes_round_trip_registered_or_not() {
+        if probe().is_err() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "io_uring unavailable on CI"
+            );
+            eprintln!("skipped: io_uring unavailable here");
+            return;
+        }
+        let mut file = tempfile::tempfile().unwrap();
+        let data: Vec<u8> = (0..(2 * PAGE as usize)).map(|n| (n % 253) as u8).collect();
+        file.write_all(&data).unwrap();
+        let fd = file.as_raw_fd();
+        let registered = with_ring((), |ring, ()| {
+            let mut batch = ring.batch();
+            let entry = batch.staging().read(fd, PAGE as usize, data.len(), 0);
+            // SAFETY: the staging range and the file outlive the batch, drained below.
+            unsafe { batch.push(entry, 1) };
+            assert_eq!(batch.next(), Some((1, data.len() as i32)));
+            // SAFETY: the read completed; nothing else targets the range.
+            let read = unsafe { batch.staging().slice(PAGE as usize, data.len()) }.to_vec();
+            assert_eq!(read, data);
+            let entry = batch
+                .staging()
+                .write(fd, PAGE as usize, PAGE as usize, 2 * PAGE);
+            // SAFETY: as above; the kernel only reads the range.
+            unsafe { batch.push(entry, 2) };
+            assert_eq!(batch.next(), Some((2, PAGE as i32)));
+            drop(batch);
+            ring.staging().registered
+        })
+        .unwrap_or_else(|()| panic!("no ring"));
+        let mut tail = vec![0u8; PAGE as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut tail, 2 * PAGE).unwrap();
+        assert_eq!(tail, data[..PAGE as usize]);
+        eprintln!("staging registered with the ring: {registered}");
+    }
 }

@@ -1,8 +1,8 @@
 //! `--engines`: the io_uring engine against psync, and fio as the limit.
 //!
 //! For buffered and O_DIRECT I/O, with 1 and 2 threads, each engine writes the blocks
-//! into a fresh tier (`put_batch` of 64, each thread its share, into its own write lane)
-//! and reads them back cold (`get_batch` of 64, after [`FileTier::drop_page_cache`]).
+//! into a fresh tier (`put_batch` of `--batch` blocks, default 64, each thread its share, into its own write lane)
+//! and reads them back cold (`get_batch` of as many, after [`FileTier::drop_page_cache`]).
 //! Right after the io_uring engine's turn, fio's io_uring engine reads the same segment
 //! files sequentially (one job per thread, each over its share of the files, `--invalidate=1`,
 //! the same `--direct`), at a few request sizes and depths; the fastest is the limit.
@@ -72,7 +72,8 @@ pub(crate) fn run(args: &Args, inputs: &[Vec<u8>], outputs: &mut [Vec<u8>]) {
             for engine in order {
                 let dir = args.dir.join(format!("engines-{rep}-{c}-{engine:?}"));
                 let pool = &pools[threads - 1];
-                let (write, read, segments) = measure(pool, &dir, engine, direct, inputs, outputs);
+                let (write, read, segments) =
+                    measure(pool, &dir, engine, direct, args.batch, inputs, outputs);
                 let s = &mut series[c];
                 if engine == IoEngine::IoUring {
                     s.uring_write.push(write);
@@ -104,9 +105,10 @@ pub(crate) fn run(args: &Args, inputs: &[Vec<u8>], outputs: &mut [Vec<u8>]) {
     }
     println!();
     println!(
-        "{} blocks of {} KiB, batches of 64, medians of {} repetitions (GB/s of block bytes; ratios are medians of the per-repetition ratios)",
+        "{} blocks of {} KiB, batches of {}, medians of {} repetitions (GB/s of block bytes; ratios are medians of the per-repetition ratios)",
         args.blocks,
         args.block_size >> 10,
+        args.batch,
         args.reps
     );
     println!();
@@ -165,6 +167,7 @@ fn measure(
     dir: &Path,
     engine: IoEngine,
     direct: bool,
+    batch: usize,
     inputs: &[Vec<u8>],
     outputs: &mut [Vec<u8>],
 ) -> (f64, f64, Vec<PathBuf>) {
@@ -209,11 +212,11 @@ fn measure(
         };
         let mut part = part.lock().unwrap();
         let first = ctx.index() * share;
-        for (b, batch) in part.chunks_mut(64).enumerate() {
-            let mut requests: Vec<(BlockId, &mut [u8])> = batch
+        for (b, chunk) in part.chunks_mut(batch).enumerate() {
+            let mut requests: Vec<(BlockId, &mut [u8])> = chunk
                 .iter_mut()
                 .enumerate()
-                .map(|(k, out)| (id(first + b * 64 + k), out.as_mut_slice()))
+                .map(|(k, out)| (id(first + b * batch + k), out.as_mut_slice()))
                 .collect();
             for (result, (_, out)) in tier.get_batch(&mut requests).into_iter().zip(&requests) {
                 assert_eq!(result.unwrap(), out.len());

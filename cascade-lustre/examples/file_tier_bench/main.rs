@@ -4,10 +4,10 @@
 //! ```text
 //! cargo run --release -p cascade-lustre --example file_tier_bench -- \
 //!     [--dir PATH] [--blocks 2000] [--block-kib 128] [--reps 3] [--reopen-blocks 100000] [--direct]
-//!     [--engines] [--fio PATH]
+//!     [--engines] [--fio PATH] [--batch 64]
 //! ```
 //!
-//! With `--engines`, it compares the I/O engines instead (see [`engines`]): io_uring
+//! With `--engines`, it compares (in batches of `--batch` blocks) the I/O engines instead (see [`engines`]): io_uring
 //! against psync, buffered and O_DIRECT, 1 and 2 threads, with fio's io_uring engine
 //! reading the same segment files as the limit.
 //!
@@ -48,6 +48,7 @@ pub(crate) struct Args {
     only_tier: bool,
     engines: bool,
     pub(crate) fio: String,
+    pub(crate) batch: usize,
 }
 
 fn parse_args() -> Args {
@@ -61,6 +62,7 @@ fn parse_args() -> Args {
         only_tier: false,
         engines: false,
         fio: "fio".into(),
+        batch: 64,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -77,6 +79,7 @@ fn parse_args() -> Args {
             "--only-tier" => args.only_tier = true,
             "--engines" => args.engines = true,
             "--fio" => args.fio = value(),
+            "--batch" => args.batch = value().parse().expect("--batch N"),
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
