@@ -125,8 +125,18 @@ impl CascadeStore {
                             }
                             Some(Ok(Some(n)))
                         }
-                        // Moved, corrupt or failed: the single-block path sorts it out.
-                        Err(_) => None,
+                        // A corrupt block is dropped by its tier as it fails, so a second
+                        // read would only see it missing: judge this failure now.
+                        Err(error) => match self.after_failed_read(*id, *at, error) {
+                            // Moved, or a persistent copy took over: the single-block
+                            // path reads it where it is now.
+                            Ok(true) => None,
+                            Ok(false) => {
+                                self.core.ledger.miss();
+                                Some(Ok(None))
+                            }
+                            Err(error) => Some(Err(error)),
+                        },
                     };
                 }
             }
