@@ -20,6 +20,8 @@ struct FakeDevice {
     inner: MemoryTier,
     device_puts: AtomicU64,
     device_gets: AtomicU64,
+    /// Calls of `put_batch` (host bytes in, one batched copy on a real GPU tier).
+    host_batches: AtomicU64,
 }
 
 impl FakeDevice {
@@ -28,6 +30,7 @@ impl FakeDevice {
             inner: memory_tier(name, capacity),
             device_puts: AtomicU64::new(0),
             device_gets: AtomicU64::new(0),
+            host_batches: AtomicU64::new(0),
         })
     }
 }
@@ -57,6 +60,15 @@ impl Tier for FakeDevice {
     }
     fn get(&self, id: BlockId, out: &mut [u8]) -> Result<usize> {
         self.inner.get(id, out)
+    }
+    fn put_batch(&self, items: &[(BlockId, &[u8])]) -> Vec<Result<()>> {
+        self.host_batches.fetch_add(1, Ordering::Relaxed);
+        // One by one: the store may call this under its block locks (as a GPU tier's
+        // batched DMA is), where the default's rayon fan-out must not run.
+        items
+            .iter()
+            .map(|(id, data)| self.inner.put(*id, data))
+            .collect()
     }
     fn len_of(&self, id: BlockId) -> Option<u64> {
         self.inner.len_of(id)
@@ -425,5 +437,55 @@ fn device_batches_mix_resident_demoted_missing_and_bad_items() {
     let stats = store.stats();
     assert_eq!(stats.misses, 1);
     assert_eq!(stats.tiers[0].promotions, 1);
+    assert_consistent(&store);
+}
+
+#[test]
+fn batch_reads_promote_into_the_device_tier_in_one_batched_put() {
+    let len = 32 * 1024;
+    let policy = StorePolicy {
+        promote_on_read: true,
+        ..StorePolicy::default()
+    };
+    let (store, gpu) = device_over_memory(8 * len as u64, 64 * len as u64, policy);
+    let blocks: Vec<Vec<u8>> = (0..16).map(|n| block(n, len)).collect();
+    for (n, data) in blocks.iter().enumerate() {
+        put_device(&store, id(n as u64), data).expect("put");
+    }
+    assert_eq!(store.tier_of(id(0)), Some(1), "the oldest went down");
+    // Blocks 0..8 are in the host tier: one batch read of three of them into host
+    // buffers brings them up with one batched put; single device reads of the next
+    // three promote them too.
+    let mut host_outs: Vec<Vec<u8>> = (0..3).map(|_| vec![0u8; len]).collect();
+    let mut device_outs: Vec<Vec<u8>> = (0..3).map(|_| vec![0u8; len]).collect();
+    let batches = gpu.host_batches.load(Ordering::Relaxed);
+    {
+        let mut reads: Vec<(BlockId, &mut [u8])> = host_outs
+            .iter_mut()
+            .enumerate()
+            .map(|(n, o)| (id(n as u64), o.as_mut_slice()))
+            .collect();
+        for r in store.get_batch(&mut reads) {
+            assert_eq!(r.expect("get"), Some(len));
+        }
+    }
+    assert_eq!(gpu.host_batches.load(Ordering::Relaxed) - batches, 1);
+    for n in 0..3 {
+        assert_eq!(host_outs[n], blocks[n], "block {n}");
+        assert_eq!(store.tier_of(id(n as u64)), Some(0), "block {n} promoted");
+    }
+    assert_eq!(store.stats().tiers[0].promotions, 3);
+    assert_consistent(&store);
+    for (k, out) in device_outs.iter_mut().enumerate() {
+        let n = 3 + k as u64;
+        assert_eq!(get_device(&store, id(n), out).expect("get"), Some(len));
+        assert_eq!(out, &blocks[n as usize], "block {n}");
+        assert_eq!(store.tier_of(id(n)), Some(0));
+    }
+    assert_eq!(
+        store.stats().blocks,
+        16,
+        "room made by demoting, nothing lost"
+    );
     assert_consistent(&store);
 }

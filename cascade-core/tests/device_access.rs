@@ -230,3 +230,50 @@ fn device_batches_fill_a_host_tier_in_one_copy_each_way_and_spill_below() {
     assert_eq!(*results[24].as_ref().expect("miss"), None);
     outs.clear();
 }
+
+#[test]
+fn device_batch_reads_promote_blocks_found_below_in_one_batch() {
+    let copier = Arc::new(Memcpy::default());
+    let tiers = vec![memory("m0", 16 * 8192), memory("m1", 1 << 20)];
+    let policy = StorePolicy {
+        promote_on_read: true,
+        ..StorePolicy::default()
+    };
+    let store = CascadeStore::new(tiers, policy)
+        .expect("store")
+        .with_device_access(Arc::new(Access(Arc::clone(&copier))));
+    let blocks: Vec<Vec<u8>> = (0..24).map(|n| block(n, 8192)).collect();
+    for (n, b) in blocks.iter().enumerate() {
+        store.put(id(n as u64), b).expect("put");
+    }
+    // 0..8 were demoted to make room for 16..24.
+    assert_eq!(store.tier_of(id(0)), Some(1));
+    assert_eq!(store.tier_of(id(8)), Some(0));
+    let mut outs: Vec<Vec<u8>> = (0..8).map(|_| vec![0u8; 8192]).collect();
+    let out_regions: Vec<Vec<DeviceRegion>> = outs.iter().map(|o| regions(o, 4)).collect();
+    let results = {
+        let mut reads: Vec<(BlockId, Dest<'_>)> = (0..8)
+            .map(|n| (id(n as u64), Dest::Device(&out_regions[n])))
+            .collect();
+        store.get_into_batch(&mut reads)
+    };
+    drop(out_regions);
+    for (n, r) in results.into_iter().enumerate() {
+        assert_eq!(r.expect("batch get"), Some(8192));
+        assert_eq!(outs[n], blocks[n], "block {n}");
+        assert_eq!(store.tier_of(id(n as u64)), Some(0), "block {n} promoted");
+    }
+    let stats = store.stats();
+    assert_eq!(stats.tiers[0].promotions, 8);
+    assert_eq!(
+        stats.tiers[0].blocks, 16,
+        "the top tier stays within capacity"
+    );
+    assert_eq!(stats.blocks, 24);
+    outs.clear();
+    for (n, b) in blocks.iter().enumerate() {
+        let mut out = vec![0u8; 8192];
+        assert_eq!(store.get(id(n as u64), &mut out).expect("get"), Some(8192));
+        assert_eq!(&out, b, "block {n}");
+    }
+}

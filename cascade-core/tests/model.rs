@@ -1,5 +1,6 @@
 //! Model-based test of the store: long random sequences of put, get, remove, clear,
-//! flush, reopen and batch calls over two or three small tiers, against a plain map.
+//! flush, reopen and batch calls (whole host buffers, and host pieces gathered on put
+//! and scattered on get) over two or three small tiers, against a plain map.
 //!
 //! After every step: the bytes of every block equal the model's; each block is in
 //! exactly one tier (plus, under write-through, its copy in the persistent tier), the
@@ -8,8 +9,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cascade_core::config::{ByteSize, WritePolicy};
+use cascade_core::device::{Dest, Source};
 use cascade_core::store::StorePolicy;
 use cascade_core::tier::{BatchFill, Capability};
 use cascade_core::{
@@ -22,6 +25,22 @@ use proptest::prelude::*;
 struct Held {
     inner: MemoryTier,
     persistent: bool,
+    /// Calls of `put_with_batch`: how many batches moved blocks in.
+    batches: AtomicUsize,
+}
+
+impl Held {
+    fn new(name: String, capacity: u64, persistent: bool) -> Self {
+        let config = MemoryTierConfig {
+            capacity: ByteSize(capacity),
+            prefault: false,
+        };
+        Self {
+            inner: MemoryTier::open(name, &config).expect("memory tier"),
+            persistent,
+            batches: AtomicUsize::new(0),
+        }
+    }
 }
 
 impl Tier for Held {
@@ -71,6 +90,7 @@ impl Tier for Held {
         items: &[(BlockId, usize)],
         fill: &mut BatchFill<'_>,
     ) -> Vec<Result<()>> {
+        self.batches.fetch_add(1, Ordering::Relaxed);
         self.inner.put_with_batch(items, fill)
     }
     fn flush(&self) -> Result<()> {
@@ -94,7 +114,14 @@ enum Op {
     Reopen,
     PutBatch(Vec<(u8, usize, u8)>),
     GetBatch(Vec<u8>),
+    /// A batch put of blocks gathered from host pieces.
+    PutPieces(Vec<(u8, usize, u8)>),
+    /// A batch get scattering blocks into host pieces.
+    GetPieces(Vec<u8>),
 }
+
+/// How many pieces a block is cut into (the last may be short or empty).
+const PIECES: usize = 3;
 
 const IDS: u8 = 20;
 const MAX_LEN: usize = 6000;
@@ -108,8 +135,10 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Clear),
         1 => Just(Op::Flush),
         1 => Just(Op::Reopen),
-        3 => proptest::collection::vec(item, 1..12).prop_map(Op::PutBatch),
+        3 => proptest::collection::vec(item.clone(), 1..12).prop_map(Op::PutBatch),
         3 => proptest::collection::vec(0..IDS, 1..12).prop_map(Op::GetBatch),
+        2 => proptest::collection::vec(item, 1..12).prop_map(Op::PutPieces),
+        2 => proptest::collection::vec(0..IDS, 1..12).prop_map(Op::GetPieces),
     ]
 }
 
@@ -175,15 +204,8 @@ impl Harness {
             .iter()
             .enumerate()
             .map(|(i, &cap)| {
-                let config = MemoryTierConfig {
-                    capacity: ByteSize(cap),
-                    prefault: false,
-                };
-                Arc::new(Held {
-                    inner: MemoryTier::open(format!("t{i}"), &config).expect("memory tier"),
-                    // Write-through needs a persistent tier to write to: the last one.
-                    persistent: i == last,
-                }) as Arc<dyn Tier>
+                // Write-through needs a persistent tier to write to: the last one.
+                Arc::new(Held::new(format!("t{i}"), cap, i == last)) as Arc<dyn Tier>
             })
             .collect();
         let mut harness = Self {
@@ -312,6 +334,43 @@ impl Harness {
                     self.get_outcome(n, out, outcome);
                 }
             }
+            Op::PutPieces(items) => {
+                let items = unique(items, |(n, _, _)| *n);
+                let data: Vec<Vec<u8>> = items.iter().map(|&(_, l, s)| bytes(l, s)).collect();
+                let pieces: Vec<Vec<&[u8]>> = data
+                    .iter()
+                    .map(|d| d.chunks(d.len().div_ceil(PIECES)).collect())
+                    .collect();
+                let batch: Vec<(BlockId, Source<'_>)> = items
+                    .iter()
+                    .zip(&pieces)
+                    .map(|(&(n, _, _), p)| (id(n), Source::HostPieces(p)))
+                    .collect();
+                let outcomes = self.store().put_from_batch(&batch);
+                assert_eq!(outcomes.len(), items.len());
+                for ((&(n, _, _), d), outcome) in items.iter().zip(data).zip(outcomes) {
+                    self.put_outcome(n, d, outcome);
+                }
+            }
+            Op::GetPieces(ns) => {
+                let ns = unique(ns, |n| *n);
+                let mut buffers: Vec<Vec<u8>> = ns.iter().map(|_| vec![0u8; MAX_LEN]).collect();
+                let outcomes = {
+                    let mut pieces: Vec<Vec<&mut [u8]>> = buffers
+                        .iter_mut()
+                        .map(|b| b.chunks_mut(MAX_LEN.div_ceil(PIECES)).collect())
+                        .collect();
+                    let mut batch: Vec<(BlockId, Dest<'_>)> = ns
+                        .iter()
+                        .zip(pieces.iter_mut())
+                        .map(|(&n, p)| (id(n), Dest::HostPieces(p.as_mut_slice())))
+                        .collect();
+                    self.store().get_into_batch(&mut batch)
+                };
+                for ((&n, out), outcome) in ns.iter().zip(&buffers).zip(outcomes) {
+                    self.get_outcome(n, out, outcome);
+                }
+            }
         }
         if self.setup.write_through {
             // Let the background copies (and the room they make) settle before looking.
@@ -415,6 +474,11 @@ impl Harness {
         assert_eq!(stats.hits, self.expected.hits, "hits");
         assert_eq!(stats.misses, self.expected.misses, "misses");
         assert!(stats.fallback_puts <= stats.puts);
+        if self.setup.promote {
+            assert!(stats.promotions <= stats.hits, "more promotions than reads");
+        } else {
+            assert_eq!(stats.promotions, 0, "promoted with promote_on_read off");
+        }
     }
 }
 
@@ -425,6 +489,66 @@ fn unique<T: Clone, K: Ord>(items: &[T], key: impl Fn(&T) -> K) -> Vec<T> {
         .filter(|item| seen.insert(key(item)))
         .cloned()
         .collect()
+}
+
+/// A batch read of blocks found in two slower tiers promotes them with one batch per
+/// tier they came from (not one move each), into the fastest tier, bytes intact.
+#[test]
+fn batch_reads_promote_in_one_batch_per_tier_they_came_from() {
+    let len = 4096usize;
+    let held: Vec<Arc<Held>> = [8u64, 8, 64]
+        .iter()
+        .enumerate()
+        .map(|(i, &blocks)| Arc::new(Held::new(format!("t{i}"), blocks * len as u64, false)))
+        .collect();
+    let tiers: Vec<Arc<dyn Tier>> = held
+        .iter()
+        .map(|h| Arc::clone(h) as Arc<dyn Tier>)
+        .collect();
+    let policy = StorePolicy {
+        promote_on_read: true,
+        ..StorePolicy::default()
+    };
+    let store = CascadeStore::new(tiers, policy).expect("store");
+    let data: Vec<Vec<u8>> = (0..24).map(|n| bytes(len, n)).collect();
+    for (n, d) in data.iter().enumerate() {
+        store.put(id(n as u8), d).expect("put");
+    }
+    // Oldest first went down: 0..8 in the last tier, 8..16 in the middle, 16..24 on top.
+    let place = |n: u8| store.tier_of(id(n));
+    assert_eq!((place(0), place(8), place(16)), (Some(2), Some(1), Some(0)));
+    let wanted: Vec<u8> = (0..4).chain(8..12).collect();
+    let mut outs: Vec<Vec<u8>> = wanted.iter().map(|_| vec![0u8; len]).collect();
+    let batches_before = held[0].batches.load(Ordering::Relaxed);
+    let results = {
+        let mut batch: Vec<(BlockId, &mut [u8])> = wanted
+            .iter()
+            .zip(outs.iter_mut())
+            .map(|(&n, o)| (id(n), o.as_mut_slice()))
+            .collect();
+        store.get_batch(&mut batch)
+    };
+    for ((&n, out), result) in wanted.iter().zip(&outs).zip(results) {
+        assert_eq!(result.expect("get"), Some(len));
+        assert_eq!(out, &data[usize::from(n)], "block {n}");
+        assert_eq!(place(n), Some(0), "block {n} promoted to the top");
+    }
+    assert_eq!(
+        held[0].batches.load(Ordering::Relaxed) - batches_before,
+        2,
+        "one batch from each slower tier"
+    );
+    let stats = store.stats();
+    assert_eq!(stats.tiers[0].promotions, 8);
+    assert_eq!(stats.blocks, 24, "nothing lost making room");
+    for (n, d) in data.iter().enumerate() {
+        let mut out = vec![0u8; len];
+        assert_eq!(store.get(id(n as u8), &mut out).expect("get"), Some(len));
+        assert_eq!(&out, d, "block {n}");
+    }
+    for t in store.tiers() {
+        assert!(t.used() <= t.capacity(), "{} over capacity", t.name());
+    }
 }
 
 proptest! {

@@ -2,6 +2,7 @@
 
 use rayon::prelude::*;
 
+use super::promotion::Promotion;
 use super::{CascadeStore, PutOutcome};
 use crate::metrics::{Call, Timer};
 use crate::{BlockId, Result};
@@ -141,9 +142,16 @@ impl CascadeStore {
                 }
             }
             drop(slots);
-            for (i, at, n) in promote {
-                let (id, out) = &items[i];
-                self.promote(*id, at, &out[..n]);
+            if !promote.is_empty() {
+                let blocks = promote
+                    .iter()
+                    .map(|&(i, from, n)| Promotion {
+                        id: items[i].0,
+                        from,
+                        bytes: Some(&items[i].1[..n]),
+                    })
+                    .collect();
+                self.promote_batch(blocks);
             }
             results
                 .into_iter()

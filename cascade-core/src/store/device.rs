@@ -17,6 +17,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use super::ledger::{Entry, Gone};
+use super::promotion::Promotion;
 use super::reads::GET_ATTEMPTS;
 use super::{CascadeStore, PutOutcome};
 use crate::device::{
@@ -450,9 +451,19 @@ impl CascadeStore {
                     }
                 }
             }
-            for (i, at) in promote {
-                self.promote_in_place(items[i].0, at);
-            }
+            self.promote_batch(
+                promote
+                    .into_iter()
+                    .map(|(i, from)| Promotion {
+                        id: items[i].0,
+                        from,
+                        bytes: match &items[i].1 {
+                            Dest::Host(out) => Some(&out[..from.len as usize]),
+                            _ => None,
+                        },
+                    })
+                    .collect(),
+            );
             results
                 .into_iter()
                 .zip(items.iter_mut())

@@ -14,7 +14,8 @@
 //! landed in; it is correct (the block is stored and served) but slower to read.
 //!
 //! Reads (`reads.rs`) are served by the block's tier and may promote the block; batches
-//! (`batches.rs`) group blocks by tier and use the tiers' batch paths; device memory
+//! (`batches.rs`) group blocks by tier and use the tiers' batch paths, and promote what
+//! they read in batches too (`promotion.rs`); device memory
 //! (`device.rs`) goes through the tiers that hold device memory; `refresh.rs` rebuilds
 //! and refreshes the ledger from the tiers; `write_through.rs` writes puts placed in
 //! non-persistent tiers to the first persistent tier below.
@@ -26,6 +27,7 @@ mod batches;
 mod device;
 mod ledger;
 mod placement;
+mod promotion;
 mod reads;
 mod refresh;
 mod write_through;
