@@ -19,6 +19,7 @@ pub mod memory;
 pub mod metrics;
 #[cfg(feature = "plugins")]
 pub mod plugin;
+pub mod require;
 pub mod stats;
 pub mod store;
 pub mod tier;

@@ -4,12 +4,13 @@
 //! (or `$CASCADE_MPIRUN`, e.g. `mpiexec.mpich`) with 2 and 4 ranks (`--oversubscribe`
 //! for Open MPI, and again with the TCP transport forced by `--mca btl tcp,self`), each
 //! rank running the scenarios below as a worker. Without a launcher it prints why it
-//! skipped; under CI (`CI=true`) a missing launcher fails.
+//! skipped; where `CASCADE_REQUIRE` names `mpi` (CI's .ci/run) a missing launcher fails.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use cascade::core::require::Requirement;
 use cascade::{BlockId, Cascade, CascadeConfig, ErrorKind, PutOutcome};
 use cascade_mpi::{ClusterStore, Mpi};
 
@@ -56,11 +57,17 @@ fn driver() -> ExitCode {
             "cluster tests skipped: no MPI launcher (`mpirun`, or $CASCADE_MPIRUN) on PATH; \
              install Open MPI (apt-get install openmpi-bin libopenmpi-dev)"
         );
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            eprintln!("CI=true: a missing MPI launcher is an error here");
-            return ExitCode::FAILURE;
-        }
-        return ExitCode::SUCCESS;
+        return match cascade::core::require::is_required(Requirement::Mpi) {
+            Ok(false) => ExitCode::SUCCESS,
+            Ok(true) => {
+                eprintln!("CASCADE_REQUIRE names mpi: a missing MPI launcher is an error here");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
     };
     let mut transports: Vec<(&str, Vec<&str>)> = vec![("default transport", vec![])];
     if launcher.open_mpi {

@@ -7,13 +7,13 @@ import pytest
 
 import cascade
 
-from conftest import KIB, MIB, gpu_available, make_config
+from conftest import KIB, MIB, gpu_available, make_config, skip_unless_present
 
 torch = pytest.importorskip("torch", reason="torch is not installed")
 if not torch.cuda.is_available():
     pytest.skip("torch has no CUDA device here", allow_module_level=True)
 if not gpu_available():
-    pytest.skip("this build of cascade cannot open a GPU tier", allow_module_level=True)
+    skip_unless_present("gpu", "this build of cascade cannot open a GPU tier", allow_module_level=True)
 
 BLOCK = 512 * KIB
 

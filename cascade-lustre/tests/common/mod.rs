@@ -1,16 +1,15 @@
 //! Running a test once per I/O engine.
 
-/// Whether io_uring tests can run here; prints why not (and fails on CI, where
-/// io_uring must be available so that the engine is really tested).
+/// Whether io_uring tests can run here; prints why not (and fails where
+/// `CASCADE_REQUIRE` names `io_uring`, as CI's does, so that the engine is really tested).
 pub fn io_uring_or_skip() -> bool {
     match cascade_lustre::io_uring_available() {
         Ok(()) => true,
         Err(why) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "io_uring unavailable on CI, where the io_uring engine must be tested: {why}"
+            cascade_core::require::skip(
+                cascade_core::require::Requirement::IoUring,
+                format!("io_uring is not available here ({why})"),
             );
-            eprintln!("skipped: io_uring is not available here ({why})");
             false
         }
     }

@@ -13,14 +13,18 @@ pub struct RedisServer {
 
 impl RedisServer {
     /// Starts redis-server, or returns `None` (after printing why) when it is not
-    /// installed. CI installs it (.ci/run), so there the tests always run.
+    /// installed. CI installs it and sets `CASCADE_REQUIRE=redis` (.ci/run), where a
+    /// missing server fails the test instead.
     pub fn start() -> Option<Self> {
         if Command::new("redis-server")
             .arg("--version")
             .output()
             .is_err()
         {
-            eprintln!("SKIPPED: redis-server is not installed (apt-get install -y redis-server)");
+            cascade_core::require::skip(
+                cascade_core::require::Requirement::Redis,
+                "redis-server is not installed (apt-get install -y redis-server)",
+            );
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
