@@ -160,10 +160,10 @@ impl Tier for MemoryTier {
 
     fn capability(&self) -> Capability {
         Capability {
-            persistent: false,
-            device_memory: false,
-            device: None,
+            // put_with_batch / get_with_batch reserve and lend the whole batch at once.
+            batch_native: true,
             max_block_size: self.allocator.capacity(),
+            ..Capability::default()
         }
     }
 

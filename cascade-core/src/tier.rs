@@ -5,17 +5,54 @@ use rayon::prelude::*;
 use crate::{BlockId, Error, ErrorKind, Result};
 
 /// What a tier can do; the store and the conformance kit read it.
+///
+/// Tiers build it from [`Capability::default`] (a private, host-memory tier with no
+/// limit of its own on block size) and set what differs, so a field added later keeps
+/// its default for tiers that do not know it:
+///
+/// ```
+/// # use cascade_core::Capability;
+/// let file_like = Capability { persistent: true, shared: true, refresh: true, ..Capability::default() };
+/// assert!(!file_like.device_memory);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Capability {
-    /// Blocks survive the process: reopening the tier finds them again.
+    /// Blocks survive the process: reopening the tier finds them again. Default: false.
     pub persistent: bool,
-    /// Bytes live in device (GPU) memory rather than host memory.
+    /// Bytes live in device (GPU) memory rather than host memory. Default: false.
     pub device_memory: bool,
     /// The CUDA device ordinal the tier's memory lives on, for tiers in device memory
-    /// whose device is known (the GPU tier); `None` for host memory.
+    /// whose device is known (the GPU tier); `None` for host memory. Default: `None`.
     pub device: Option<usize>,
-    /// Largest single block the tier accepts, in bytes.
+    /// Several instances, in several processes, may hold the tier's storage at once and
+    /// see each other's blocks (a shared directory, a server); with [`Self::refresh`]
+    /// unset they see them at once, otherwise after [`Tier::refresh`]. Default: false.
+    pub shared: bool,
+    /// [`Tier::refresh`] finds blocks that other instances sharing the storage stored or
+    /// removed, so a store can bring its index up to date without reopening. Only a
+    /// [`Self::shared`] tier can have it. Default: false.
+    pub refresh: bool,
+    /// The tier's own batch calls (`put_batch`, `get_batch`, `put_with_batch`,
+    /// `get_with_batch`) do better than one call per block: one submission, one round
+    /// trip or one DMA for the batch. Default: false (the trait's per-block defaults).
+    pub batch_native: bool,
+    /// Largest single block the tier accepts, in bytes. Default: `u64::MAX` (the
+    /// capacity is the only limit).
     pub max_block_size: u64,
+}
+
+impl Default for Capability {
+    fn default() -> Self {
+        Self {
+            persistent: false,
+            device_memory: false,
+            device: None,
+            shared: false,
+            refresh: false,
+            batch_native: false,
+            max_block_size: u64::MAX,
+        }
+    }
 }
 
 /// One storage level of the hierarchy.
@@ -278,8 +315,9 @@ pub trait Tier: Send + Sync {
     /// visible (or gone) here, without reopening.
     ///
     /// Only tiers whose storage several processes can share implement this (the file
-    /// tier on a shared directory); the default, which memory, shm, GPU and plugin tiers
-    /// keep, reports nothing.
+    /// tier on a shared directory, plugins with a refresh slot such as the Redis tier)
+    /// and say so with [`Capability::refresh`]; the default, which memory, shm and GPU
+    /// tiers keep, reports nothing.
     fn refresh(&self) -> Result<TierRefresh> {
         Ok(TierRefresh::default())
     }

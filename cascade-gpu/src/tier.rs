@@ -895,10 +895,12 @@ impl Tier for GpuTier {
 
     fn capability(&self) -> Capability {
         Capability {
-            persistent: false,
             device_memory: true,
             device: Some(self.config.device_id),
+            // Batches go out as batched copies over several streams.
+            batch_native: true,
             max_block_size: self.allocator.capacity(),
+            ..Capability::default()
         }
     }
 

@@ -1,11 +1,13 @@
 //! GPU tier tests. Without a CUDA driver (CI) each test that needs a GPU prints why it
-//! skipped; the no-driver path itself is checked by `open_without_driver_is_unavailable`.
+//! skipped (a failure where `CASCADE_REQUIRE` names `gpu`); the no-driver path itself is
+//! checked by `open_without_driver_is_unavailable`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::sync::Arc;
 
 use cascade_core::config::ByteSize;
 use cascade_core::conformance::{self, random_block};
+use cascade_core::require::{self, Requirement};
 use cascade_core::store::StorePolicy;
 use cascade_core::{BlockId, CascadeStore, ErrorKind, MemoryTier, MemoryTierConfig, Tier};
 use cascade_gpu::{GpuTier, GpuTierConfig, driver_present};
@@ -24,7 +26,7 @@ fn open_or_skip(config: &GpuTierConfig) -> Option<GpuTier> {
     match GpuTier::open("gpu0", config) {
         Ok(tier) => Some(tier),
         Err(e) if e.kind() == ErrorKind::Unavailable => {
-            eprintln!("skipped: no usable CUDA device ({e})");
+            require::skip(Requirement::Gpu, format!("no usable CUDA device ({e})"));
             None
         }
         Err(e) => panic!("opening the GPU tier failed: {e}"),
@@ -61,17 +63,16 @@ fn invalid_config_is_refused_before_touching_cuda() {
     assert_eq!(err.kind(), ErrorKind::Config);
 }
 
-#[test]
-fn conformance_kit() {
-    if open_or_skip(&small_config()).is_none() {
-        return;
-    }
-    // A non-persistent tier: each opening is a fresh slab, so the kit's reopen check
-    // is skipped by its own rule.
-    conformance::run_all(
-        &|| Ok(Arc::new(GpuTier::open("gpu0", &small_config())?) as Arc<dyn Tier>),
-    );
+/// A non-persistent tier: each opening is a fresh slab, so the kit's reopen check is
+/// skipped by its own rule.
+fn kit_subject() -> Option<conformance::Subject> {
+    open_or_skip(&small_config())?;
+    Some(conformance::Subject::new(|| {
+        Ok(Arc::new(GpuTier::open("gpu0", &small_config())?) as Arc<dyn Tier>)
+    }))
 }
+
+cascade_core::conformance_tests!(mod gpu_kit, kit_subject);
 
 /// Pageable buffers (so the staging path), several sizes crossing the staging buffers,
 /// outputs poisoned before each read. Small buffers copy on the caller's thread; buffers

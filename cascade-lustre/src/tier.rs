@@ -577,9 +577,13 @@ impl Tier for FileTier {
     fn capability(&self) -> Capability {
         Capability {
             persistent: true,
-            device_memory: false,
-            device: None,
+            // Writers with distinct ids share a directory; refresh picks up the others.
+            shared: true,
+            refresh: true,
+            // A batch is one submission (io_uring) or a few vectored calls.
+            batch_native: true,
             max_block_size: self.max_block_size(),
+            ..Capability::default()
         }
     }
 

@@ -496,9 +496,10 @@ impl Tier for ShmTier {
     fn capability(&self) -> Capability {
         Capability {
             persistent: true,
-            device_memory: false,
-            device: None,
+            // In-place batches over the pool; one opener at a time (flock), so not shared.
+            batch_native: true,
             max_block_size: self.inner.data_len,
+            ..Capability::default()
         }
     }
 

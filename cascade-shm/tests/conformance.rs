@@ -1,4 +1,6 @@
-//! The conformance kit every tier must pass, run against a pool on /dev/shm.
+//! The conformance kit every tier must pass, run against a pool on /dev/shm: one test
+//! per behaviour, for the default settings and for background commits with verified
+//! reads and no prefault.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns too
 
 mod common;
@@ -6,25 +8,30 @@ mod common;
 use std::sync::Arc;
 
 use cascade_core::Tier;
-use cascade_shm::ShmTier;
+use cascade_core::conformance::Subject;
+use cascade_shm::{ShmTier, ShmTierConfig};
 
-#[test]
-fn shm_tier_passes_the_kit() {
-    let dir = common::pool_dir();
-    let config = common::config(dir.path(), 8);
-    cascade_core::conformance::run_all(&|| {
-        Ok(Arc::new(ShmTier::open("shm0", &config)?) as Arc<dyn Tier>)
-    });
-}
-
-#[test]
-fn shm_tier_passes_the_kit_with_background_commits_verified_reads_and_no_prefault() {
+fn subject_with(adjust: fn(&mut ShmTierConfig)) -> Option<Subject> {
     let dir = common::pool_dir();
     let mut config = common::config(dir.path(), 8);
-    config.prefault = false;
-    config.verify_on_read = true;
-    config.background_commit = true;
-    cascade_core::conformance::run_all(&|| {
-        Ok(Arc::new(ShmTier::open("shm0", &config)?) as Arc<dyn Tier>)
-    });
+    adjust(&mut config);
+    Some(
+        Subject::new(move || Ok(Arc::new(ShmTier::open("shm0", &config)?) as Arc<dyn Tier>))
+            .keeping(dir),
+    )
 }
+
+fn default_subject() -> Option<Subject> {
+    subject_with(|_| {})
+}
+
+fn background_verified_subject() -> Option<Subject> {
+    subject_with(|config| {
+        config.prefault = false;
+        config.verify_on_read = true;
+        config.background_commit = true;
+    })
+}
+
+cascade_core::conformance_tests!(mod shm_kit, default_subject);
+cascade_core::conformance_tests!(mod shm_background_verified_kit, background_verified_subject);

@@ -270,10 +270,8 @@ impl PluginLibrary {
             instance,
             library: Arc::clone(self),
             capability: Capability {
-                persistent: false,
-                device_memory: false,
-                device: None,
                 max_block_size: 0,
+                ..Capability::default()
             },
         };
         let mut raw = RawCapability::default();
@@ -287,6 +285,7 @@ impl PluginLibrary {
             // through the plugin's own device calls.
             device: None,
             max_block_size: raw.max_block_size,
+            ..Capability::default()
         };
         Ok(tier)
     }

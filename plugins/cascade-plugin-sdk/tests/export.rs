@@ -75,14 +75,15 @@ fn library() -> Arc<PluginLibrary> {
     unsafe { PluginLibrary::from_static_entry(cascade_plugin_entry, "in-process") }.unwrap()
 }
 
-#[test]
-fn exported_tier_passes_the_conformance_kit() {
+fn kit_subject() -> Option<cascade_core::conformance::Subject> {
     let library = library();
     assert_eq!(library.name(), "touchy");
-    cascade_core::conformance::run_all(&|| {
+    Some(cascade_core::conformance::Subject::new(move || {
         Ok(Arc::new(library.create("t0", "capacity = \"8 MiB\"")?) as Arc<dyn Tier>)
-    });
+    }))
 }
+
+cascade_core::conformance_tests!(mod exported_kit, kit_subject);
 
 #[test]
 fn settings_errors_are_config_errors_with_the_field() {

@@ -202,13 +202,14 @@ impl Tier for RedisTier {
         Capability {
             // Blocks live in the server, not in this process: a restarted node finds them.
             persistent: true,
-            device_memory: false,
-            device: None,
+            // Every node naming the server and prefix sees the same blocks at once.
+            shared: true,
             max_block_size: self
                 .config
                 .max_block_size
                 .as_u64()
                 .min(self.config.capacity.as_u64()),
+            ..Capability::default()
         }
     }
 

@@ -49,15 +49,20 @@ fn plugin_path() -> String {
         .to_string()
 }
 
-#[test]
-fn redis_plugin_passes_the_conformance_kit() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
-    cascade_core::conformance::run_all(&|| {
-        Ok(Arc::new(tier(&server, "kit", "8 MiB")?) as Arc<dyn Tier>)
-    });
+/// A private server per test; the peer is another node on the same server and prefix.
+fn kit_subject() -> Option<cascade_core::conformance::Subject> {
+    let server = Arc::new(RedisServer::start()?);
+    let (first, second) = (Arc::clone(&server), Arc::clone(&server));
+    Some(
+        cascade_core::conformance::Subject::new(move || {
+            Ok(Arc::new(tier(&first, "kit", "8 MiB")?) as Arc<dyn Tier>)
+        })
+        .with_peer(move || Ok(Arc::new(tier(&second, "kit", "8 MiB")?) as Arc<dyn Tier>))
+        .keeping(server),
+    )
 }
+
+cascade_core::conformance_tests!(mod redis_kit, kit_subject);
 
 #[test]
 fn two_nodes_share_blocks_and_capacity() {

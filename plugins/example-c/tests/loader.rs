@@ -38,10 +38,11 @@ fn open(capacity: u64) -> cascade_core::Result<Arc<dyn Tier>> {
     Ok(Arc::new(tier) as Arc<dyn Tier>)
 }
 
-#[test]
-fn c_plugin_passes_the_conformance_kit() {
-    cascade_core::conformance::run_all(&|| open(8 << 20));
+fn kit_subject() -> Option<cascade_core::conformance::Subject> {
+    Some(cascade_core::conformance::Subject::new(|| open(8 << 20)))
 }
+
+cascade_core::conformance_tests!(mod c_plugin_kit, kit_subject);
 
 #[test]
 fn plugin_identifies_itself_and_reports_capacity() {

@@ -1,20 +1,24 @@
 //! The cdylib loaded from disk by the host loader runs the conformance kit.
+// Helpers outside #[test] fns unwrap too: a failure there is a test failure.
+#![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 
 use cascade_core::plugin::PluginLibrary;
 use cascade_core::{BlockId, ErrorKind, Tier};
 
-#[test]
-fn the_built_cdylib_passes_the_conformance_kit() {
+/// The cdylib loaded from disk, one instance per opening.
+fn kit_subject() -> Option<cascade_core::conformance::Subject> {
     let path = cascade_plugin_memory::built_library()
         .expect("cargo builds the cdylib before this package's tests");
     let library = PluginLibrary::load(&path).unwrap();
     assert_eq!(library.name(), cascade_plugin_memory::NAME);
-    cascade_core::conformance::run_all(&|| {
+    Some(cascade_core::conformance::Subject::new(move || {
         Ok(Arc::new(library.create("rs0", "capacity = \"16 MiB\"")?) as Arc<dyn Tier>)
-    });
+    }))
 }
+
+cascade_core::conformance_tests!(mod cdylib_kit, kit_subject);
 
 #[test]
 fn errors_cross_from_the_cdylib_with_kind_and_text() {
