@@ -11,7 +11,8 @@ const GIB: u64 = 1 << 30;
 
 /// Settings of a store, with the documented names (`gpu_capacity_bytes`,
 /// `shm_capacity_bytes`, `shm_path`, `lustre_path`, `dedup_enabled`, `num_io_threads`)
-/// plus the rest of Cascade's configuration.
+/// plus the rest of Cascade's configuration (`promote_on_read`, `hasher`,
+/// `write_policy`, ...).
 ///
 /// The tiers, fastest first:
 /// - a GPU tier when `gpu_capacity_bytes > 0` (this build must have GPU support; with no
@@ -56,6 +57,12 @@ pub struct PyConfig {
     pub hasher: String,
     /// Threads for batch calls; 0 for one per core. Default: 0.
     pub num_io_threads: usize,
+    /// `"write_back"` (a block lives in the fastest tier that takes it and moves down
+    /// under pressure) or `"write_through"` (a put placed in a non-persistent tier is
+    /// also written, in the background, to the first persistent tier below; `flush()`
+    /// waits for those writes, so flushed blocks survive a crash). Default:
+    /// "write_back".
+    pub write_policy: String,
 }
 
 impl Default for PyConfig {
@@ -72,6 +79,7 @@ impl Default for PyConfig {
             promote_on_read: true,
             hasher: "sha256".to_string(),
             num_io_threads: 0,
+            write_policy: "write_back".to_string(),
         }
     }
 }
@@ -170,12 +178,24 @@ impl PyConfig {
                 ));
             }
         };
+        let write_policy = match self.write_policy.to_ascii_lowercase().as_str() {
+            "write_back" => cascade::WritePolicy::WriteBack,
+            "write_through" => cascade::WritePolicy::WriteThrough,
+            other => {
+                return Err(kind_error(
+                    ErrorKind::Config,
+                    format!(
+                        "write_policy must be \"write_back\" or \"write_through\", got {other:?}"
+                    ),
+                ));
+            }
+        };
         let config = CascadeConfig {
             dedup: self.dedup_enabled,
             promote_on_read: self.promote_on_read,
             hasher,
             num_io_threads: self.num_io_threads,
-            write_policy: cascade::WritePolicy::default(),
+            write_policy,
             tiers,
             ..CascadeConfig::default()
         };
@@ -205,6 +225,7 @@ impl PyConfig {
         promote_on_read = true,
         hasher = "sha256".to_string(),
         num_io_threads = 0,
+        write_policy = "write_back".to_string(),
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -219,6 +240,7 @@ impl PyConfig {
         promote_on_read: bool,
         hasher: String,
         num_io_threads: usize,
+        write_policy: String,
     ) -> Self {
         Self {
             gpu_capacity_bytes,
@@ -232,6 +254,7 @@ impl PyConfig {
             promote_on_read,
             hasher,
             num_io_threads,
+            write_policy,
         }
     }
 
@@ -245,7 +268,8 @@ impl PyConfig {
         format!(
             "CascadeConfig(gpu_capacity_bytes={}, gpu_device_id={}, gpu_required={}, \
              shm_capacity_bytes={}, shm_path={:?}, lustre_path={:?}, lustre_capacity_bytes={}, \
-             dedup_enabled={}, promote_on_read={}, hasher={:?}, num_io_threads={})",
+             dedup_enabled={}, promote_on_read={}, hasher={:?}, num_io_threads={}, \
+             write_policy={:?})",
             self.gpu_capacity_bytes,
             self.gpu_device_id,
             py_bool(self.gpu_required),
@@ -256,7 +280,8 @@ impl PyConfig {
             py_bool(self.dedup_enabled),
             py_bool(self.promote_on_read),
             self.hasher,
-            self.num_io_threads
+            self.num_io_threads,
+            self.write_policy
         )
     }
 }

@@ -77,8 +77,16 @@ pub fn copy_after_sync<R>(
 
 /// Synchronizes each distinct producer stream of `items` once.
 fn sync_streams(device_id: usize, items: &[(BlockId, DeviceRange)]) -> Result<()> {
+    sync_ranges(device_id, items.iter().map(|(_, d)| d))
+}
+
+/// Synchronizes each distinct producer stream of `ranges` once.
+pub fn sync_ranges<'a>(
+    device_id: usize,
+    ranges: impl IntoIterator<Item = &'a DeviceRange>,
+) -> Result<()> {
     let mut done: Vec<u64> = Vec::new();
-    for stream in items.iter().filter_map(|(_, d)| d.stream) {
+    for stream in ranges.into_iter().filter_map(|d| d.stream) {
         if !done.contains(&stream) {
             synchronize(device_id, stream)?;
             done.push(stream);

@@ -139,6 +139,66 @@ pub fn take_host(obj: &Bound<'_, PyAny>, access: Access, what: &dyn Display) -> 
     }
 }
 
+/// One block argument of a store call: whole, or a list (or tuple) of pieces that are
+/// concatenated in order (an engine's paged KV cache keeps each layer's K and V in
+/// separate tensors). The pieces of one block are all host memory or all device memory.
+pub enum Block {
+    /// One buffer or tensor.
+    Whole(Data),
+    /// Host buffers, concatenated.
+    HostPieces(Vec<Host>),
+    /// CUDA device ranges, concatenated.
+    DevicePieces(Vec<Device>),
+}
+
+impl Block {
+    /// Whether any of the block is in device memory.
+    fn on_device(&self) -> bool {
+        matches!(self, Block::Whole(Data::Device(_)) | Block::DevicePieces(_))
+    }
+}
+
+/// Classifies `obj` as a block: a list or tuple is the block's pieces, anything else is
+/// taken whole as [`take`] does.
+pub fn take_block(obj: &Bound<'_, PyAny>, access: Access, what: &str) -> PyResult<Block> {
+    take_block_ordered(obj, access, &what, Order::DlPackFirst)
+}
+
+fn take_block_ordered(
+    obj: &Bound<'_, PyAny>,
+    access: Access,
+    what: &dyn Display,
+    order: Order,
+) -> PyResult<Block> {
+    if !(obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>()) {
+        return take_ordered(obj, access, what, order).map(Block::Whole);
+    }
+    let mut host = Vec::new();
+    let mut device = Vec::new();
+    let mut order = order;
+    for (j, item) in obj.try_iter()?.enumerate() {
+        match take_ordered(&item?, access, &format_args!("{what}[{j}]"), order)? {
+            Data::Host(h) => host.push(h),
+            Data::Device(d) => {
+                // As in a batch: the first DLPack export ordered the producer's stream.
+                order = Order::InterfaceFirst;
+                device.push(d);
+            }
+        }
+        if !host.is_empty() && !device.is_empty() {
+            return Err(invalid_input(format!(
+                "the pieces of {what} are partly in host and partly in device memory; \
+                 the pieces of one block must all be host buffers or all CUDA tensors"
+            )));
+        }
+    }
+    Ok(if device.is_empty() {
+        Block::HostPieces(host)
+    } else {
+        Block::DevicePieces(device)
+    })
+}
+
 /// Whether `err` is the "does not export a buffer" failure, which lets the other
 /// protocols be tried (and not a layout or writability complaint about a real buffer).
 fn is_no_buffer(err: &PyErr, py: Python<'_>) -> bool {
@@ -408,30 +468,38 @@ unsafe fn slice_or_empty<'a>(ptr: *const i64, len: usize) -> &'a [i64] {
 /// tensor whose rows are the blocks (an engine's KV pool), which crosses the protocol
 /// once instead of once per block.
 pub enum Batch {
-    /// One argument per block.
-    Each(Vec<Data>),
+    /// One argument per block (whole or in pieces).
+    Each(Vec<Block>),
     /// One argument split into `count` rows of equal size.
     Rows(Data, usize),
 }
 
 /// One block of a batch: host bytes (`&[u8]` to be read, `&mut [u8]` to be written) or
-/// device memory.
+/// device memory, whole or in pieces.
 pub enum Part<H> {
     /// Host bytes.
     Host(H),
     /// Device memory.
     Device(DeviceRange),
+    /// Host pieces, concatenated.
+    HostPieces(Vec<H>),
+    /// Device pieces, concatenated.
+    DevicePieces(Vec<DeviceRange>),
 }
 
 impl<H: AsRef<[u8]>> Part<H> {
-    /// Address and length, to check outputs for overlap.
-    pub fn span(&self) -> (usize, usize) {
+    /// Address and length of each piece, to check outputs for overlap.
+    pub fn spans(&self) -> Vec<(usize, usize)> {
+        let host = |b: &H| {
+            let b = b.as_ref();
+            (b.as_ptr() as usize, b.len())
+        };
+        let device = |d: &DeviceRange| (d.ptr as usize, d.len);
         match self {
-            Part::Host(b) => {
-                let b = b.as_ref();
-                (b.as_ptr() as usize, b.len())
-            }
-            Part::Device(d) => (d.ptr as usize, d.len),
+            Part::Host(b) => vec![host(b)],
+            Part::Device(d) => vec![device(d)],
+            Part::HostPieces(pieces) => pieces.iter().map(host).collect(),
+            Part::DevicePieces(pieces) => pieces.iter().map(device).collect(),
         }
     }
 }
@@ -460,9 +528,9 @@ pub fn take_batch(
                 Order::DlPackFirst
             };
             // The item's name is only formatted when an error needs it, not once per block.
-            let data = take_ordered(item, access, &format_args!("{what}[{i}]"), order)?;
-            ordered |= matches!(data, Data::Device(_));
-            taken.push(data);
+            let block = take_block_ordered(item, access, &format_args!("{what}[{i}]"), order)?;
+            ordered |= block.on_device();
+            taken.push(block);
         }
         return Ok(Batch::Each(taken));
     }
@@ -534,8 +602,12 @@ impl Batch {
             Batch::Each(items) => items
                 .iter()
                 .map(|item| match item {
-                    Data::Host(h) => Part::Host(h.bytes()),
-                    Data::Device(d) => Part::Device(d.range),
+                    Block::Whole(Data::Host(h)) => Part::Host(h.bytes()),
+                    Block::Whole(Data::Device(d)) => Part::Device(d.range),
+                    Block::HostPieces(p) => Part::HostPieces(p.iter().map(Host::bytes).collect()),
+                    Block::DevicePieces(p) => {
+                        Part::DevicePieces(p.iter().map(|d| d.range).collect())
+                    }
                 })
                 .collect(),
             Batch::Rows(_, 0) => Vec::new(),
@@ -559,8 +631,14 @@ impl Batch {
             Batch::Each(items) => items
                 .iter_mut()
                 .map(|item| match item {
-                    Data::Host(h) => Part::Host(h.bytes_mut()),
-                    Data::Device(d) => Part::Device(d.range),
+                    Block::Whole(Data::Host(h)) => Part::Host(h.bytes_mut()),
+                    Block::Whole(Data::Device(d)) => Part::Device(d.range),
+                    Block::HostPieces(p) => {
+                        Part::HostPieces(p.iter_mut().map(Host::bytes_mut).collect())
+                    }
+                    Block::DevicePieces(p) => {
+                        Part::DevicePieces(p.iter().map(|d| d.range).collect())
+                    }
                 })
                 .collect(),
             Batch::Rows(_, 0) => Vec::new(),

@@ -1,6 +1,6 @@
-//! A batch call's blocks split by where they live (host or device memory), each half
-//! copied by its own path, the results put back in the batch's order and the first
-//! failure raised.
+//! A batch call's blocks split by where they live (host or device memory, whole or in
+//! pieces), each group copied by its own path, the results put back in the batch's
+//! order and the first failure raised.
 
 use pyo3::prelude::*;
 
@@ -9,43 +9,93 @@ use cascade::{BlockId, Error, ErrorKind};
 use crate::data::{DeviceRange, Part};
 use crate::errors::{invalid_input, to_py};
 
+/// Which group a block of the batch went to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Host,
+    Device,
+    Pieces,
+}
+
+/// A block given as pieces, concatenated in order.
+pub enum Pieces<H> {
+    /// Host buffers.
+    Host(Vec<H>),
+    /// Device ranges.
+    Device(Vec<DeviceRange>),
+}
+
 /// The blocks of a batch, split by where their memory lives.
 pub struct Split<H> {
-    /// Per block, in batch order: whether it is in device memory.
-    on_device: Vec<bool>,
+    /// Per block, in batch order: the group it is in.
+    routes: Vec<Route>,
     host: Vec<(BlockId, H)>,
     device: Vec<(BlockId, DeviceRange)>,
+    pieces: Vec<(BlockId, Pieces<H>)>,
 }
 
 impl<H> Split<H> {
     /// Pairs each id with its block and splits them by where they live.
     pub fn new(ids: &[BlockId], parts: Vec<Part<H>>) -> Self {
         let mut split = Self {
-            on_device: Vec::with_capacity(parts.len()),
+            routes: Vec::with_capacity(parts.len()),
             host: Vec::new(),
             device: Vec::new(),
+            pieces: Vec::new(),
         };
         for (id, part) in ids.iter().zip(parts) {
-            match part {
+            let route = match part {
                 Part::Host(bytes) => {
-                    split.on_device.push(false);
                     split.host.push((*id, bytes));
+                    Route::Host
                 }
                 Part::Device(range) => {
-                    split.on_device.push(true);
                     split.device.push((*id, range));
+                    Route::Device
                 }
-            }
+                Part::HostPieces(pieces) => {
+                    split.pieces.push((*id, Pieces::Host(pieces)));
+                    Route::Pieces
+                }
+                Part::DevicePieces(ranges) => {
+                    split.pieces.push((*id, Pieces::Device(ranges)));
+                    Route::Pieces
+                }
+            };
+            split.routes.push(route);
         }
         split
     }
 
-    /// Runs `host` on the host blocks and `device` on the device blocks (each only when
-    /// there are any) and returns one result per block, in the batch's order.
+    /// As [`Split::run_all`] for calls that take whole blocks only: a block given as
+    /// pieces fails with [`ErrorKind::Unsupported`].
     pub fn run<T>(
+        self,
+        host: impl FnOnce(&mut [(BlockId, H)]) -> Vec<cascade::Result<T>>,
+        device: impl FnOnce(&[(BlockId, DeviceRange)]) -> Vec<cascade::Result<T>>,
+    ) -> Vec<cascade::Result<T>> {
+        self.run_all(host, device, |pieces| {
+            pieces
+                .iter()
+                .map(|_| {
+                    Err(Error::new(
+                        ErrorKind::Unsupported,
+                        "this call takes each block whole; a block given as a list of pieces \
+                         is taken by CascadeStore",
+                    ))
+                })
+                .collect()
+        })
+    }
+
+    /// Runs `host` on the whole host blocks, `device` on the whole device blocks and
+    /// `pieces` on the blocks given in pieces (each only when there are any) and returns
+    /// one result per block, in the batch's order.
+    pub fn run_all<T>(
         mut self,
         host: impl FnOnce(&mut [(BlockId, H)]) -> Vec<cascade::Result<T>>,
         device: impl FnOnce(&[(BlockId, DeviceRange)]) -> Vec<cascade::Result<T>>,
+        pieces: impl FnOnce(&mut [(BlockId, Pieces<H>)]) -> Vec<cascade::Result<T>>,
     ) -> Vec<cascade::Result<T>> {
         let mut host_done = if self.host.is_empty() {
             Vec::new()
@@ -59,13 +109,19 @@ impl<H> Split<H> {
             device(&self.device)
         }
         .into_iter();
-        self.on_device
+        let mut pieces_done = if self.pieces.is_empty() {
+            Vec::new()
+        } else {
+            pieces(&mut self.pieces)
+        }
+        .into_iter();
+        self.routes
             .iter()
-            .map(|&on_device| {
-                let done = if on_device {
-                    device_done.next()
-                } else {
-                    host_done.next()
+            .map(|route| {
+                let done = match route {
+                    Route::Host => host_done.next(),
+                    Route::Device => device_done.next(),
+                    Route::Pieces => pieces_done.next(),
                 };
                 done.unwrap_or_else(|| {
                     Err(Error::new(
@@ -79,25 +135,34 @@ impl<H> Split<H> {
 }
 
 impl<'a> Split<&'a mut [u8]> {
-    /// Splits the outputs of a batch read, after checking that no two share memory
-    /// (they are written in parallel).
+    /// Splits the outputs of a batch read, after checking that no two (nor two pieces)
+    /// share memory (they are written in parallel).
     pub fn outputs(ids: &[BlockId], parts: Vec<Part<&'a mut [u8]>>, what: &str) -> PyResult<Self> {
         let mut spans: Vec<(usize, usize, usize)> = parts
             .iter()
             .enumerate()
-            .map(|(i, p)| {
-                let (start, len) = p.span();
-                (start, len, i)
+            .flat_map(|(i, p)| {
+                p.spans()
+                    .into_iter()
+                    .map(move |(start, len)| (start, len, i))
             })
             .filter(|s| s.1 > 0)
             .collect();
         spans.sort_unstable();
         for pair in spans.windows(2) {
             if pair[1].0 < pair[0].0 + pair[0].1 {
-                return Err(invalid_input(format!(
-                    "{what}[{}] and {what}[{}] share memory; each block needs its own output",
-                    pair[0].2, pair[1].2
-                )));
+                let message = if pair[0].2 == pair[1].2 {
+                    format!(
+                        "two pieces of {what}[{}] share memory; each piece needs its own memory",
+                        pair[0].2
+                    )
+                } else {
+                    format!(
+                        "{what}[{}] and {what}[{}] share memory; each block needs its own output",
+                        pair[0].2, pair[1].2
+                    )
+                };
+                return Err(invalid_input(message));
             }
         }
         Ok(Self::new(ids, parts))

@@ -5,15 +5,18 @@ use std::sync::{Arc, RwLock};
 use pyo3::prelude::*;
 use pyo3::types::PyType;
 
-use cascade::{BlockId, Cascade, CascadeConfig, CascadeStore, ErrorKind, PutOutcome};
+use cascade::{
+    BlockId, Cascade, CascadeConfig, CascadeStore, Dest, DeviceRegion, ErrorKind, PutOutcome,
+    Source,
+};
 
 use crate::buffer::Access;
 use crate::config::PyConfig;
 use crate::convert::to_python;
-use crate::data::{self, Data, DeviceRange};
+use crate::data::{self, Block, Data, DeviceRange, Host};
 use crate::errors::{IntoPy, kind_error, warn_tier_unavailable};
 use crate::ids;
-use crate::split::{Split, raise_first};
+use crate::split::{Pieces, Split, raise_first};
 
 /// A hierarchical KV-block store: tiers fastest first (GPU, shared memory, files)
 /// behind one sharded index.
@@ -24,8 +27,11 @@ use crate::split::{Split, raise_first};
 /// writable buffers. `put` / `get` / `put_batch` / `get_batch` also take CUDA tensors
 /// (DLPack or `__cuda_array_interface__`, on the GPU tier's device, or device 0 in a
 /// store without one), after the producer's stream is synchronized: the GPU tier copies
-/// them device to device, host tiers by DMA straight into (and out of) their memory. Block ids are 32-character hex
-/// strings (`compute_block_id`).
+/// them device to device, host tiers by DMA straight into (and out of) their memory, so
+/// a store without a GPU tier takes and fills CUDA tensors too. A block may also be a
+/// list of pieces (all host buffers, or all CUDA tensors), gathered in order on put and
+/// scattered in order on get: an engine's per-layer K and V tensors. Block ids are
+/// 32-character hex strings (`compute_block_id`).
 ///
 /// The store is closed when it is garbage-collected, by `close()`, or at the end of a
 /// `with` block; persistent tiers (shared memory, files) keep their blocks for the next
@@ -128,6 +134,122 @@ impl PyStore {
         }
     }
 
+    /// Stores blocks given in pieces (host pieces gathered by memcpy, device pieces by
+    /// DMA), after synchronizing the device pieces' producer streams, with the GIL
+    /// released.
+    fn put_pieces(
+        &self,
+        py: Python<'_>,
+        store: &CascadeStore,
+        items: &[(BlockId, Pieces<&[u8]>)],
+    ) -> Vec<cascade::Result<PutOutcome>> {
+        py.detach(|| {
+            let regions = match self.device_regions(items) {
+                Ok(regions) => regions,
+                Err(e) => return items.iter().map(|_| Err(e.clone())).collect(),
+            };
+            let batch: Vec<(BlockId, Source<'_>)> = items
+                .iter()
+                .zip(&regions)
+                .map(|((id, pieces), regions)| {
+                    let source = match pieces {
+                        Pieces::Host(host) => Source::HostPieces(host),
+                        Pieces::Device(_) => Source::Device(regions),
+                    };
+                    (*id, source)
+                })
+                .collect();
+            store.put_from_batch(&batch)
+        })
+    }
+
+    /// Reads blocks into outputs given in pieces, as [`PyStore::put_pieces`] stores them.
+    fn get_pieces(
+        &self,
+        py: Python<'_>,
+        store: &CascadeStore,
+        items: &mut [(BlockId, Pieces<&mut [u8]>)],
+    ) -> Vec<cascade::Result<Option<usize>>> {
+        py.detach(|| {
+            let regions = match self.device_regions(items) {
+                Ok(regions) => regions,
+                Err(e) => return items.iter().map(|_| Err(e.clone())).collect(),
+            };
+            let ids: Vec<(BlockId, bool)> = items
+                .iter()
+                .map(|(id, p)| (*id, matches!(p, Pieces::Device(_))))
+                .collect();
+            // Reborrowed so that each block's list of pieces lives as long as the batch.
+            let mut host: Vec<Vec<&mut [u8]>> = items
+                .iter_mut()
+                .map(|(_, pieces)| match pieces {
+                    Pieces::Host(host) => host.iter_mut().map(|b| &mut **b).collect(),
+                    Pieces::Device(_) => Vec::new(),
+                })
+                .collect();
+            let mut batch: Vec<(BlockId, Dest<'_>)> = ids
+                .iter()
+                .zip(host.iter_mut())
+                .zip(&regions)
+                .map(|((&(id, on_device), host), regions)| {
+                    let dest = if on_device {
+                        Dest::Device(regions)
+                    } else {
+                        Dest::HostPieces(host.as_mut_slice())
+                    };
+                    (id, dest)
+                })
+                .collect();
+            store.get_into_batch(&mut batch)
+        })
+    }
+
+    /// The device regions of each item's device pieces (empty for host pieces), once
+    /// their producers' streams are synchronized.
+    fn device_regions<H>(
+        &self,
+        items: &[(BlockId, Pieces<H>)],
+    ) -> cascade::Result<Vec<Vec<DeviceRegion>>> {
+        let ranges = |p: &Pieces<H>| match p {
+            Pieces::Device(ranges) => ranges.clone(),
+            Pieces::Host(_) => Vec::new(),
+        };
+        if items.iter().all(|(_, p)| matches!(p, Pieces::Host(_))) {
+            return Ok(items.iter().map(|_| Vec::new()).collect());
+        }
+        #[cfg(feature = "gpu")]
+        {
+            let device = self.device();
+            crate::cuda::sync_ranges(
+                device,
+                items.iter().flat_map(|(_, p)| match p {
+                    Pieces::Device(ranges) => ranges.as_slice(),
+                    Pieces::Host(_) => &[],
+                }),
+            )?;
+            Ok(items
+                .iter()
+                .map(|(_, p)| {
+                    ranges(p)
+                        .into_iter()
+                        // SAFETY: each range was checked dense and is kept alive by its
+                        // Python owner (held by the caller) until the store call that
+                        // takes it returns; its producer's stream was synchronized
+                        // above, so nothing else writes (or, for outputs, reads) it
+                        // meanwhile. Where CUDA is unavailable the store refuses the
+                        // ranges without touching them.
+                        .map(|d| unsafe { DeviceRegion::new(d.ptr, d.len, device) })
+                        .collect()
+                })
+                .collect())
+        }
+        #[cfg(not(feature = "gpu"))]
+        {
+            let _ = ranges;
+            Err(no_gpu_build())
+        }
+    }
+
     /// Reads blocks into device ranges through the store's GPU tier, after
     /// synchronizing their producers' streams, with the GIL released.
     fn get_device(
@@ -190,7 +312,8 @@ impl PyStore {
         Self::open(py, config, Vec::new())
     }
 
-    /// Stores `data` (any C-contiguous buffer) under `block_id`. Returns True once the
+    /// Stores `data` (any C-contiguous buffer or CUDA tensor, or a list of them: the
+    /// block's pieces, concatenated in order) under `block_id`. Returns True once the
     /// block is stored; with dedup on, an id already stored copies nothing (counted in
     /// `get_stats()["dedup_hits"]`). Raises `TierFullError` / `TooLargeError` when no
     /// tier can take it.
@@ -202,16 +325,24 @@ impl PyStore {
     ) -> PyResult<bool> {
         let id = ids::parse(block_id)?;
         let store = self.store()?;
-        match data::take(data, Access::Read, "data")? {
-            Data::Host(buffer) => {
+        let mut results = match data::take_block(data, Access::Read, "data")? {
+            Block::Whole(Data::Host(buffer)) => {
                 let bytes = buffer.bytes();
-                py.detach(|| store.put(id, bytes)).py_err()?;
+                vec![py.detach(|| store.put(id, bytes))]
             }
-            Data::Device(device) => {
-                let mut results = self.put_device(py, &store, &[(id, device.range)]);
-                results.remove(0).py_err()?;
+            Block::Whole(Data::Device(device)) => {
+                self.put_device(py, &store, &[(id, device.range)])
             }
-        }
+            Block::HostPieces(pieces) => {
+                let pieces = Pieces::Host(pieces.iter().map(Host::bytes).collect());
+                self.put_pieces(py, &store, &[(id, pieces)])
+            }
+            Block::DevicePieces(pieces) => {
+                let pieces = Pieces::Device(pieces.iter().map(|d| d.range).collect());
+                self.put_pieces(py, &store, &[(id, pieces)])
+            }
+        };
+        results.remove(0).py_err()?;
         Ok(true)
     }
 
@@ -225,8 +356,8 @@ impl PyStore {
         Ok(id.to_hex())
     }
 
-    /// Copies the block into the start of `out` (a writable C-contiguous buffer).
-    /// Returns `(found, size)`: `(False, 0)` when the block is not stored. Raises
+    /// Copies the block into the start of `out` (a writable C-contiguous buffer or CUDA
+    /// tensor, or a list of them filled in order: the block's pieces). Returns `(found, size)`: `(False, 0)` when the block is not stored. Raises
     /// `InvalidInputError` when `out` is smaller than the block (nothing is copied) and
     /// `CorruptError` when its stored bytes fail their checksum.
     fn get(
@@ -237,16 +368,31 @@ impl PyStore {
     ) -> PyResult<(bool, usize)> {
         let id = ids::parse(block_id)?;
         let store = self.store()?;
-        let found = match data::take(out, Access::Write, "out")? {
-            Data::Host(mut buffer) => {
+        let mut block = data::take_block(out, Access::Write, "out")?;
+        let mut results = match &mut block {
+            Block::Whole(Data::Host(buffer)) => {
                 let bytes = buffer.bytes_mut();
-                py.detach(|| store.get(id, bytes)).py_err()?
+                vec![py.detach(|| store.get(id, bytes))]
             }
-            Data::Device(device) => {
-                let mut results = self.get_device(py, &store, &[(id, device.range)]);
-                results.remove(0).py_err()?
+            Block::Whole(Data::Device(device)) => {
+                self.get_device(py, &store, &[(id, device.range)])
+            }
+            Block::HostPieces(pieces) => {
+                let parts = vec![data::Part::HostPieces(
+                    pieces.iter_mut().map(Host::bytes_mut).collect(),
+                )];
+                Split::outputs(&[id], parts, "out")?.run_all(
+                    |_| Vec::new(),
+                    |_| Vec::new(),
+                    |items| self.get_pieces(py, &store, items),
+                )
+            }
+            Block::DevicePieces(pieces) => {
+                let mut items = [(id, Pieces::Device(pieces.iter().map(|d| d.range).collect()))];
+                self.get_pieces(py, &store, &mut items)
             }
         };
+        let found = results.remove(0).py_err()?;
         Ok(found.map_or((false, 0), |n| (true, n)))
     }
 
@@ -272,8 +418,9 @@ impl PyStore {
     }
 
     /// Stores many blocks in one call (one crossing into Rust, placed in parallel).
-    /// `blocks` is a list of blocks as long as `block_ids`, or one array whose rows are
-    /// the blocks (an engine's KV pool: the buffer is taken once for all of them).
+    /// `blocks` is a list of blocks as long as `block_ids` (each a buffer or tensor, or
+    /// a list of pieces), or one array whose rows are the blocks (an engine's KV pool:
+    /// the buffer is taken once for all of them).
     /// Returns how many blocks are stored after the call (new or deduplicated). If some
     /// block fails, the others are still stored and the first failure is raised, its
     /// `context["index"]` naming it.
@@ -286,16 +433,17 @@ impl PyStore {
         let ids = ids::parse_all(block_ids, "block_ids")?;
         let batch = data::take_batch(blocks, ids.len(), Access::Read, "blocks")?;
         let store = self.store()?;
-        let results = Split::new(&ids, batch.parts()).run(
+        let results = Split::new(&ids, batch.parts()).run_all(
             |host| py.detach(|| store.put_batch(host)),
             |device| self.put_device(py, &store, device),
+            |pieces| self.put_pieces(py, &store, pieces),
         );
         Ok(raise_first(results)?.len())
     }
 
     /// Reads many blocks in one call into their outputs: a list as long as
-    /// `block_ids`, or one array whose rows receive the blocks; outputs must not
-    /// overlap. Returns one entry per block: its size, or None when it is not stored.
+    /// `block_ids` (each a buffer or tensor, or a list of pieces filled in order), or
+    /// one array whose rows receive the blocks; outputs must not overlap. Returns one entry per block: its size, or None when it is not stored.
     /// The first failure (an output too small, a corrupt block) is raised after all the
     /// other blocks were read.
     fn get_batch(
@@ -308,9 +456,10 @@ impl PyStore {
         let mut batch = data::take_batch(outs, ids.len(), Access::Write, "outs")?;
         let split = Split::outputs(&ids, batch.parts_mut(), "outs")?;
         let store = self.store()?;
-        let results = split.run(
+        let results = split.run_all(
             |host| py.detach(|| store.get_batch(host)),
             |device| self.get_device(py, &store, device),
+            |pieces| self.get_pieces(py, &store, pieces),
         );
         raise_first(results)
     }

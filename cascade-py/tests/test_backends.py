@@ -128,11 +128,11 @@ class FakeCudaArray:
     """Looks like a CUDA array to the interface checks; its pointer is never touched
     by a build or machine without a GPU."""
 
-    def __init__(self, nbytes, readonly=False):
+    def __init__(self, nbytes, readonly=False, ptr=0xDEAD0000):
         self.__cuda_array_interface__ = {
             "shape": (nbytes,),
             "typestr": "|u1",
-            "data": (0xDEAD0000, readonly),
+            "data": (ptr, readonly),
             "version": 3,
             "strides": None,
             "stream": None,
@@ -152,14 +152,27 @@ def test_cuda_arrays_need_a_driver_in_host_stores(store):
     with pytest.raises(refused, match="CUDA driver|GPU memory"):
         store.put_batch(["0" * 32, "1" * 32], FakeCudaArray(128))
     with pytest.raises(refused, match="CUDA driver|GPU memory"):
-        store.get_batch(["0" * 32], [FakeCudaArray(64)])
+        store.put("0" * 32, [FakeCudaArray(32), FakeCudaArray(32)])
+    # A stored block cannot be read into CUDA memory either (whole, in pieces, batched);
+    # an absent one is simply not found.
+    host_block = np.arange(64, dtype=np.uint8)
+    store.put("a" * 32, host_block)
+    with pytest.raises(refused, match="CUDA driver|GPU memory"):
+        store.get("a" * 32, FakeCudaArray(64))
+    with pytest.raises(refused, match="CUDA driver|GPU memory"):
+        store.get_batch(["a" * 32], [FakeCudaArray(64)])
+    with pytest.raises(refused, match="CUDA driver|GPU memory"):
+        store.get_batch(["a" * 32], [[FakeCudaArray(32), FakeCudaArray(32, ptr=0xDEAD1000)]])
     # The rows of a CUDA array are checked against the ids before any device work.
     rows = FakeCudaArray(192)
     rows.__cuda_array_interface__ = dict(rows.__cuda_array_interface__, shape=(3, 64))
     with pytest.raises(cascade.InvalidInputError, match="has 3 rows but block_ids has 2 entries"):
         store.put_batch(["0" * 32, "1" * 32], rows)
-    assert store.get_stats()["blocks"] == 0
+    assert store.get_stats()["blocks"] == 1
     assert not store.contains("0" * 32)
+    out = np.zeros(64, np.uint8)
+    assert store.get("a" * 32, out) == (True, 64)
+    assert (out == host_block).all()
     # Hashing and the plain memory backend read host bytes only.
     with pytest.raises(cascade.UnsupportedError):
         cascade.compute_block_id(FakeCudaArray(64))

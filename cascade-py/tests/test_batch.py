@@ -172,3 +172,69 @@ def test_array_batch_that_does_not_split_evenly(store):
         store.put_batch(["0" * 32, "1" * 32, "2" * 32], np.zeros(100, np.uint8))
     with pytest.raises(cascade.InvalidInputError, match="list of blocks"):
         store.put_batch(["0" * 32], 42)
+
+
+def test_blocks_gathered_from_pieces_and_scattered_into_pieces(store, rng):
+    """An engine keeps each layer's K and V apart: a block given as a list of buffers is
+    their concatenation, and a list of outputs receives it in order."""
+    layers = [[random_block(rng, 4 * KIB) for _ in range(6)] for _ in range(5)]
+    ids = [cascade.compute_block_id(np.concatenate(pieces)) for pieces in layers]
+    assert store.put_batch(ids, layers) == 5
+    for block_id, pieces in zip(ids, layers):
+        assert store.size_of(block_id) == 24 * KIB
+    # Whole outputs read what the pieces made.
+    whole = [np.zeros(24 * KIB, np.uint8) for _ in ids]
+    assert store.get_batch(ids, whole) == [24 * KIB] * 5
+    for out, pieces in zip(whole, layers):
+        assert np.array_equal(out, np.concatenate(pieces))
+    # Pieces of other sizes (and kinds of buffer) are filled in order.
+    outs = [[np.zeros(10 * KIB, np.uint8), bytearray(14 * KIB)] for _ in ids]
+    assert store.get_batch(ids, outs) == [24 * KIB] * 5
+    for (a, b), pieces in zip(outs, layers):
+        assert np.concatenate([a, np.frombuffer(b, np.uint8)]).tobytes() == np.concatenate(pieces).tobytes()
+
+
+def test_single_puts_and_gets_take_pieces_too(store, rng):
+    pieces = [random_block(rng, 3 * KIB), random_block(rng, 5 * KIB).tobytes()]
+    whole = np.concatenate([pieces[0], np.frombuffer(pieces[1], np.uint8)])
+    assert store.put("7" * 32, tuple(pieces))
+    out = [np.zeros(2 * KIB, np.uint8), np.zeros(6 * KIB, np.uint8)]
+    assert store.get("7" * 32, out) == (True, 8 * KIB)
+    assert np.array_equal(np.concatenate(out), whole)
+    # Pieces with room to spare: the block fills them in order, the rest is untouched.
+    roomy = [np.full(6 * KIB, 0xEE, np.uint8), np.full(6 * KIB, 0xEE, np.uint8)]
+    assert store.get("7" * 32, roomy) == (True, 8 * KIB)
+    assert np.array_equal(roomy[0], whole[: 6 * KIB])
+    assert np.array_equal(roomy[1][: 2 * KIB], whole[6 * KIB :])
+    assert (roomy[1][2 * KIB :] == 0xEE).all()
+
+
+def test_pieces_mix_with_whole_blocks_in_one_batch(store, rng):
+    whole = random_block(rng, 8 * KIB)
+    pieces = [random_block(rng, 2 * KIB) for _ in range(4)]
+    ids = ["1" * 32, "2" * 32]
+    assert store.put_batch(ids, [whole, pieces]) == 2
+    outs = [[np.zeros(4 * KIB, np.uint8), np.zeros(4 * KIB, np.uint8)], np.zeros(8 * KIB, np.uint8)]
+    assert store.get_batch(ids, outs) == [8 * KIB, 8 * KIB]
+    assert np.array_equal(np.concatenate(outs[0]), whole)
+    assert np.array_equal(outs[1], np.concatenate(pieces))
+
+
+def test_bad_pieces_are_typed_errors(store, rng):
+    block = random_block(rng, 8 * KIB)
+    store.put("3" * 32, block)
+    # Pieces too small in total copy nothing.
+    small = [np.zeros(2 * KIB, np.uint8), np.zeros(2 * KIB, np.uint8)]
+    with pytest.raises(cascade.InvalidInputError, match="too small"):
+        store.get("3" * 32, small)
+    assert not small[0].any() and not small[1].any()
+    # Two pieces of one output on the same memory would be written twice.
+    shared = np.zeros(8 * KIB, np.uint8)
+    with pytest.raises(cascade.InvalidInputError, match="share memory"):
+        store.get_batch(["3" * 32], [[shared[: 6 * KIB], shared[4 * KIB :]]])
+    # Pieces must be buffers, named by their place; a read-only piece cannot be an output.
+    with pytest.raises(cascade.InvalidInputError, match=r"data\[1\] must be a C-contiguous buffer"):
+        store.put("4" * 32, [block, "text"])
+    with pytest.raises((cascade.InvalidInputError, TypeError, BufferError)):
+        store.get("3" * 32, [bytes(8 * KIB)])
+    assert not store.contains("4" * 32)

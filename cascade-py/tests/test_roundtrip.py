@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import cascade
-from conftest import KIB, make_config, random_block
+from conftest import KIB, has_kind, make_config, random_block
 
 
 def test_documented_quickstart(tmp_path):
@@ -150,3 +150,35 @@ def test_hasher_blake3_changes_put_content_ids(tmp_path, rng):
     block = random_block(rng, KIB)
     store = cascade.CascadeStore(make_config(tmp_path, hasher="blake3"))
     assert store.put_content(block) != cascade.compute_block_id(block)
+
+
+@pytest.mark.skipif(not has_kind("file"), reason="this build has no file tier")
+def test_write_through_store_keeps_its_blocks_across_reopen(tmp_path, rng):
+    """write_policy reaches the store. Shared memory is itself persistent (its pool file
+    outlives the process, not a reboot), so write-through adds no copy below it: that
+    copy is made for blocks placed in a GPU tier (test_store_cuda.py). After flush and
+    close, a store reopened on the same tiers has every block."""
+    files = tmp_path / "files"
+    config = make_config(tmp_path, lustre_path=str(files), write_policy="write_through")
+    assert config.write_policy == "write_through"
+    assert 'write_policy = "write_through"' in config.to_toml()
+    assert "write_policy" in repr(config)
+    blocks = [random_block(rng, 16 * KIB) for _ in range(8)]
+    ids = cascade.compute_block_ids(blocks)
+    with cascade.CascadeStore(config) as s:
+        assert s.put_batch(ids, blocks) == 8
+        s.flush()
+        stats = s.get_stats()
+        assert stats["tiers"][0]["blocks"] == 8
+        assert stats["tiers"][1]["copies"] == 0, "shared memory is already persistent"
+    with cascade.CascadeStore(config) as s:
+        for block_id, block in zip(ids, blocks):
+            out = np.zeros(16 * KIB, np.uint8)
+            assert s.get(block_id, out) == (True, 16 * KIB)
+            assert np.array_equal(out, block)
+
+
+def test_write_policy_is_checked(tmp_path):
+    assert cascade.CascadeConfig().write_policy == "write_back"
+    with pytest.raises(cascade.ConfigError, match="write_through"):
+        cascade.CascadeStore(make_config(tmp_path, write_policy="sometimes"))

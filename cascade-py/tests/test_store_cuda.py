@@ -1,6 +1,9 @@
 """CascadeStore with CUDA tensors: put / get / put_batch / get_batch copy device to
-device through the GPU tier, demote into shared memory and promote back on device reads.
-Runs only where torch with CUDA and a GPU build of cascade are present."""
+device through the GPU tier, demote into shared memory and promote back on device reads;
+a store without a GPU tier takes and fills CUDA tensors by DMA into its shared memory;
+blocks given as lists of CUDA tensors (an engine's per-layer K and V) are gathered and
+scattered. Runs only where torch with CUDA and a GPU build of cascade are present (it
+skips, saying which is missing, everywhere else)."""
 
 import numpy as np
 import pytest
@@ -121,9 +124,96 @@ def test_cuda_errors_are_typed(gpu_store, tmp_path):
     assert int(small.min()) == 7 and int(small.max()) == 7
     with pytest.raises(cascade.InvalidInputError, match="not C-contiguous"):
         gpu_store.put(ident(2), torch.zeros((64, 64), dtype=torch.uint8, device="cuda")[:, ::2])
-    (tmp_path / "host").mkdir()
-    with cascade.CascadeStore(make_config(tmp_path / "host")) as host_only:
-        with pytest.raises(cascade.UnsupportedError, match="no GPU tier"):
-            host_only.put(ident(1), block)
-        with pytest.raises(cascade.UnsupportedError, match="no GPU tier"):
-            host_only.get(ident(1), block)
+    # The pieces of one block are all host or all device memory.
+    with pytest.raises(cascade.InvalidInputError, match="partly in host and partly in device"):
+        gpu_store.put(ident(3), [block[:KIB], np.zeros(KIB, np.uint8)])
+    assert not gpu_store.contains(ident(3))
+
+
+@pytest.fixture
+def shm_store(tmp_path):
+    """A store with no GPU tier: 64 MiB of shared memory."""
+    with cascade.CascadeStore(make_config(tmp_path, shm_bytes=64 * MIB)) as s:
+        assert s.tiers == ["shm"]
+        yield s
+
+
+def test_shm_only_store_takes_and_fills_cuda_tensors(shm_store):
+    blocks = cuda_blocks(16, seed=5)
+    assert shm_store.put(ident(0), blocks[0])
+    out = torch.zeros(BLOCK, dtype=torch.uint8, device="cuda")
+    assert shm_store.get(ident(0), out) == (True, BLOCK)
+    assert torch.equal(out, blocks[0])
+    ids = [ident(n) for n in range(1, 16)]
+    assert shm_store.put_batch(ids, blocks[1:]) == 15
+    outs = torch.zeros_like(blocks[1:])
+    assert shm_store.get_batch(ids, outs) == [BLOCK] * 15
+    assert torch.equal(outs, blocks[1:])
+    # The shared-memory copy is what a host reader sees.
+    host = np.zeros(BLOCK, np.uint8)
+    assert shm_store.get(ids[4], host) == (True, BLOCK)
+    assert np.array_equal(host, blocks[5].cpu().numpy())
+    assert shm_store.get(ident(999), out) == (False, 0)
+
+
+def layer_pieces(block, pieces: int):
+    """One block as `pieces` separate CUDA tensors (as an engine's per-layer K and V are),
+    each its own allocation."""
+    return [chunk.clone() for chunk in block.chunk(pieces)]
+
+
+@pytest.mark.parametrize("pieces", [2, 32])
+def test_cuda_pieces_are_gathered_and_scattered_in_a_shm_only_store(shm_store, pieces):
+    blocks = cuda_blocks(8, seed=6)
+    ids = [ident(200 + n) for n in range(8)]
+    assert shm_store.put_batch(ids, [layer_pieces(b, pieces) for b in blocks]) == 8
+    whole = torch.zeros_like(blocks)
+    assert shm_store.get_batch(ids, whole) == [BLOCK] * 8
+    assert torch.equal(whole, blocks)
+    outs = [[torch.zeros(BLOCK // pieces, dtype=torch.uint8, device="cuda") for _ in range(pieces)] for _ in ids]
+    assert shm_store.get_batch(ids, outs) == [BLOCK] * 8
+    for out, block in zip(outs, blocks):
+        assert torch.equal(torch.cat(out), block)
+    # Single calls take pieces too.
+    single = [torch.zeros(BLOCK // pieces, dtype=torch.uint8, device="cuda") for _ in range(pieces)]
+    assert shm_store.get(ids[3], single) == (True, BLOCK)
+    assert torch.equal(torch.cat(single), blocks[3])
+    assert shm_store.put(ident(299), layer_pieces(blocks[7], pieces))
+    host = np.zeros(BLOCK, np.uint8)
+    assert shm_store.get(ident(299), host) == (True, BLOCK)
+    assert np.array_equal(host, blocks[7].cpu().numpy())
+
+
+def test_cuda_pieces_into_a_store_with_a_gpu_tier(gpu_store):
+    blocks = cuda_blocks(12, seed=7)
+    ids = [ident(300 + n) for n in range(12)]
+    assert gpu_store.put_batch(ids, [layer_pieces(b, 4) for b in blocks]) == 12
+    outs = [[torch.zeros(BLOCK // 4, dtype=torch.uint8, device="cuda") for _ in range(4)] for _ in ids]
+    assert gpu_store.get_batch(ids, outs) == [BLOCK] * 12
+    for out, block in zip(outs, blocks):
+        assert torch.equal(torch.cat(out), block)
+
+
+def test_write_through_copies_gpu_blocks_into_shared_memory(tmp_path):
+    config = make_config(
+        tmp_path,
+        shm_bytes=64 * MIB,
+        gpu_capacity_bytes=4 * MIB,
+        gpu_required=True,
+        write_policy="write_through",
+    )
+    blocks = cuda_blocks(4, seed=8)
+    ids = [ident(400 + n) for n in range(4)]
+    with cascade.CascadeStore(config) as s:
+        assert s.put_batch(ids, blocks) == 4
+        s.flush()
+        tiers = {t["name"]: t for t in s.get_stats()["tiers"]}
+        assert tiers["gpu"]["blocks"] == 4
+        assert tiers["shm"]["copies"] == 4
+    # The GPU tier is gone with the process; the shared-memory copies are not.
+    alone = make_config(tmp_path, shm_bytes=64 * MIB)
+    with cascade.CascadeStore(alone) as s:
+        out = torch.zeros(BLOCK, dtype=torch.uint8, device="cuda")
+        for block_id, block in zip(ids, blocks):
+            assert s.get(block_id, out) == (True, BLOCK)
+            assert torch.equal(out, block)

@@ -47,8 +47,11 @@ _WritableBuffer = Buffer
 # 32 hex characters, as returned by compute_block_id.
 _BlockId = str
 # A host buffer, or a CUDA tensor (DLPack or __cuda_array_interface__, e.g. a torch CUDA
-# tensor), which a CascadeStore with a GPU tier copies device to device.
-_Block = Union[Buffer, Any]
+# tensor): a GPU tier copies it device to device, host tiers by DMA.
+_Whole = Union[Buffer, Any]
+# A block: whole, or a list (or tuple) of pieces concatenated in order, all host buffers
+# or all CUDA tensors (an engine's per-layer K and V).
+_Block = Union[_Whole, Sequence[_Whole]]
 
 class CascadeError(Exception):
     """Base class of every error raised by Cascade."""
@@ -91,6 +94,10 @@ class CascadeConfig:
     promote_on_read: bool
     hasher: str
     num_io_threads: int
+    write_policy: str
+    """"write_back" (default) or "write_through": a put placed in a non-persistent tier
+    (GPU) is also written, in the background, to the first persistent tier below;
+    flush() waits for those writes."""
     def __new__(
         cls,
         *,
@@ -105,6 +112,7 @@ class CascadeConfig:
         promote_on_read: bool = True,
         hasher: str = "sha256",
         num_io_threads: int = 0,
+        write_policy: str = "write_back",
     ) -> Self: ...
     def to_toml(self) -> str:
         """The deployment this config opens, as Cascade TOML."""
@@ -120,33 +128,37 @@ class CascadeStore:
     def from_toml_str(cls, text: str) -> CascadeStore: ...
     def put(self, block_id: _BlockId, data: _Block) -> bool:
         """Stores `data`; True once stored (dedup: an id already stored copies nothing).
-        A CUDA tensor is copied device to device into the GPU tier (UnsupportedError
-        when the store has none)."""
+        A CUDA tensor is copied device to device into a GPU tier, by DMA into a host
+        tier (UnavailableError where no CUDA driver loads). A list of buffers or of CUDA
+        tensors is the block's pieces, concatenated in order."""
     def put_content(self, data: _Buffer) -> _BlockId:
         """Hashes `data` with the configured hasher, stores it, returns the id."""
     def get(self, block_id: _BlockId, out: _Block) -> tuple[bool, int]:
         """Copies the block into `out`; (found, size), (False, 0) when absent. A CUDA
-        tensor `out` is filled device to device, from the GPU tier (a block held by a
-        host tier is promoted into it first)."""
+        tensor `out` is filled device to device from a GPU tier, by DMA from a host
+        tier. A list of outputs (buffers or CUDA tensors, not sharing memory) is filled
+        in order."""
     def contains(self, block_id: _BlockId) -> bool: ...
     def __contains__(self, block_id: _BlockId, /) -> bool: ...
     def size_of(self, block_id: _BlockId) -> Optional[int]: ...
     def remove(self, block_id: _BlockId) -> bool: ...
     def put_batch(
-        self, block_ids: Sequence[_BlockId], blocks: Union[Sequence[_Block], _Block]
+        self, block_ids: Sequence[_BlockId], blocks: Union[Sequence[_Block], _Whole]
     ) -> int:
-        """Stores many blocks in one call (a list, or one array or tensor whose rows are
-        the blocks; host and CUDA blocks may be mixed); returns how many are stored.
+        """Stores many blocks in one call (a list, each item a block or a list of its
+        pieces, or one array or tensor whose rows are the blocks; host and CUDA blocks
+        may be mixed); returns how many are stored.
         The list items (or the rows of an array of two or more dimensions) must be as
         many as the ids, else InvalidInputError naming both counts; a flat buffer
         (bytes, a 1-D array) splits into equal blocks. An empty batch does nothing."""
     def get_batch(
         self,
         block_ids: Sequence[_BlockId],
-        outs: Union[Sequence[_Block], _Block],
+        outs: Union[Sequence[_Block], _Whole],
     ) -> list[Optional[int]]:
-        """Reads many blocks in one call (into a list of outputs, or the rows of one
-        array or tensor; host and CUDA outputs may be mixed); size per block, None when
+        """Reads many blocks in one call (into a list of outputs, each an output or a
+        list of pieces filled in order, or the rows of one array or tensor; host and
+        CUDA outputs may be mixed); size per block, None when
         absent. Outputs (or rows) must be as many as the ids, as for put_batch."""
     def lookup_prefix(self, keys: Sequence[_BlockId]) -> int:
         """How many leading keys of a token-prefix chain are stored."""
