@@ -1,9 +1,14 @@
-//! Maps the `kind` of each `[[tiers]]` entry to the constructors compiled into this build.
+//! Maps the `kind` of each `[[tiers]]` entry to the tier types compiled into this build.
+//!
+//! Each tier crate implements [`TierKind`] once (its kind and aliases, its typed
+//! settings, its constructor); [`TierRegistry::builtin`] registers the kinds whose cargo
+//! features are on, and nothing here knows a tier's settings or constructor.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use cascade_core::{Error, MemoryTier, MemoryTierConfig, Result, Tier, TierConfig};
+use cascade_core::kind::open_entry;
+use cascade_core::{Error, MemoryTier, Result, Tier, TierConfig, TierKind};
 
 /// Builds one tier from its config entry and its position in the order.
 pub type TierFactory =
@@ -25,22 +30,27 @@ impl TierRegistry {
     /// `lustre`), `gpu` and `plugin` when their cargo features are on.
     pub fn builtin() -> Self {
         let mut registry = Self::new();
-        registry.register(cascade_core::memory::KIND, open_memory);
+        registry.register_kind::<MemoryTier>();
         #[cfg(feature = "plugins")]
-        registry.register(cascade_core::plugin::KIND, open_plugin);
+        registry.register_kind::<cascade_core::plugin::PluginTier>();
         #[cfg(feature = "shm")]
-        registry.register(cascade_shm::KIND, open_shm);
+        registry.register_kind::<cascade_shm::ShmTier>();
         #[cfg(feature = "gpu")]
-        registry.register(cascade_gpu::KIND, open_gpu);
+        registry.register_kind::<cascade_gpu::GpuTier>();
         #[cfg(feature = "lustre")]
-        {
-            registry.register(cascade_lustre::KIND, open_file);
-            registry.register(cascade_lustre::ALIAS, open_file);
-        }
+        registry.register_kind::<cascade_lustre::FileTier>();
         registry
     }
 
-    /// Adds (or replaces) a kind.
+    /// Adds (or replaces) the kind `K` under its name and every alias.
+    pub fn register_kind<K: TierKind>(&mut self) {
+        for kind in std::iter::once(K::KIND).chain(K::ALIASES.iter().copied()) {
+            self.register(kind, open_entry::<K>);
+        }
+    }
+
+    /// Adds (or replaces) a kind built by a function of its own (an in-process kind
+    /// without a type of its own, a test double).
     pub fn register(&mut self, kind: &str, factory: TierFactory) {
         self.factories.insert(kind.to_string(), factory);
     }
@@ -63,24 +73,59 @@ impl TierRegistry {
     }
 }
 
-fn open_memory(name: String, position: usize, config: &TierConfig) -> Result<Arc<dyn Tier>> {
-    let settings: MemoryTierConfig = config.parse_settings(position)?;
-    Ok(Arc::new(MemoryTier::open(name, &settings)?))
-}
+#[cfg(test)]
+mod kind_tests {
+    #![allow(clippy::unwrap_used)]
 
-/// `kind = "plugin"`: loads the library named by `path` (and only that file) and hands
-/// the entry's other settings to the plugin as TOML text.
-#[cfg(feature = "plugins")]
-fn open_plugin(name: String, position: usize, config: &TierConfig) -> Result<Arc<dyn Tier>> {
-    Ok(Arc::new(cascade_core::plugin::open_tier(
-        name, position, config,
-    )?))
-}
+    use super::*;
 
-#[cfg(feature = "shm")]
-fn open_shm(name: String, position: usize, config: &TierConfig) -> Result<Arc<dyn Tier>> {
-    let settings: cascade_shm::ShmTierConfig = config.parse_settings(position)?;
-    Ok(Arc::new(cascade_shm::ShmTier::open(name, &settings)?))
+    #[test]
+    fn each_kind_builds_a_tier_that_reports_its_kind_and_aliases_build_the_same() {
+        let registry = TierRegistry::builtin();
+        let mut want = vec!["memory"];
+        if cfg!(feature = "plugins") {
+            want.push("plugin");
+        }
+        if cfg!(feature = "shm") {
+            want.push("shm");
+        }
+        if cfg!(feature = "gpu") {
+            want.push("gpu");
+        }
+        if cfg!(feature = "lustre") {
+            want.extend(["file", "lustre"]);
+        }
+        want.sort_unstable();
+        assert_eq!(registry.kinds(), want);
+        let memory = registry
+            .open(0, &TierConfig::new("memory").with("capacity", "1 MiB"))
+            .unwrap();
+        assert_eq!(memory.kind(), "memory");
+        assert_eq!(memory.capacity(), 1 << 20);
+        #[cfg(feature = "lustre")]
+        {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().display().to_string();
+            let alias = TierConfig::new("lustre")
+                .with("path", path.as_str())
+                .with("capacity", "4 MiB");
+            let tier = registry.open(3, &alias).unwrap();
+            assert_eq!(tier.kind(), "file", "the alias builds the file tier");
+        }
+    }
+
+    #[test]
+    fn settings_errors_name_the_entry_and_the_key() {
+        let registry = TierRegistry::builtin();
+        let bad = TierConfig::new("memory").with("capacty", "1 MiB");
+        let err = registry.open(2, &bad).err().unwrap();
+        assert_eq!(err.kind(), cascade_core::ErrorKind::Config);
+        let text = err.to_string();
+        assert!(
+            text.contains("tiers[2]") && text.contains("capacty"),
+            "{text}"
+        );
+    }
 }
 
 #[cfg(all(test, feature = "shm"))]
@@ -112,18 +157,6 @@ mod tests {
         let err = registry.open(0, &bad).err().unwrap();
         assert!(err.to_string().contains("capacty"), "{err}");
     }
-}
-
-#[cfg(feature = "lustre")]
-fn open_file(name: String, position: usize, config: &TierConfig) -> Result<Arc<dyn Tier>> {
-    let settings: cascade_lustre::FileTierConfig = config.parse_settings(position)?;
-    Ok(Arc::new(cascade_lustre::FileTier::open(name, &settings)?))
-}
-
-#[cfg(feature = "gpu")]
-fn open_gpu(name: String, position: usize, config: &TierConfig) -> Result<Arc<dyn Tier>> {
-    let settings: cascade_gpu::GpuTierConfig = config.parse_settings(position)?;
-    Ok(Arc::new(cascade_gpu::GpuTier::open(name, &settings)?))
 }
 
 #[cfg(all(test, feature = "gpu"))]

@@ -15,6 +15,7 @@ pub mod device;
 pub mod error;
 pub mod hasher;
 pub mod index;
+pub mod kind;
 pub mod memory;
 pub mod metrics;
 #[cfg(feature = "plugins")]
@@ -34,6 +35,7 @@ pub use config::{CascadeConfig, TierConfig, WritePolicy};
 pub use error::{Error, ErrorKind, Result};
 pub use hasher::Hasher;
 pub use index::{Index, Location, ShardedIndex};
+pub use kind::{KindConfig, TierKind};
 pub use memory::{MemoryTier, MemoryTierConfig};
 pub use stats::{StoreStats, TierStats};
 pub use store::{CascadeStore, PutOutcome, RefreshReport, TierRefreshCounts};

@@ -149,6 +149,15 @@ impl MemoryTier {
     }
 }
 
+impl crate::TierKind for MemoryTier {
+    const KIND: &'static str = KIND;
+    type Config = MemoryTierConfig;
+
+    fn open_kind(name: String, config: &MemoryTierConfig) -> Result<Self> {
+        Self::open(name, config)
+    }
+}
+
 impl Tier for MemoryTier {
     fn kind(&self) -> &str {
         KIND

@@ -32,3 +32,13 @@ pub use config::GpuTierConfig;
 pub use driver::driver_present;
 pub use hub::{DeviceContext, HostCopier, device_access};
 pub use tier::{ALIGNMENT, GpuTier, KIND};
+
+/// `kind = "gpu"` in a `[[tiers]]` entry.
+impl cascade_core::TierKind for GpuTier {
+    const KIND: &'static str = KIND;
+    type Config = GpuTierConfig;
+
+    fn open_kind(name: String, config: &GpuTierConfig) -> cascade_core::Result<Self> {
+        Self::open(name, config)
+    }
+}

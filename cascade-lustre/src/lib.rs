@@ -84,3 +84,14 @@ pub use verify::{DamagedBlock, VerifyReport};
 pub const KIND: &str = "file";
 /// Another accepted kind string for the same tier.
 pub const ALIAS: &str = "lustre";
+
+/// `kind = "file"` (alias `"lustre"`) in a `[[tiers]]` entry.
+impl cascade_core::TierKind for FileTier {
+    const KIND: &'static str = KIND;
+    const ALIASES: &'static [&'static str] = &[ALIAS];
+    type Config = FileTierConfig;
+
+    fn open_kind(name: String, config: &FileTierConfig) -> cascade_core::Result<Self> {
+        Self::open(name, config)
+    }
+}

@@ -50,3 +50,13 @@ mod tier;
 pub use config::{DEFAULT_DIR, ShmTierConfig, default_path};
 pub use layout::FORMAT_VERSION;
 pub use tier::{KIND, ShmTier};
+
+/// `kind = "shm"` in a `[[tiers]]` entry.
+impl cascade_core::TierKind for ShmTier {
+    const KIND: &'static str = KIND;
+    type Config = ShmTierConfig;
+
+    fn open_kind(name: String, config: &ShmTierConfig) -> cascade_core::Result<Self> {
+        Self::open(name, config)
+    }
+}

@@ -76,11 +76,29 @@ impl PluginTierConfig {
     }
 }
 
+impl crate::KindConfig for PluginTierConfig {
+    fn from_entry(position: usize, entry: &TierConfig) -> Result<Self> {
+        Self::from_tier_config(position, entry)
+    }
+}
+
+/// `kind = "plugin"`: loads the library named by `path` (and only that file) and hands
+/// the entry's other settings to the plugin as TOML text.
+impl crate::TierKind for PluginTier {
+    const KIND: &'static str = super::KIND;
+    type Config = PluginTierConfig;
+
+    fn open_kind(name: String, plugin: &PluginTierConfig) -> Result<Self> {
+        let library =
+            PluginLibrary::load(&plugin.path).map_err(|e| e.with_context("tier", &name))?;
+        library.create(name, &plugin.settings_text()?)
+    }
+}
+
 /// Loads the library named by a `kind = "plugin"` entry and creates the tier.
 pub fn open_tier(name: String, position: usize, config: &TierConfig) -> Result<PluginTier> {
     let plugin = PluginTierConfig::from_tier_config(position, config)?;
-    let library = PluginLibrary::load(&plugin.path).map_err(|e| e.with_context("tier", &name))?;
-    library.create(name, &plugin.settings_text()?)
+    <PluginTier as crate::TierKind>::open_kind(name, &plugin)
 }
 
 #[cfg(test)]
