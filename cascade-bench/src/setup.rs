@@ -109,6 +109,7 @@ impl Deployment {
             promote_on_read,
             hasher: self.config.hasher,
             num_io_threads: 0,
+            max_prefetches: self.config.max_prefetches,
             write_policy: self.config.write_policy,
             // The run's many stores never serve metrics (they would compete for the port).
             metrics_listen: None,

@@ -163,6 +163,10 @@ pub struct CascadeConfig {
     pub hasher: HasherKind,
     /// Threads for batch calls; 0 uses one per core. Default: 0.
     pub num_io_threads: usize,
+    /// Prefetches (`CascadeStore::prefetch`) that move blocks at once, each on its own
+    /// background thread (started on the first prefetch); later ones wait in order.
+    /// Must be at least 1. Default: 2.
+    pub max_prefetches: usize,
     /// `"write_back"` or `"write_through"` (see [`WritePolicy`] for what survives a
     /// crash under each). Default: `"write_back"`.
     pub write_policy: WritePolicy,
@@ -183,6 +187,7 @@ impl Default for CascadeConfig {
             promote_on_read: true,
             hasher: HasherKind::Sha256,
             num_io_threads: 0,
+            max_prefetches: 2,
             write_policy: WritePolicy::WriteBack,
             metrics_listen: None,
             tiers: vec![TierConfig::new("memory").with("capacity", "1 GiB")],
@@ -218,6 +223,9 @@ impl CascadeConfig {
             return Err(Error::config(
                 "tiers: at least one [[tiers]] entry is required",
             ));
+        }
+        if self.max_prefetches == 0 {
+            return Err(Error::config("max_prefetches: must be at least 1"));
         }
         let mut names = std::collections::HashSet::new();
         for (position, tier) in self.tiers.iter().enumerate() {

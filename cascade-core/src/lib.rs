@@ -38,5 +38,8 @@ pub use index::{Index, Location, ShardedIndex};
 pub use kind::{KindConfig, TierKind};
 pub use memory::{MemoryTier, MemoryTierConfig};
 pub use stats::{StoreStats, TierStats};
-pub use store::{CascadeStore, PutOutcome, RefreshReport, TierRefreshCounts};
+pub use store::{
+    CascadeStore, PrefetchHandle, PrefetchProgress, PrefetchResult, PrefetchTarget, Prefetched,
+    PutOutcome, RefreshReport, TierRefreshCounts,
+};
 pub use tier::{Capability, Tier, TierRefresh};

@@ -251,6 +251,24 @@ pub fn families(stats: &StoreStats, latency: Option<&Latency>) -> Vec<MetricFami
             COUNTER,
             stats.write_through_failures,
         ),
+        store_family(
+            "cascade_prefetched_blocks_total",
+            "Blocks a prefetch moved into a faster tier.",
+            COUNTER,
+            stats.prefetched,
+        ),
+        store_family(
+            "cascade_prefetch_hits_total",
+            "Gets served by a prefetched block from the tier it was prefetched to, first read there.",
+            COUNTER,
+            stats.prefetch_hits,
+        ),
+        store_family(
+            "cascade_prefetch_wasted_total",
+            "Prefetched blocks that left the tier they were prefetched to before any get read them there.",
+            COUNTER,
+            stats.prefetch_wasted,
+        ),
         tier_family(
             stats,
             "cascade_tier_capacity_bytes",
@@ -409,6 +427,9 @@ mod tests {
             misses: 4,
             dedup_hits: 6,
             dedup_bytes_saved: 600,
+            prefetched: 7,
+            prefetch_hits: 5,
+            prefetch_wasted: 1,
             tiers: vec![shm],
             ..StoreStats::default()
         }
@@ -433,6 +454,9 @@ mod tests {
         assert_eq!(value(&text, "cascade_misses_total"), Some(4.0));
         assert_eq!(value(&text, "cascade_dedup_hits_total"), Some(6.0));
         assert_eq!(value(&text, "cascade_dedup_saved_bytes_total"), Some(600.0));
+        assert_eq!(value(&text, "cascade_prefetched_blocks_total"), Some(7.0));
+        assert_eq!(value(&text, "cascade_prefetch_hits_total"), Some(5.0));
+        assert_eq!(value(&text, "cascade_prefetch_wasted_total"), Some(1.0));
         let tier = "{tier=\"shm0\",kind=\"shm\"}";
         for (name, want) in [
             ("cascade_tier_capacity_bytes", (1u64 << 30) as f64),

@@ -70,6 +70,14 @@ pub struct StoreStats {
     /// Write-through copies that could not be written (each leaves its block in a
     /// non-persistent tier only; the next flush reports the first such error).
     pub write_through_failures: u64,
+    /// Blocks a prefetch moved into a faster tier.
+    pub prefetched: u64,
+    /// Gets served by a prefetched block from the tier the prefetch moved it to, the
+    /// first time it was read there.
+    pub prefetch_hits: u64,
+    /// Prefetched blocks that left the tier the prefetch moved them to (demoted,
+    /// evicted, removed, replaced, cleared) before any get read them there.
+    pub prefetch_wasted: u64,
     /// Per tier, fastest first.
     pub tiers: Vec<TierStats>,
 }
@@ -96,6 +104,9 @@ pub(crate) struct StoreCounters {
     pub dedup_hits: AtomicU64,
     pub dedup_bytes_saved: AtomicU64,
     pub write_through_failures: AtomicU64,
+    pub prefetched: AtomicU64,
+    pub prefetch_hits: AtomicU64,
+    pub prefetch_wasted: AtomicU64,
 }
 
 pub(crate) fn bump(counter: &AtomicU64, by: u64) {

@@ -229,6 +229,7 @@ impl Harness {
             } else {
                 WritePolicy::WriteBack
             },
+            ..StorePolicy::default()
         }
     }
 

@@ -79,6 +79,9 @@ impl CascadeStore {
     }
 
     fn get_batch_untimed(&self, items: &mut [(BlockId, &mut [u8])]) -> Vec<Result<Option<usize>>> {
+        for (id, _) in items.iter() {
+            self.prefetcher.wait_for(id);
+        }
         self.run(|| {
             let mut results: Vec<Option<Result<Option<usize>>>> = Vec::with_capacity(items.len());
             let mut groups: Vec<Vec<(usize, super::Entry)>> =

@@ -49,6 +49,10 @@ pub(crate) enum Move {
     Promote { keep_copy: bool },
     /// To its written-through copy, after the copy it was served from was lost.
     Recover,
+    /// To a faster tier, by a prefetch; `keep_copy` as for `Promote`. The block counts
+    /// as prefetched until a get reads it there (a prefetch hit) or it leaves that tier
+    /// unread (a wasted prefetch).
+    Prefetch { keep_copy: bool },
 }
 
 type Recency = Mutex<LinkedHashMap<BlockId, u64>>;
@@ -60,6 +64,10 @@ pub(crate) struct Ledger {
     recency: Vec<Recency>,
     tiers: Vec<TierCounters>,
     store: StoreCounters,
+    /// Prefetched blocks no get has read yet, with the tier the prefetch moved them to.
+    unread: ShardedIndex<usize>,
+    /// How many entries `unread` has: gets skip its lookup while there are none.
+    unread_count: AtomicU64,
 }
 
 impl Ledger {
@@ -72,6 +80,8 @@ impl Ledger {
                 .collect(),
             tiers: (0..tiers).map(|_| TierCounters::default()).collect(),
             store: StoreCounters::default(),
+            unread: ShardedIndex::new(),
+            unread_count: AtomicU64::new(0),
         }
     }
 
@@ -173,6 +183,24 @@ impl Ledger {
     pub fn hit(&self, tier: usize, id: &BlockId) {
         bump(&self.tiers[tier].hits, 1);
         self.recency[tier].lock().to_back(id);
+        if self.unread_count.load(Ordering::Relaxed) > 0
+            && self.unread.with(id, |&at| at == tier) == Some(true)
+            && self.take_unread(id)
+        {
+            bump(&self.store.prefetch_hits, 1);
+        }
+    }
+
+    /// Forgets that `id` was prefetched and not read yet; returns whether it was.
+    fn take_unread(&self, id: &BlockId) -> bool {
+        if self.unread_count.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let taken = self.unread.remove_value(id).is_some();
+        if taken {
+            drop_by(&self.unread_count, 1);
+        }
+        taken
     }
 
     /// Counts a hit at `tier` without touching recency (a block served after moving).
@@ -213,7 +241,10 @@ impl Ledger {
     /// Repoints `id` from `from` to tier `to` once its bytes are there; false (nothing
     /// changed) when `id` is no longer at `from`.
     pub fn relocate(&self, id: BlockId, from: Entry, to: usize, how: Move) -> bool {
-        let keep = matches!(how, Move::Promote { keep_copy: true }) && from.backup.is_none();
+        let keep = matches!(
+            how,
+            Move::Promote { keep_copy: true } | Move::Prefetch { keep_copy: true }
+        ) && from.backup.is_none();
         let moved = Entry {
             tier: to,
             len: from.len,
@@ -236,12 +267,22 @@ impl Ledger {
         if swapped != Some(true) {
             return false;
         }
+        if matches!(how, Move::Prefetch { .. }) {
+            // Prefetched again, to a faster tier: still unread, counted once.
+            self.take_unread(&id);
+        }
         self.unaccount(id, from);
         self.account(id, moved);
         match how {
             Move::Demote => bump(&self.tiers[from.tier].demotions, 1),
             Move::Promote { .. } => bump(&self.tiers[to].promotions, 1),
             Move::Recover => {}
+            Move::Prefetch { .. } => {
+                bump(&self.store.prefetched, 1);
+                if self.unread.insert_value(id, to).is_none() {
+                    bump(&self.unread_count, 1);
+                }
+            }
         }
         true
     }
@@ -308,6 +349,9 @@ impl Ledger {
     /// Forgets everything and zeroes the occupancy counters (traffic counters stay).
     pub fn clear(&self) {
         self.index.clear_all();
+        let unread = self.unread_count.swap(0, Ordering::Relaxed);
+        self.unread.clear_all();
+        bump(&self.store.prefetch_wasted, unread);
         for (recency, counters) in self.recency.iter().zip(&self.tiers) {
             recency.lock().clear();
             for c in [&counters.blocks, &counters.bytes, &counters.copies] {
@@ -343,6 +387,9 @@ impl Ledger {
     }
 
     fn unaccount(&self, id: BlockId, entry: Entry) {
+        if self.take_unread(&id) {
+            bump(&self.store.prefetch_wasted, 1);
+        }
         let counters = &self.tiers[entry.tier];
         drop_by(&counters.blocks, 1);
         drop_by(&counters.bytes, entry.len);

@@ -27,6 +27,7 @@ mod batches;
 mod device;
 mod ledger;
 mod placement;
+mod prefetch;
 mod promotion;
 mod reads;
 mod refresh;
@@ -41,6 +42,7 @@ use crate::stats::{StoreStats, TierStats, read};
 use crate::tier::Tier;
 use crate::{BlockId, Error, Hasher, Result};
 
+pub use prefetch::{PrefetchHandle, PrefetchProgress, PrefetchResult, PrefetchTarget, Prefetched};
 pub use refresh::{RefreshReport, TierRefreshCounts};
 
 use ledger::{Entry, Ledger};
@@ -66,6 +68,8 @@ pub struct StorePolicy {
     pub num_io_threads: usize,
     /// See [`CascadeConfig::write_policy`].
     pub write_policy: WritePolicy,
+    /// See [`CascadeConfig::max_prefetches`].
+    pub max_prefetches: usize,
 }
 
 impl Default for StorePolicy {
@@ -81,6 +85,7 @@ impl From<&CascadeConfig> for StorePolicy {
             promote_on_read: config.promote_on_read,
             num_io_threads: config.num_io_threads,
             write_policy: config.write_policy,
+            max_prefetches: config.max_prefetches,
         }
     }
 }
@@ -140,6 +145,7 @@ pub struct CascadeStore {
     hasher: Option<Arc<dyn Hasher>>,
     pool: Option<rayon::ThreadPool>,
     writer: Option<WriteThrough>,
+    prefetcher: prefetch::Prefetcher,
     /// Put/get latency histograms (metrics); `None` reads no clock.
     latency: Option<crate::metrics::Latency>,
 }
@@ -169,6 +175,7 @@ impl CascadeStore {
             ),
         };
         let write_policy = policy.write_policy;
+        let max_prefetches = policy.max_prefetches;
         let core = Arc::new(Core {
             ledger: Ledger::new(tiers.len()),
             stripes: Stripes::new(),
@@ -183,6 +190,7 @@ impl CascadeStore {
         Ok(Self {
             copiers: Mutex::new(Vec::new()),
             devices: None,
+            prefetcher: prefetch::Prefetcher::new(Arc::clone(&core), max_prefetches),
             core,
             hasher: None,
             pool,
@@ -316,6 +324,9 @@ impl CascadeStore {
             dedup_hits: read(&store.dedup_hits),
             dedup_bytes_saved: read(&store.dedup_bytes_saved),
             write_through_failures: read(&store.write_through_failures),
+            prefetched: read(&store.prefetched),
+            prefetch_hits: read(&store.prefetch_hits),
+            prefetch_wasted: read(&store.prefetch_wasted),
             ..StoreStats::default()
         };
         for (position, tier) in self.core.tiers.iter().enumerate() {
@@ -415,6 +426,8 @@ impl Core {
 
 impl Drop for CascadeStore {
     fn drop(&mut self) {
+        // Prefetches move blocks between tiers: they stop before anything else goes.
+        self.prefetcher.stop();
         // Copies still queued are written before the tiers go (they may be the only
         // copy that survives the process).
         if let Some(writer) = self.writer.take() {

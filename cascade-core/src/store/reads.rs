@@ -1,7 +1,7 @@
 //! Reads: the block's tier copies into the caller's buffer; promotion on read.
 
-use super::CascadeStore;
 use super::ledger::{Entry, Gone, Move};
+use super::{CascadeStore, Core};
 use crate::config::WritePolicy;
 use crate::metrics::{Call, Timer};
 use crate::{BlockId, Error, ErrorKind, Result};
@@ -25,6 +25,7 @@ impl CascadeStore {
 
     /// [`CascadeStore::get`] without its latency sample (batches record one of their own).
     pub(super) fn read_block(&self, id: BlockId, out: &mut [u8]) -> Result<Option<usize>> {
+        self.prefetcher.wait_for(&id);
         for _ in 0..GET_ATTEMPTS {
             let Some(at) = self.core.ledger.get(&id) else {
                 break;
@@ -57,35 +58,7 @@ impl CascadeStore {
     /// it, e.g. dropped as corrupt at open), a miss; `Err` fail with the error, after
     /// dropping a block whose bytes failed their checksum.
     pub(super) fn after_failed_read(&self, id: BlockId, at: Entry, error: Error) -> Result<bool> {
-        let corrupt = match error.kind() {
-            ErrorKind::NotFound => false,
-            ErrorKind::Corrupt => true,
-            _ => return Err(error.at("get", self.core.tiers[at.tier].name())),
-        };
-        if self.core.ledger.get(&id) != Some(at) {
-            return Ok(true);
-        }
-        let _guard = self.core.stripes.lock(&id);
-        if let Some(backup) = at.backup {
-            // The persistent copy takes over; the damaged one is gone from its tier.
-            if corrupt {
-                self.core.ledger.count_corrupt(at.tier);
-            }
-            if self.core.ledger.relocate(id, at, backup, Move::Recover) {
-                self.core.remove_copy(at.tier, id);
-            }
-            return Ok(true);
-        }
-        let why = if corrupt { Gone::Corrupt } else { Gone::Lost };
-        if !self.core.ledger.forget(id, at, why) {
-            return Ok(true);
-        }
-        self.core.discard(id, at, None);
-        if corrupt {
-            Err(error.at("get", self.core.tiers[at.tier].name()))
-        } else {
-            Ok(false)
-        }
+        self.core.after_failed_read(id, at, error)
     }
 
     /// Copies a block just read from a slower tier into the fastest tier that takes it.
@@ -146,5 +119,40 @@ impl CascadeStore {
             self.core.remove_copy(from.tier, id);
         }
         Ok(true)
+    }
+}
+
+impl Core {
+    /// [`CascadeStore::after_failed_read`], for callers without the store (prefetches).
+    pub(super) fn after_failed_read(&self, id: BlockId, at: Entry, error: Error) -> Result<bool> {
+        let corrupt = match error.kind() {
+            ErrorKind::NotFound => false,
+            ErrorKind::Corrupt => true,
+            _ => return Err(error.at("get", self.tiers[at.tier].name())),
+        };
+        if self.ledger.get(&id) != Some(at) {
+            return Ok(true);
+        }
+        let _guard = self.stripes.lock(&id);
+        if let Some(backup) = at.backup {
+            // The persistent copy takes over; the damaged one is gone from its tier.
+            if corrupt {
+                self.ledger.count_corrupt(at.tier);
+            }
+            if self.ledger.relocate(id, at, backup, Move::Recover) {
+                self.remove_copy(at.tier, id);
+            }
+            return Ok(true);
+        }
+        let why = if corrupt { Gone::Corrupt } else { Gone::Lost };
+        if !self.ledger.forget(id, at, why) {
+            return Ok(true);
+        }
+        self.discard(id, at, None);
+        if corrupt {
+            Err(error.at("get", self.tiers[at.tier].name()))
+        } else {
+            Ok(false)
+        }
     }
 }
