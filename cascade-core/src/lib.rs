@@ -39,7 +39,7 @@ pub use kind::{KindConfig, TierKind};
 pub use memory::{MemoryTier, MemoryTierConfig};
 pub use stats::{StoreStats, TierStats};
 pub use store::{
-    CascadeStore, PrefetchHandle, PrefetchProgress, PrefetchResult, PrefetchTarget, Prefetched,
-    PutOutcome, RefreshReport, TierRefreshCounts,
+    CascadeStore, GetBatchHandle, GetBatchOutput, PrefetchHandle, PrefetchProgress, PrefetchResult,
+    PrefetchTarget, Prefetched, PutOutcome, RefreshReport, TierRefreshCounts,
 };
 pub use tier::{Capability, Tier, TierRefresh};

@@ -1,7 +1,8 @@
 //! Prefetch: blocks moved into a faster tier in the background come back with the bytes
 //! that were stored, count against capacity, can be cancelled without leaving a partial
 //! block, settle missing and failing blocks with typed outcomes, and run from many
-//! threads at once.
+//! threads at once. Asynchronous batch gets return what synchronous ones do, stop
+//! between chunks when cancelled, and run from many threads beside prefetches.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -620,4 +621,189 @@ fn many_prefetches_from_many_threads_with_gets_and_puts_keep_the_store_consisten
     assert!(stats.prefetched > 0);
     assert!(stats.prefetch_hits + stats.prefetch_wasted <= stats.prefetched);
     assert_consistent(&store, &all);
+}
+
+// Asynchronous batch gets.
+
+fn buffers(count: usize, len: usize) -> Vec<(BlockId, Vec<u8>)> {
+    (0..count)
+        .map(|n| (id(n as u64), vec![0xEEu8; len]))
+        .collect()
+}
+
+#[test]
+fn an_async_batch_get_returns_what_the_synchronous_one_does() {
+    let (store, _fast, _slow) = two_tiers(16, 1);
+    let store = Arc::new(store);
+    let blocks = stored_below(&store, 24);
+    // Some blocks in the fast tier, some below, one missing, one buffer too small.
+    for n in 0..6 {
+        read(&store, id(n));
+        store
+            .put(id(100 + n), &random_block(100 + n, BLOCK))
+            .expect("put");
+    }
+    let mut asked: Vec<(BlockId, Vec<u8>)> =
+        (0..24).map(|n| (id(n), vec![0xEEu8; BLOCK])).collect();
+    asked.extend((100..106).map(|n| (id(n), vec![0xEEu8; BLOCK])));
+    asked.push((id(999), vec![0xEEu8; BLOCK]));
+    asked.push((id(7), vec![0xEEu8; BLOCK / 2]));
+    let mut sync_bufs = asked.clone();
+
+    let handle = store.get_batch_async(asked);
+    let output = handle.wait();
+    let mut sync_items: Vec<(BlockId, &mut [u8])> = sync_bufs
+        .iter_mut()
+        .map(|(id, b)| (*id, b.as_mut_slice()))
+        .collect();
+    let sync_results = store.get_batch(&mut sync_items);
+
+    assert_eq!(output.items.len(), sync_bufs.len());
+    for (k, ((got, want), (async_res, sync_res))) in output
+        .items
+        .iter()
+        .zip(&sync_bufs)
+        .zip(output.results.iter().zip(&sync_results))
+        .enumerate()
+    {
+        assert_eq!(got.0, want.0, "item {k} order");
+        assert_eq!(got.1, want.1, "item {k} bytes");
+        match (async_res, sync_res) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "item {k}"),
+            (Err(a), Err(b)) => assert_eq!(a.kind(), b.kind(), "item {k}"),
+            other => panic!("item {k} differs: {other:?}"),
+        }
+    }
+    assert_eq!(
+        output.results[24 + 6].as_ref().ok(),
+        Some(&None),
+        "missing id"
+    );
+    assert_eq!(
+        output.results[24 + 7].as_ref().err().map(Error::kind),
+        Some(ErrorKind::InvalidInput)
+    );
+    for (n, (id, buf)) in output.items.iter().take(24).enumerate() {
+        assert_eq!(buf, &blocks[id], "block {n}");
+    }
+}
+
+#[test]
+fn an_async_batch_get_can_be_polled_awaited_and_waited_with_a_timeout() {
+    let (store, _fast, slow) = two_tiers(64, 1);
+    let store = Arc::new(store);
+    let blocks = stored_below(&store, 8);
+    slow.slow(Duration::from_millis(20));
+    let mut handle = store.get_batch_async(buffers(8, BLOCK));
+    assert!(handle.wait_timeout(Duration::from_secs(30)));
+    let output = handle.try_wait().expect("done");
+    assert!(handle.try_wait().is_none(), "the output is taken once");
+    assert!(output.results.iter().all(|r| matches!(r, Ok(Some(BLOCK)))));
+    for (id, buf) in &output.items {
+        assert_eq!(buf, &blocks[id]);
+    }
+
+    // As a future, woken by the reading thread.
+    let mut future = std::pin::pin!(store.get_batch_async(buffers(8, BLOCK)));
+    let flag = Arc::new(Flag(AtomicBool::new(false), std::thread::current()));
+    let waker = Waker::from(Arc::clone(&flag));
+    let mut cx = Context::from_waker(&waker);
+    let started = Instant::now();
+    let output = loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            break output;
+        }
+        std::thread::park_timeout(Duration::from_secs(30));
+        assert!(started.elapsed() < Duration::from_secs(30), "never woken");
+    };
+    assert_eq!(output.items.len(), 8);
+    assert!(output.results.iter().all(|r| matches!(r, Ok(Some(BLOCK)))));
+}
+
+#[test]
+fn cancelling_an_async_batch_get_stops_it_between_chunks() {
+    let (store, _fast, slow) = two_tiers(8, 1);
+    let store = Arc::new(store);
+    let blocks = stored_below(&store, 200);
+    // Each block read takes 2 ms, so a chunk of 256 takes about half a second.
+    slow.slow(Duration::from_millis(2));
+    slow.reading.store(false, Ordering::SeqCst);
+    let mut asked = buffers(200, BLOCK);
+    asked.extend(buffers(200, BLOCK));
+    asked.extend(buffers(200, BLOCK));
+    let handle = store.get_batch_async(asked);
+    let started = Instant::now();
+    while !slow.reading.load(Ordering::SeqCst) {
+        assert!(started.elapsed() < Duration::from_secs(30), "never started");
+        std::thread::yield_now();
+    }
+    handle.cancel();
+    let output = handle.wait();
+    let read_ok = output
+        .results
+        .iter()
+        .filter(|r| matches!(r, Ok(Some(_))))
+        .count();
+    let cancelled: Vec<usize> = (0..600)
+        .filter(|&k| {
+            output.results[k]
+                .as_ref()
+                .is_err_and(|e| e.kind() == ErrorKind::Unavailable)
+        })
+        .collect();
+    assert_eq!(read_ok + cancelled.len(), 600, "{:?}", output.results);
+    assert!((256..600).contains(&read_ok), "read {read_ok}");
+    for (k, (id, buf)) in output.items.iter().enumerate() {
+        if cancelled.contains(&k) {
+            assert!(
+                buf.iter().all(|&b| b == 0xEE),
+                "cancelled buffer {k} was written"
+            );
+        } else {
+            assert_eq!(buf, &blocks[id], "buffer {k}");
+        }
+    }
+}
+
+#[test]
+fn async_batch_gets_from_many_threads_read_their_blocks_while_prefetches_move_them() {
+    let (store, _fast, _slow) = two_tiers(32, 2);
+    let store = Arc::new(store);
+    let blocks = Arc::new(stored_below(&store, 96));
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let store = Arc::clone(&store);
+            let blocks = Arc::clone(&blocks);
+            std::thread::spawn(move || {
+                let mut prefetches = Vec::new();
+                for round in 0..10u64 {
+                    let ids: Vec<BlockId> = (0..12)
+                        .map(|k| id((t * 29 + round * 7 + k * 3) % 96))
+                        .collect();
+                    let prefetch = store.prefetch(&ids[6..]).expect("prefetch");
+                    let items = ids.iter().map(|id| (*id, vec![0u8; BLOCK])).collect();
+                    let output = store.get_batch_async(items).wait();
+                    for ((id, buf), result) in output.items.iter().zip(&output.results) {
+                        assert_eq!(result.as_ref().ok(), Some(&Some(BLOCK)), "{id}");
+                        assert_eq!(buf, &blocks[id], "bytes of {id}");
+                    }
+                    prefetches.push(prefetch);
+                }
+                // Checked once every move is done: a block being moved is briefly in
+                // two tiers (copied, then repointed, then removed from the old one).
+                for prefetch in prefetches {
+                    assert!(
+                        prefetch
+                            .wait()
+                            .iter()
+                            .all(|o| o.as_ref().is_ok_and(Prefetched::is_ready))
+                    );
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("thread");
+    }
+    assert_consistent(&store, &blocks);
 }

@@ -23,6 +23,7 @@
 //! The ledger (`ledger.rs`) is the only owner of the index, the recency order of each
 //! tier and the counters.
 
+mod async_get;
 mod batches;
 mod device;
 mod ledger;
@@ -42,6 +43,7 @@ use crate::stats::{StoreStats, TierStats, read};
 use crate::tier::Tier;
 use crate::{BlockId, Error, Hasher, Result};
 
+pub use async_get::{ASYNC_GET_THREADS, GetBatchHandle, GetBatchOutput};
 pub use prefetch::{PrefetchHandle, PrefetchProgress, PrefetchResult, PrefetchTarget, Prefetched};
 pub use refresh::{RefreshReport, TierRefreshCounts};
 
