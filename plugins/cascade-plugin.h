@@ -61,6 +61,9 @@ typedef struct cascade_block_id {
 /* Bits of cascade_plugin_capability.flags. */
 #define CASCADE_CAP_PERSISTENT 1u    /* blocks survive the process */
 #define CASCADE_CAP_DEVICE_MEMORY 2u /* bytes live in GPU memory */
+#define CASCADE_CAP_SHARED 4u        /* instances in several processes share the storage */
+#define CASCADE_CAP_REFRESH 8u       /* the refresh slot reports other instances' changes */
+#define CASCADE_CAP_BATCH_NATIVE 16u /* put_batch / get_batch beat one call per block */
 
 typedef struct cascade_plugin_capability {
     uint64_t max_block_size; /* largest block accepted, in bytes */
@@ -71,7 +74,7 @@ typedef struct cascade_plugin_capability {
 /* An instance is whatever the plugin wants it to be. */
 typedef void cascade_plugin_instance;
 
-/* Called by list_ids once per stored block. */
+/* Called by list_ids once per stored block (and by refresh per change). */
 typedef void (*cascade_id_visitor)(void *ctx, const cascade_block_id *id, uint64_t len);
 
 typedef struct cascade_plugin_vtable {
@@ -108,7 +111,32 @@ typedef struct cascade_plugin_vtable {
                                void *ctx);
     /* The calling thread's last error message for instance (NULL: for create). */
     const char *(*last_error)(cascade_plugin_instance *instance);
+
+    /* Optional slots (NULL: not provided). A plugin built before they were added has a
+       smaller struct_size (at least CASCADE_MIN_VTABLE_SIZE) and keeps working: the host
+       reads no field past struct_size. */
+
+    /* Stores count blocks (ids[i], lens[i] bytes at data[i]); writes each item's status
+       to statuses[i]. Returns CASCADE_OK when every item was tried, else an error for the
+       whole call. NULL: the host calls put per block. */
+    cascade_status (*put_batch)(cascade_plugin_instance *instance, const cascade_block_id *ids,
+                                const uint8_t *const *data, const size_t *lens, size_t count,
+                                cascade_status *statuses);
+    /* Reads count blocks (ids[i] into caps[i] bytes at outs[i]); writes out_lens[i] and
+       statuses[i] (a short buffer: CASCADE_INVALID_INPUT). Returns as put_batch. */
+    cascade_status (*get_batch)(cascade_plugin_instance *instance, const cascade_block_id *ids,
+                                uint8_t *const *outs, const size_t *caps, size_t count,
+                                size_t *out_lens, cascade_status *statuses);
+    /* For a shared instance (CASCADE_CAP_SHARED | CASCADE_CAP_REFRESH): looks at the
+       storage again and calls added(ctx, id, len) for each block other instances stored
+       or replaced since this one opened or last refreshed, removed(ctx, id, 0) for each
+       they removed; never this instance's own changes. */
+    cascade_status (*refresh)(cascade_plugin_instance *instance, cascade_id_visitor added,
+                              cascade_id_visitor removed, void *ctx);
 } cascade_plugin_vtable;
+
+/* The struct_size of a table without the optional slots. */
+#define CASCADE_MIN_VTABLE_SIZE offsetof(cascade_plugin_vtable, put_batch)
 
 /* The one symbol a plugin exports. */
 const cascade_plugin_vtable *cascade_plugin_entry(void);

@@ -110,6 +110,16 @@ pub struct RawBlockId {
 pub const CAP_PERSISTENT: u32 = 1;
 /// Bit of [`RawCapability::flags`]: bytes live in device (GPU) memory.
 pub const CAP_DEVICE_MEMORY: u32 = 2;
+/// Bit of [`RawCapability::flags`]: several instances, in several processes, share the
+/// storage and see each other's blocks ([`crate::Capability::shared`]).
+pub const CAP_SHARED: u32 = 4;
+/// Bit of [`RawCapability::flags`]: the `refresh` slot reports other instances' changes
+/// ([`crate::Capability::refresh`]); read only when the slot is filled in.
+pub const CAP_REFRESH: u32 = 8;
+/// Bit of [`RawCapability::flags`]: the `put_batch` / `get_batch` slots do better than
+/// one call per block ([`crate::Capability::batch_native`]); read only when both slots
+/// are filled in.
+pub const CAP_BATCH_NATIVE: u32 = 16;
 
 /// What an instance can do (`cascade_plugin_capability` in C).
 #[repr(C)]
@@ -126,13 +136,51 @@ pub struct RawCapability {
 /// An opaque plugin instance (`cascade_plugin_instance *` in C).
 pub type Instance = *mut c_void;
 
-/// Receives one id and its stored length from `list_ids`; `ctx` is the caller's pointer.
+/// Receives one id and its stored length from `list_ids` (and `refresh`); `ctx` is the
+/// caller's pointer.
 pub type IdVisitor = unsafe extern "C" fn(ctx: *mut c_void, id: *const RawBlockId, len: u64);
+
+/// `put_batch`: stores `count` blocks, `ids[i]` with the `lens[i]` bytes at `data[i]`,
+/// writing each item's status to `statuses[i]`. Returns [`Status::OK`] when every item
+/// was tried (the statuses then tell each outcome), or an error for the whole call (the
+/// statuses are then not read).
+pub type PutBatchFn = unsafe extern "C" fn(
+    instance: Instance,
+    ids: *const RawBlockId,
+    data: *const *const u8,
+    lens: *const usize,
+    count: usize,
+    statuses: *mut Status,
+) -> Status;
+
+/// `get_batch`: reads `count` blocks, `ids[i]` into the `caps[i]` bytes at `outs[i]`,
+/// writing each length to `out_lens[i]` and each status to `statuses[i]` (a short
+/// buffer: [`Status::INVALID_INPUT`]). Returns as [`PutBatchFn`].
+pub type GetBatchFn = unsafe extern "C" fn(
+    instance: Instance,
+    ids: *const RawBlockId,
+    outs: *const *mut u8,
+    caps: *const usize,
+    count: usize,
+    out_lens: *mut usize,
+    statuses: *mut Status,
+) -> Status;
+
+/// `refresh`: looks at the shared storage again and calls `added(ctx, id, len)` for every
+/// block another instance stored or replaced since this instance opened or last
+/// refreshed, and `removed(ctx, id, 0)` for every block another instance removed.
+pub type RefreshFn = unsafe extern "C" fn(
+    instance: Instance,
+    added: IdVisitor,
+    removed: IdVisitor,
+    ctx: *mut c_void,
+) -> Status;
 
 /// The table of functions a plugin exports (`cascade_plugin_vtable` in C).
 ///
 /// Fields are only ever appended; `struct_size` tells the loader how many the plugin
-/// filled in, and `abi_version` changes when a field's meaning changes. Function slots are
+/// filled in (fields past it are absent), and `abi_version` changes when a field's
+/// meaning changes. Function slots are
 /// `Option` so that a NULL left by a C plugin is reported at load time (an `Option` of a
 /// function pointer has the layout of a plain C function pointer).
 #[repr(C)]
@@ -204,7 +252,21 @@ pub struct Vtable {
     /// failed `create` when `instance` is NULL), NUL-terminated, valid until that thread's
     /// next call into the plugin; NULL when there is none.
     pub last_error: Option<unsafe extern "C" fn(instance: Instance) -> *const c_char>,
+
+    // Optional slots, appended in ABI version 1 without changing its meaning: a plugin
+    // built before them has a smaller `struct_size` (at least [`MIN_VTABLE_SIZE`]) and
+    // the loader treats them as absent; a plugin may also leave any of them NULL.
+    /// Optional ([`PutBatchFn`]); NULL: the host calls `put` once per block.
+    pub put_batch: Option<PutBatchFn>,
+    /// Optional ([`GetBatchFn`]); NULL: the host calls `get` once per block.
+    pub get_batch: Option<GetBatchFn>,
+    /// Optional ([`RefreshFn`]); NULL: refresh reports nothing.
+    pub refresh: Option<RefreshFn>,
 }
+
+/// The smallest `struct_size` the loader accepts: the table up to `last_error`, as
+/// plugins built before the optional slots have it.
+pub const MIN_VTABLE_SIZE: usize = std::mem::offset_of!(Vtable, put_batch);
 
 /// The type of the entry symbol.
 pub type EntryFn = unsafe extern "C" fn() -> *const Vtable;
@@ -237,6 +299,10 @@ pub fn layout() -> Vec<(&'static str, usize)> {
         ("OFFSETOF_CLEAR", offset_of!(Vtable, clear)),
         ("OFFSETOF_LIST_IDS", offset_of!(Vtable, list_ids)),
         ("OFFSETOF_LAST_ERROR", offset_of!(Vtable, last_error)),
+        ("OFFSETOF_PUT_BATCH", offset_of!(Vtable, put_batch)),
+        ("OFFSETOF_GET_BATCH", offset_of!(Vtable, get_batch)),
+        ("OFFSETOF_REFRESH", offset_of!(Vtable, refresh)),
+        ("MIN_VTABLE_SIZE", MIN_VTABLE_SIZE),
         ("ABI_VERSION", ABI_VERSION as usize),
         ("STATUS_OK", Status::OK.0 as usize),
         ("STATUS_NOT_FOUND", Status::NOT_FOUND.0 as usize),
@@ -253,5 +319,8 @@ pub fn layout() -> Vec<(&'static str, usize)> {
         ("STATUS_UNSUPPORTED", Status::UNSUPPORTED.0 as usize),
         ("CAP_PERSISTENT", CAP_PERSISTENT as usize),
         ("CAP_DEVICE_MEMORY", CAP_DEVICE_MEMORY as usize),
+        ("CAP_SHARED", CAP_SHARED as usize),
+        ("CAP_REFRESH", CAP_REFRESH as usize),
+        ("CAP_BATCH_NATIVE", CAP_BATCH_NATIVE as usize),
     ]
 }

@@ -5,11 +5,14 @@ use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
+use rayon::prelude::*;
+
 use super::abi::{
-    ABI_VERSION, CAP_DEVICE_MEMORY, CAP_PERSISTENT, ENTRY_SYMBOL, ENTRY_SYMBOL_NUL, EntryFn,
-    IdVisitor, Instance, RawBlockId, RawCapability, Status, Vtable,
+    ABI_VERSION, CAP_BATCH_NATIVE, CAP_DEVICE_MEMORY, CAP_PERSISTENT, CAP_REFRESH, CAP_SHARED,
+    ENTRY_SYMBOL, ENTRY_SYMBOL_NUL, EntryFn, GetBatchFn, IdVisitor, Instance, MIN_VTABLE_SIZE,
+    PutBatchFn, RawBlockId, RawCapability, RefreshFn, Status, Vtable,
 };
-use crate::tier::{Capability, Tier};
+use crate::tier::{Capability, Tier, TierRefresh};
 use crate::{BlockId, Error, ErrorKind, Result};
 
 /// The kind string of plugin tiers.
@@ -50,9 +53,13 @@ unsafe fn open_library(path: &Path) -> std::result::Result<libloading::Library, 
     }
 }
 
-/// The vtable after the load-time checks: every slot present.
+/// The vtable after the load-time checks: every required slot present, the optional
+/// ones as the plugin gave them.
 #[derive(Clone, Copy)]
 struct Functions {
+    put_batch: Option<PutBatchFn>,
+    get_batch: Option<GetBatchFn>,
+    refresh: Option<RefreshFn>,
     create: CreateFn,
     destroy: DestroyFn,
     capability: CapabilityFn,
@@ -78,6 +85,9 @@ impl Functions {
             })
         }
         Ok(Self {
+            put_batch: vtable.put_batch,
+            get_batch: vtable.get_batch,
+            refresh: vtable.refresh,
             create: slot(vtable.create, "create", origin)?,
             destroy: slot(vtable.destroy, "destroy", origin)?,
             capability: slot(vtable.capability, "capability", origin)?,
@@ -92,6 +102,26 @@ impl Functions {
             list_ids: slot(vtable.list_ids, "list_ids", origin)?,
             last_error: slot(vtable.last_error, "last_error", origin)?,
         })
+    }
+}
+
+/// Copies the first `struct_size` bytes of a plugin's table (whole pointer-sized slots
+/// only) over an all-absent [`Vtable`]: slots a plugin built before them does not have
+/// are never read, and stay NULL.
+///
+/// # Safety
+/// `table` must point to at least `min(struct_size, size_of::<Vtable>())` readable bytes
+/// laid out as the leading fields of [`Vtable`].
+unsafe fn read_vtable(table: *const Vtable, struct_size: usize) -> Vtable {
+    let slot = std::mem::size_of::<usize>();
+    let len = struct_size.min(std::mem::size_of::<Vtable>()) / slot * slot;
+    let mut vtable = std::mem::MaybeUninit::<Vtable>::zeroed();
+    // SAFETY: `len` bytes are readable at `table` (caller) and fit in `vtable`; the two do
+    // not overlap. All-zero bytes are a valid Vtable (integers, a NULL name, `None`
+    // slots), and the copied bytes are whole fields the plugin set.
+    unsafe {
+        std::ptr::copy_nonoverlapping(table.cast::<u8>(), vtable.as_mut_ptr().cast::<u8>(), len);
+        vtable.assume_init()
     }
 }
 
@@ -203,16 +233,16 @@ impl PluginLibrary {
                 .with_context("plugin_abi_version", abi_version)
                 .with_context("host_abi_version", ABI_VERSION));
         }
-        if (struct_size as usize) < std::mem::size_of::<Vtable>() {
+        if (struct_size as usize) < MIN_VTABLE_SIZE {
             return Err(
                 plugin_error("plugin vtable is smaller than this ABI version requires")
                     .with_context("struct_size", struct_size)
-                    .with_context("expected", std::mem::size_of::<Vtable>()),
+                    .with_context("expected", MIN_VTABLE_SIZE),
             );
         }
-        // SAFETY: the table holds at least `size_of::<Vtable>()` bytes (checked above) laid
-        // out as `Vtable` by the matching ABI version.
-        let vtable = unsafe { table.read() };
+        // SAFETY: the table holds `struct_size` bytes (at least the required slots) laid
+        // out as the leading fields of `Vtable` by the matching ABI version.
+        let vtable = unsafe { read_vtable(table, struct_size as usize) };
         if vtable.name.is_null() {
             return Err(plugin_error("plugin vtable has a NULL name"));
         }
@@ -278,14 +308,19 @@ impl PluginLibrary {
         // SAFETY: the instance is live and `raw` is a valid out-pointer.
         let status = unsafe { (self.functions.capability)(tier.raw(), &mut raw) };
         tier.check(status, "capability")?;
+        let f = &self.functions;
         tier.capability = Capability {
             persistent: raw.flags & CAP_PERSISTENT != 0,
             device_memory: raw.flags & CAP_DEVICE_MEMORY != 0,
             // The plugin ABI names no device: a plugin's device memory is reached only
             // through the plugin's own device calls.
             device: None,
+            shared: raw.flags & CAP_SHARED != 0,
+            refresh: raw.flags & CAP_REFRESH != 0 && f.refresh.is_some(),
+            batch_native: raw.flags & CAP_BATCH_NATIVE != 0
+                && f.put_batch.is_some()
+                && f.get_batch.is_some(),
             max_block_size: raw.max_block_size,
-            ..Capability::default()
         };
         Ok(tier)
     }
@@ -478,5 +513,157 @@ impl Tier for PluginTier {
             tracing::warn!(error = %err, listed = ids.len(), "plugin list_ids failed; the list is partial");
         }
         ids
+    }
+
+    fn put_batch(&self, items: &[(BlockId, &[u8])]) -> Vec<Result<()>> {
+        // The batch slots only where the plugin says they beat one call per block: a
+        // plugin's own per-block loop would run on a thread pool of its own.
+        let native = self.f().put_batch.filter(|_| self.capability.batch_native);
+        let Some(put_batch) = native else {
+            // As the trait's default: the puts in parallel on the rayon pool.
+            return items
+                .par_iter()
+                .map(|(id, data)| self.put(*id, data))
+                .collect();
+        };
+        let ids: Vec<RawBlockId> = items.iter().map(|(id, _)| raw_id(id)).collect();
+        let data: Vec<*const u8> = items.iter().map(|(_, d)| d.as_ptr()).collect();
+        let lens: Vec<usize> = items.iter().map(|(_, d)| d.len()).collect();
+        let mut statuses = vec![Status::PLUGIN; items.len()];
+        // SAFETY: the four arrays hold `items.len()` entries each, every data pointer is
+        // readable for its length, and `statuses` is writable, all for the call.
+        let status = unsafe {
+            put_batch(
+                self.raw(),
+                ids.as_ptr(),
+                data.as_ptr(),
+                lens.as_ptr(),
+                items.len(),
+                statuses.as_mut_ptr(),
+            )
+        };
+        let ids: Vec<BlockId> = items.iter().map(|(id, _)| *id).collect();
+        self.batch_results(status, "put_batch", &ids, &statuses)
+    }
+
+    fn get_batch(&self, items: &mut [(BlockId, &mut [u8])]) -> Vec<Result<usize>> {
+        let native = self.f().get_batch.filter(|_| self.capability.batch_native);
+        let Some(get_batch) = native else {
+            return items
+                .par_iter_mut()
+                .map(|(id, out)| self.get(*id, out))
+                .collect();
+        };
+        let ids: Vec<RawBlockId> = items.iter().map(|(id, _)| raw_id(id)).collect();
+        let caps: Vec<usize> = items.iter().map(|(_, out)| out.len()).collect();
+        let outs: Vec<*mut u8> = items.iter_mut().map(|(_, out)| out.as_mut_ptr()).collect();
+        let mut lens = vec![0usize; items.len()];
+        let mut statuses = vec![Status::PLUGIN; items.len()];
+        // SAFETY: the arrays hold `items.len()` entries each, every output pointer is
+        // writable for its capacity, and `lens` / `statuses` are writable, all for the call.
+        let status = unsafe {
+            get_batch(
+                self.raw(),
+                ids.as_ptr(),
+                outs.as_ptr(),
+                caps.as_ptr(),
+                items.len(),
+                lens.as_mut_ptr(),
+                statuses.as_mut_ptr(),
+            )
+        };
+        let block_ids: Vec<BlockId> = items.iter().map(|(id, _)| *id).collect();
+        self.batch_results(status, "get_batch", &block_ids, &statuses)
+            .into_iter()
+            .zip(lens.iter().zip(&caps))
+            .map(|(result, (&len, &cap))| {
+                result?;
+                if len > cap {
+                    return Err(Error::new(
+                        ErrorKind::Plugin,
+                        "plugin reported more bytes than the buffer holds",
+                    )
+                    .with_context("tier", &self.name)
+                    .with_context("reported", len)
+                    .with_context("buffer_bytes", cap));
+                }
+                Ok(len)
+            })
+            .collect()
+    }
+
+    fn refresh(&self) -> Result<TierRefresh> {
+        let Some(refresh) = self.f().refresh else {
+            return Ok(TierRefresh::default());
+        };
+        let mut found = TierRefresh::default();
+        // SAFETY: both visitors match `IdVisitor` and only touch `found`, which outlives
+        // the call; the plugin calls them only during `refresh`.
+        let status = unsafe {
+            refresh(
+                self.raw(),
+                collect_added,
+                collect_removed,
+                (&mut found as *mut TierRefresh).cast(),
+            )
+        };
+        self.check(status, "refresh")?;
+        Ok(found)
+    }
+}
+
+impl PluginTier {
+    /// One result per item of a batch call: the whole call's error for every item, or
+    /// each item's own status.
+    fn batch_results(
+        &self,
+        status: Status,
+        call: &'static str,
+        ids: &[BlockId],
+        statuses: &[Status],
+    ) -> Vec<Result<()>> {
+        if status != Status::OK {
+            let error = self.library.error(self.raw(), status, &self.name, call);
+            return ids.iter().map(|_| Err(error.clone())).collect();
+        }
+        ids.iter()
+            .zip(statuses)
+            .map(|(id, &item)| match item.error_kind() {
+                None => Ok(()),
+                Some(ErrorKind::NotFound) => {
+                    Err(Error::not_found(*id).with_context("tier", &self.name))
+                }
+                Some(kind) => Err(Error::new(kind, format!("plugin {call} item failed"))
+                    .with_context("tier", &self.name)
+                    .with_context("plugin", &self.library.name)
+                    .with_context("status", item.0)
+                    .with_context("id", id)),
+            })
+            .collect()
+    }
+}
+
+/// Collects the blocks `refresh` reports as added.
+unsafe extern "C" fn collect_added(ctx: *mut c_void, id: *const RawBlockId, len: u64) {
+    if ctx.is_null() || id.is_null() {
+        return;
+    }
+    // SAFETY: `ctx` is the `TierRefresh` passed by `PluginTier::refresh` for the duration
+    // of the call, and `id` points to 16 readable bytes for the duration of this callback.
+    unsafe {
+        let found = &mut *ctx.cast::<TierRefresh>();
+        found.added.push((BlockId::from_bytes((*id).bytes), len));
+    }
+}
+
+/// Collects the blocks `refresh` reports as removed.
+unsafe extern "C" fn collect_removed(ctx: *mut c_void, id: *const RawBlockId, _len: u64) {
+    if ctx.is_null() || id.is_null() {
+        return;
+    }
+    // SAFETY: as in `collect_added`.
+    unsafe {
+        let found = &mut *ctx.cast::<TierRefresh>();
+        found.removed.push(BlockId::from_bytes((*id).bytes));
     }
 }

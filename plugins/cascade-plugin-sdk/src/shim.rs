@@ -6,8 +6,8 @@ use std::ffi::{CStr, CString, c_char, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use cascade_core::plugin::abi::{
-    ABI_VERSION, CAP_DEVICE_MEMORY, CAP_PERSISTENT, IdVisitor, Instance, RawBlockId, RawCapability,
-    Status, Vtable,
+    ABI_VERSION, CAP_BATCH_NATIVE, CAP_DEVICE_MEMORY, CAP_PERSISTENT, CAP_REFRESH, CAP_SHARED,
+    IdVisitor, Instance, RawBlockId, RawCapability, Status, Vtable,
 };
 use cascade_core::{BlockId, Error, ErrorKind, Result, Tier};
 
@@ -50,6 +50,9 @@ impl SyncVtable {
             clear: Some(clear),
             list_ids: Some(list_ids),
             last_error: Some(last_error),
+            put_batch: Some(put_batch),
+            get_batch: Some(get_batch),
+            refresh: Some(refresh),
         })
     }
 
@@ -205,6 +208,15 @@ unsafe extern "C" fn capability(instance: Instance, out: *mut RawCapability) -> 
         if capability.device_memory {
             flags |= CAP_DEVICE_MEMORY;
         }
+        if capability.shared {
+            flags |= CAP_SHARED;
+        }
+        if capability.refresh {
+            flags |= CAP_REFRESH;
+        }
+        if capability.batch_native {
+            flags |= CAP_BATCH_NATIVE;
+        }
         let raw = RawCapability {
             max_block_size: capability.max_block_size,
             flags,
@@ -323,6 +335,141 @@ unsafe extern "C" fn list_ids(instance: Instance, visit: IdVisitor, ctx: *mut c_
             };
             // SAFETY: the host's visitor takes its own `ctx` and an id valid for the call.
             unsafe { visit(ctx, &raw, len) };
+        }
+        Ok(())
+    })
+}
+
+/// # Safety
+/// Unless `count` is 0, `ptr` must be NULL or point to `count` readable values.
+unsafe fn host_array<'a, T>(ptr: *const T, count: usize, what: &str) -> Result<&'a [T]> {
+    if count == 0 {
+        Ok(&[])
+    } else if ptr.is_null() {
+        Err(invalid(what))
+    } else {
+        // SAFETY: non-null and readable for `count` values per the caller.
+        Ok(unsafe { std::slice::from_raw_parts(ptr, count) })
+    }
+}
+
+/// # Safety
+/// Unless `count` is 0, `ptr` must be NULL or point to `count` writable values.
+unsafe fn host_array_mut<'a, T>(ptr: *mut T, count: usize, what: &str) -> Result<&'a mut [T]> {
+    if count == 0 {
+        Ok(&mut [])
+    } else if ptr.is_null() {
+        Err(invalid(what))
+    } else {
+        // SAFETY: non-null and writable for `count` values per the caller.
+        Ok(unsafe { std::slice::from_raw_parts_mut(ptr, count) })
+    }
+}
+
+fn item_status<T>(result: &Result<T>) -> Status {
+    match result {
+        Ok(_) => Status::OK,
+        Err(e) => Status::from_kind(e.kind()),
+    }
+}
+
+unsafe extern "C" fn put_batch(
+    instance: Instance,
+    ids: *const RawBlockId,
+    data: *const *const u8,
+    lens: *const usize,
+    count: usize,
+    statuses: *mut Status,
+) -> Status {
+    guard("put_batch", || {
+        // SAFETY: ABI contract on `instance`; the host passes `count` entries in each array.
+        let (tier, ids, data, lens, statuses) = unsafe {
+            (
+                tier(instance)?,
+                host_array(ids, count, "ids")?,
+                host_array(data, count, "data")?,
+                host_array(lens, count, "lens")?,
+                host_array_mut(statuses, count, "statuses")?,
+            )
+        };
+        let mut items: Vec<(BlockId, &[u8])> = Vec::with_capacity(count);
+        for i in 0..count {
+            // SAFETY: the host passes `lens[i]` readable bytes at `data[i]` for the call.
+            let bytes = unsafe { host_bytes(data[i], lens[i], "data") }?;
+            items.push((BlockId::from_bytes(ids[i].bytes), bytes));
+        }
+        for (slot, result) in statuses.iter_mut().zip(tier.put_batch(&items)) {
+            *slot = item_status(&result);
+        }
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn get_batch(
+    instance: Instance,
+    ids: *const RawBlockId,
+    outs: *const *mut u8,
+    caps: *const usize,
+    count: usize,
+    out_lens: *mut usize,
+    statuses: *mut Status,
+) -> Status {
+    guard("get_batch", || {
+        // SAFETY: ABI contract on `instance`; the host passes `count` entries in each array.
+        let (tier, ids, outs, caps, out_lens, statuses) = unsafe {
+            (
+                tier(instance)?,
+                host_array(ids, count, "ids")?,
+                host_array(outs, count, "outs")?,
+                host_array(caps, count, "caps")?,
+                host_array_mut(out_lens, count, "out_lens")?,
+                host_array_mut(statuses, count, "statuses")?,
+            )
+        };
+        let mut items: Vec<(BlockId, &mut [u8])> = Vec::with_capacity(count);
+        for i in 0..count {
+            let buffer: &mut [u8] = if caps[i] == 0 {
+                &mut []
+            } else if outs[i].is_null() {
+                return Err(invalid("output buffer"));
+            } else {
+                // SAFETY: the host passes `caps[i]` writable bytes at `outs[i]`, each
+                // buffer apart from the others, for the call.
+                unsafe { std::slice::from_raw_parts_mut(outs[i], caps[i]) }
+            };
+            items.push((BlockId::from_bytes(ids[i].bytes), buffer));
+        }
+        let results = tier.get_batch(&mut items);
+        for ((slot, len), result) in statuses.iter_mut().zip(out_lens.iter_mut()).zip(results) {
+            *slot = item_status(&result);
+            *len = result.unwrap_or(0);
+        }
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn refresh(
+    instance: Instance,
+    added: IdVisitor,
+    removed: IdVisitor,
+    ctx: *mut c_void,
+) -> Status {
+    guard("refresh", || {
+        // SAFETY: ABI contract on `instance`.
+        let found = unsafe { tier(instance) }?.refresh()?;
+        for (id, len) in found.added {
+            let raw = RawBlockId {
+                bytes: *id.as_bytes(),
+            };
+            // SAFETY: the host's visitor takes its own `ctx` and an id valid for the call.
+            unsafe { added(ctx, &raw, len) };
+        }
+        for id in found.removed {
+            let raw = RawBlockId {
+                bytes: *id.as_bytes(),
+            };
+            // SAFETY: as above.
+            unsafe { removed(ctx, &raw, 0) };
         }
         Ok(())
     })

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use cascade_core::plugin::PluginLibrary;
+use cascade_core::plugin::{PluginLibrary, abi};
 use cascade_core::{BlockId, Capability, ErrorKind, MemoryTier, MemoryTierConfig, Result, Tier};
 
 /// A memory tier that panics on a put of `CURSED`, and in `used()` while it holds
@@ -153,4 +153,158 @@ fn a_panic_in_a_value_call_answers_zero() {
     assert_eq!(tier.used(), 0, "a panicking used() answers 0");
     assert!(tier.remove(TRIGGER).unwrap());
     assert!(tier.used() >= 1000);
+}
+
+/// Counts calls into the optional slots of a table that claims not to have them.
+static TRAPPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+unsafe extern "C" fn trap_put_batch(
+    _: abi::Instance,
+    _: *const abi::RawBlockId,
+    _: *const *const u8,
+    _: *const usize,
+    _: usize,
+    _: *mut cascade_plugin_sdk::Status,
+) -> cascade_plugin_sdk::Status {
+    TRAPPED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    cascade_plugin_sdk::Status::PLUGIN
+}
+
+unsafe extern "C" fn trap_get_batch(
+    _: abi::Instance,
+    _: *const abi::RawBlockId,
+    _: *const *mut u8,
+    _: *const usize,
+    _: usize,
+    _: *mut usize,
+    _: *mut cascade_plugin_sdk::Status,
+) -> cascade_plugin_sdk::Status {
+    TRAPPED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    cascade_plugin_sdk::Status::PLUGIN
+}
+
+unsafe extern "C" fn trap_refresh(
+    _: abi::Instance,
+    _: abi::IdVisitor,
+    _: abi::IdVisitor,
+    _: *mut std::ffi::c_void,
+) -> cascade_plugin_sdk::Status {
+    TRAPPED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    cascade_plugin_sdk::Status::PLUGIN
+}
+
+struct OldTable(cascade_plugin_sdk::Vtable);
+// SAFETY: as for the SDK's own table: `name` points to a static C string, and the
+// function pointers are plain code addresses.
+unsafe impl Sync for OldTable {}
+// SAFETY: as above.
+unsafe impl Send for OldTable {}
+
+static OLD_TABLE: std::sync::OnceLock<OldTable> = std::sync::OnceLock::new();
+
+/// This plugin's table as a plugin built before the optional slots has it: its
+/// `struct_size` ends at `last_error`, and the memory past it holds traps.
+extern "C" fn old_entry() -> *const cascade_plugin_sdk::Vtable {
+    let table = OLD_TABLE.get_or_init(|| {
+        // SAFETY: the entry returns the SDK's static table, valid for the process.
+        let mut table = unsafe { *cascade_plugin_entry() };
+        table.struct_size = abi::MIN_VTABLE_SIZE as u32;
+        table.put_batch = Some(trap_put_batch);
+        table.get_batch = Some(trap_get_batch);
+        table.refresh = Some(trap_refresh);
+        OldTable(table)
+    });
+    &table.0
+}
+
+#[test]
+fn a_table_without_the_optional_slots_loads_and_its_batches_work_through_put_and_get() {
+    // SAFETY: `old_entry` returns a static table of this binary's exported functions.
+    let library = unsafe { PluginLibrary::from_static_entry(old_entry, "old") }.unwrap();
+    let tier = library.create("old0", "capacity = \"8 MiB\"").unwrap();
+    let blocks: Vec<(BlockId, Vec<u8>)> = (0..8u8)
+        .map(|n| {
+            (
+                BlockId::from_u128(u128::from(n) + 1),
+                vec![n; 1000 + usize::from(n)],
+            )
+        })
+        .collect();
+    let items: Vec<(BlockId, &[u8])> = blocks.iter().map(|(id, d)| (*id, d.as_slice())).collect();
+    assert!(tier.put_batch(&items).iter().all(Result::is_ok));
+    let mut outs: Vec<Vec<u8>> = blocks.iter().map(|_| vec![0u8; 2000]).collect();
+    let mut requests: Vec<(BlockId, &mut [u8])> = blocks
+        .iter()
+        .zip(outs.iter_mut())
+        .map(|((id, _), out)| (*id, out.as_mut_slice()))
+        .collect();
+    let lens: Vec<usize> = tier
+        .get_batch(&mut requests)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    for (((_, data), out), len) in blocks.iter().zip(&outs).zip(lens) {
+        assert_eq!(&out[..len], &data[..]);
+    }
+    assert_eq!(
+        tier.refresh().unwrap(),
+        cascade_core::TierRefresh::default()
+    );
+    assert!(!tier.capability().refresh && !tier.capability().batch_native);
+    assert_eq!(
+        TRAPPED.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a slot past struct_size was called"
+    );
+}
+
+#[test]
+fn a_table_smaller_than_the_required_slots_is_refused() {
+    static SHORT: std::sync::OnceLock<OldTable> = std::sync::OnceLock::new();
+    extern "C" fn short_entry() -> *const cascade_plugin_sdk::Vtable {
+        let table = SHORT.get_or_init(|| {
+            // SAFETY: as in `old_entry`.
+            let mut table = unsafe { *cascade_plugin_entry() };
+            table.struct_size = abi::MIN_VTABLE_SIZE as u32 - 8;
+            OldTable(table)
+        });
+        &table.0
+    }
+    // SAFETY: a static table, as above.
+    let err = unsafe { PluginLibrary::from_static_entry(short_entry, "short") }.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Plugin);
+    assert!(err.to_string().contains("smaller"), "{err}");
+}
+
+#[test]
+fn a_batch_native_tier_batches_through_the_slots_with_a_status_per_item() {
+    let library = library();
+    let tier = library.create("t9", "capacity = \"1 MiB\"").unwrap();
+    assert!(
+        tier.capability().batch_native,
+        "the memory tier batches natively"
+    );
+    let small = vec![1u8; 100];
+    let huge = vec![2u8; 2 << 20];
+    let results = tier.put_batch(&[
+        (BlockId::from_u128(1), &small),
+        (BlockId::from_u128(2), &huge),
+    ]);
+    assert!(results[0].is_ok());
+    assert_eq!(results[1].as_ref().unwrap_err().kind(), ErrorKind::TooLarge);
+    let mut out = vec![0u8; 100];
+    let mut short = vec![0u8; 10];
+    let mut missing = vec![0u8; 10];
+    let results = tier.get_batch(&mut [
+        (BlockId::from_u128(1), &mut out),
+        (BlockId::from_u128(1), &mut short),
+        (BlockId::from_u128(3), &mut missing),
+    ]);
+    assert_eq!(results[0].as_ref().ok(), Some(&100));
+    assert_eq!(
+        results[1].as_ref().unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(results[2].as_ref().unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(out, small);
 }

@@ -1,9 +1,13 @@
 //! [`RedisTier`]: blocks as Redis strings, bookkeeping in Lua scripts run by the server.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cascade_core::tier::{Capability, Tier, buffer_too_small, check_block_fits, tier_full};
+use cascade_core::tier::{
+    Capability, Tier, TierRefresh, buffer_too_small, check_block_fits, tier_full,
+};
 use cascade_core::{BlockId, Error, ErrorKind, Result};
 use redis::{Commands, Script};
 
@@ -17,6 +21,8 @@ const TEMP_TTL_MS: u64 = 60_000;
 
 type Pool = r2d2::Pool<redis::Client>;
 type Connection = r2d2::PooledConnection<redis::Client>;
+/// What a node knows of the shared blocks: id to (length, version).
+type Known = HashMap<BlockId, (u64, u64)>;
 
 /// A tier whose blocks live in a Redis (or Valkey) server, shared by every node that
 /// names the same server and prefix.
@@ -27,7 +33,12 @@ pub struct RedisTier {
     pool: Pool,
     len_key: String,
     used_key: String,
+    ver_key: String,
+    seq_key: String,
     block_prefix: String,
+    /// The blocks as this node last saw them (at open, its own puts and removes, its
+    /// last refresh): what `refresh` compares the server's lists with.
+    known: Mutex<Known>,
     commit_script: Script,
     /// Makes this instance's temporary keys distinct from every other node's.
     nonce: u64,
@@ -112,9 +123,12 @@ impl RedisTier {
                 .with_context("tier", &name)
             })?;
         let tag = format!("{{{}}}", config.prefix);
-        Ok(Self {
+        let mut tier = Self {
             len_key: format!("{tag}:len"),
             used_key: format!("{tag}:used"),
+            ver_key: format!("{tag}:ver"),
+            seq_key: format!("{tag}:seq"),
+            known: Mutex::new(Known::new()),
             block_prefix: format!("{tag}:b:"),
             tag: format!("{tag}:"),
             name,
@@ -134,7 +148,34 @@ impl RedisTier {
             epoch: Instant::now(),
             remove_script: Script::new(scripts::REMOVE),
             clear_script: Script::new(scripts::CLEAR),
-        })
+        };
+        tier.known = Mutex::new(tier.snapshot()?);
+        Ok(tier)
+    }
+
+    /// Every block the server lists now, with its length and version, read in one
+    /// transaction so the two lists agree.
+    fn snapshot(&self) -> Result<Known> {
+        let mut conn = self.connection()?;
+        let (lens, versions): (HashMap<String, u64>, HashMap<String, u64>) = redis::pipe()
+            .atomic()
+            .hgetall(&self.len_key)
+            .hgetall(&self.ver_key)
+            .query(&mut *conn)
+            .map_err(|e| self.fail("refresh", e))?;
+        Ok(lens
+            .into_iter()
+            .filter_map(|(hex, len)| {
+                let version = versions.get(&hex).copied().unwrap_or(0);
+                BlockId::parse_hex(&hex).ok().map(|id| (id, (len, version)))
+            })
+            .collect())
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
+        // The map is rebuilt whole by every refresh: a panic mid-update leaves at worst
+        // a change reported twice.
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn connection(&self) -> Result<Connection> {
@@ -155,15 +196,17 @@ impl RedisTier {
         redis_error(context, e).with_context("tier", &self.name)
     }
 
-    fn remove_hex(&self, conn: &mut Connection, hex: &str) -> Result<bool> {
+    fn remove_hex(&self, conn: &mut Connection, id: BlockId, hex: &str) -> Result<bool> {
         let removed: i64 = self
             .remove_script
             .key(self.block_key(hex))
             .key(&self.len_key)
             .key(&self.used_key)
+            .key(&self.ver_key)
             .arg(hex)
             .invoke(&mut **conn)
             .map_err(|e| self.fail("remove", e))?;
+        self.known().remove(&id);
         if removed < 0 {
             return Ok(false);
         }
@@ -202,8 +245,10 @@ impl Tier for RedisTier {
         Capability {
             // Blocks live in the server, not in this process: a restarted node finds them.
             persistent: true,
-            // Every node naming the server and prefix sees the same blocks at once.
+            // Every node naming the server and prefix sees the same blocks at once; a
+            // refresh tells a store which ones other nodes stored or removed.
             shared: true,
+            refresh: true,
             max_block_size: self
                 .config
                 .max_block_size
@@ -256,16 +301,18 @@ impl Tier for RedisTier {
             .ignore();
         pipe.cmd("EVALSHA")
             .arg(self.commit_script.get_hash())
-            .arg(4)
+            .arg(6)
             .arg(&temp)
             .arg(self.block_key(&hex))
             .arg(&self.len_key)
             .arg(&self.used_key)
+            .arg(&self.ver_key)
+            .arg(&self.seq_key)
             .arg(&hex)
             .arg(self.capacity())
             .arg(data.len() as u64);
         let mut conn = self.connection()?;
-        let (used,): (i64,) = match pipe.query(&mut *conn) {
+        let ((used, version),): ((i64, u64),) = match pipe.query(&mut *conn) {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
                 // A new or restarted server: load the script once and retry.
                 self.commit_script
@@ -278,6 +325,7 @@ impl Tier for RedisTier {
         .map_err(|e| self.fail("put", e))?;
         if used >= 0 {
             self.saw_used(used);
+            self.known().insert(id, (data.len() as u64, version));
             return Ok(());
         }
         drop(conn);
@@ -299,11 +347,11 @@ impl Tier for RedisTier {
         let Some(value) = value else {
             // A server that evicts keys (a maxmemory policy other than noeviction) can drop
             // a block behind the bookkeeping's back: forget it so `used` stays true.
-            self.remove_hex(&mut conn, &hex)?;
+            self.remove_hex(&mut conn, id, &hex)?;
             return Err(Error::not_found(id).with_context("tier", &self.name));
         };
         let Some((header, payload)) = value.split_first_chunk::<HEADER>() else {
-            self.remove_hex(&mut conn, &hex)?;
+            self.remove_hex(&mut conn, id, &hex)?;
             return Err(Error::new(
                 ErrorKind::Corrupt,
                 "stored block shorter than its checksum header",
@@ -317,7 +365,7 @@ impl Tier for RedisTier {
         if cascade_hash::checksum(payload) != u64::from_le_bytes(*header) {
             // Never serve bytes that fail their checksum; drop them so the store stops
             // pointing here.
-            self.remove_hex(&mut conn, &hex)?;
+            self.remove_hex(&mut conn, id, &hex)?;
             return Err(
                 Error::new(ErrorKind::Corrupt, "block failed its checksum; dropped")
                     .with_context("tier", &self.name)
@@ -335,7 +383,7 @@ impl Tier for RedisTier {
 
     fn remove(&self, id: BlockId) -> Result<bool> {
         let mut conn = self.connection()?;
-        self.remove_hex(&mut conn, &id.to_hex())
+        self.remove_hex(&mut conn, id, &id.to_hex())
     }
 
     fn flush(&self) -> Result<()> {
@@ -349,10 +397,12 @@ impl Tier for RedisTier {
             .clear_script
             .key(&self.len_key)
             .key(&self.used_key)
+            .key(&self.ver_key)
             .arg(&self.block_prefix)
             .invoke(&mut *conn)
             .map_err(|e| self.fail("clear", e))?;
         self.saw_used(0);
+        self.known().clear();
         Ok(())
     }
 
@@ -371,5 +421,26 @@ impl Tier for RedisTier {
             }
         }
         ids
+    }
+
+    /// Compares the server's lists with what this node last saw: blocks another node
+    /// stored or replaced (a new version) are added, blocks it removed are removed. A
+    /// put of this node's that commits while the lists are read may be reported once.
+    fn refresh(&self) -> Result<TierRefresh> {
+        let now = self.snapshot()?;
+        let mut known = self.known();
+        let mut found = TierRefresh::default();
+        for (id, &(len, version)) in &now {
+            if known.get(id) != Some(&(len, version)) {
+                found.added.push((*id, len));
+            }
+        }
+        for id in known.keys() {
+            if !now.contains_key(id) {
+                found.removed.push(*id);
+            }
+        }
+        *known = now;
+        Ok(found)
     }
 }

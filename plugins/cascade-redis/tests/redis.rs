@@ -309,3 +309,54 @@ fn redis_above_a_memory_tier_and_blocks_survive_a_restart() {
     let mut out = vec![0u8; 64 << 10];
     assert_eq!(second.get(newest, &mut out).unwrap(), Some(64 << 10));
 }
+
+/// Two stores (two nodes) over one Redis prefix: each sees what the other stored after a
+/// refresh, a replace with bytes of the same length is seen as new bytes, and a removal
+/// on one leaves the other without the block.
+#[test]
+fn two_stores_sharing_one_redis_see_each_others_blocks_after_refresh() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let config = format!(
+        "dedup = false\n\
+         [[tiers]]\nkind = \"plugin\"\nname = \"redis\"\npath = \"{}\"\n\
+         [tiers.settings]\nurl = \"{}\"\nprefix = \"two-stores\"\ncapacity = \"8 MiB\"\n",
+        plugin_path(),
+        server.url()
+    );
+    let a = store(&config);
+    let b = store(&config);
+    assert!(
+        a.tiers()[0].capability().refresh,
+        "the plugin's refresh slot is used"
+    );
+    let id = BlockId::from_u128(7);
+    let mut out = vec![0u8; 4096];
+    a.put(id, &[1u8; 4096]).unwrap();
+    assert!(!b.contains(id), "b's index has not looked yet");
+    let report = b.refresh().unwrap();
+    assert_eq!((report.added, report.removed), (1, 0), "{report:?}");
+    assert_eq!(b.get(id, &mut out).unwrap(), Some(4096));
+    assert!(out.iter().all(|&x| x == 1));
+    assert_eq!(
+        a.refresh().unwrap().added,
+        0,
+        "a's own put is not news to a"
+    );
+
+    b.put(id, &[2u8; 4096]).unwrap();
+    let report = a.refresh().unwrap();
+    assert_eq!(
+        report.tiers[0].replaced, 0,
+        "same length: the index entry stands"
+    );
+    assert_eq!(a.get(id, &mut out).unwrap(), Some(4096));
+    assert!(out.iter().all(|&x| x == 2), "a reads b's new bytes");
+
+    assert!(a.remove(id).unwrap());
+    let report = b.refresh().unwrap();
+    assert_eq!(report.removed, 1, "{report:?}");
+    assert!(!b.contains(id));
+    assert_eq!(b.get(id, &mut out).unwrap(), None);
+}
