@@ -694,7 +694,7 @@ fn an_async_batch_get_can_be_polled_awaited_and_waited_with_a_timeout() {
     let store = Arc::new(store);
     let blocks = stored_below(&store, 8);
     slow.slow(Duration::from_millis(20));
-    let mut handle = store.get_batch_async(buffers(8, BLOCK));
+    let handle = store.get_batch_async(buffers(8, BLOCK));
     assert!(handle.wait_timeout(Duration::from_secs(30)));
     let output = handle.try_wait().expect("done");
     assert!(handle.try_wait().is_none(), "the output is taken once");

@@ -16,6 +16,7 @@ mod convert;
 mod cuda;
 mod data;
 mod errors;
+mod handles;
 mod ids;
 mod prefix;
 mod split;
@@ -29,6 +30,8 @@ fn native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(module)?;
     module.add_class::<config::PyConfig>()?;
     module.add_class::<store::PyStore>()?;
+    module.add_class::<handles::PyPrefetchHandle>()?;
+    module.add_class::<handles::PyGetBatchHandle>()?;
     module.add_class::<backend::PyBackend>()?;
     module.add_class::<backend::PyShmBackend>()?;
     module.add_class::<backend::PyMemoryBackend>()?;

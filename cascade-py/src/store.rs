@@ -5,6 +5,7 @@ use std::sync::{Arc, RwLock};
 use pyo3::prelude::*;
 use pyo3::types::PyType;
 
+use cascade::core::store::PrefetchTarget;
 use cascade::{
     BlockId, Cascade, CascadeConfig, CascadeStore, Dest, DeviceRegion, ErrorKind, PutOutcome,
     Source,
@@ -275,6 +276,31 @@ impl PyStore {
     }
 }
 
+/// The tier a prefetch moves blocks to: `None` the fastest with room, else a tier
+/// name (as in `CascadeStore.tiers`) or position (0 is the fastest).
+fn prefetch_target(
+    store: &CascadeStore,
+    tier: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PrefetchTarget> {
+    let Some(tier) = tier.filter(|t| !t.is_none()) else {
+        return Ok(PrefetchTarget::Fastest);
+    };
+    let names: Vec<&str> = store.tiers().iter().map(|t| t.name()).collect();
+    if let Ok(position) = tier.extract::<usize>() {
+        return Ok(PrefetchTarget::Tier(position));
+    }
+    let name: String = tier
+        .extract()
+        .map_err(|_| crate::errors::invalid_input("tier must be a tier name or position"))?;
+    names
+        .iter()
+        .position(|n| *n == name)
+        .map(PrefetchTarget::Tier)
+        .ok_or_else(|| {
+            crate::errors::invalid_input(format!("no tier named {name:?}; the tiers are {names:?}"))
+        })
+}
+
 #[cfg(not(feature = "gpu"))]
 fn no_gpu_build() -> cascade::Error {
     cascade::Error::new(
@@ -464,6 +490,74 @@ impl PyStore {
         raise_first(results)
     }
 
+    /// Starts reading many blocks into their outputs in the background and returns a
+    /// `GetBatchHandle` at once, so the load overlaps the caller's compute: `done()`,
+    /// `wait(timeout)`, `cancel()`, `result()` (what `get_batch` returns, raising its
+    /// first failure) and `await handle`. Outputs as for `get_batch`; they must not be
+    /// touched before the handle is done. Outputs in device memory or in pieces are
+    /// read before this returns (the handle is done at once).
+    fn get_batch_async(
+        &self,
+        py: Python<'_>,
+        block_ids: &Bound<'_, PyAny>,
+        outs: &Bound<'_, PyAny>,
+    ) -> PyResult<crate::handles::PyGetBatchHandle> {
+        let ids = ids::parse_all(block_ids, "block_ids")?;
+        let mut batch = data::take_batch(outs, ids.len(), Access::Write, "outs")?;
+        // Checks the outputs for overlap (they are written in parallel).
+        Split::outputs(&ids, batch.parts_mut(), "outs")?;
+        let store = self.store()?;
+        if let Some(items) = crate::handles::lend_all(&ids, batch.parts_mut()) {
+            let running = store.get_batch_async(items);
+            return Ok(crate::handles::PyGetBatchHandle::running(running, batch));
+        }
+        let split = Split::outputs(&ids, batch.parts_mut(), "outs")?;
+        let results = split.run_all(
+            |host| py.detach(|| store.get_batch(host)),
+            |device| self.get_device(py, &store, device),
+            |pieces| self.get_pieces(py, &store, pieces),
+        );
+        Ok(crate::handles::PyGetBatchHandle::finished(results))
+    }
+
+    /// Starts moving `block_ids` into the fastest tier that takes them and has room (or
+    /// into `tier`, a tier name or position) in the background and returns a
+    /// `PrefetchHandle` at once: `ready`, `progress()`, `done()`, `wait(timeout)`,
+    /// `cancel()`, `detach()`, `statuses()`, `errors()`, `await handle`. A `get` of a
+    /// block being moved waits for it instead of reading it twice; ids not stored are
+    /// counted missing. Dropping the handle cancels the prefetch unless it is detached.
+    #[pyo3(signature = (block_ids, tier = None))]
+    fn prefetch(
+        &self,
+        py: Python<'_>,
+        block_ids: &Bound<'_, PyAny>,
+        tier: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<crate::handles::PyPrefetchHandle> {
+        let ids = ids::parse_all(block_ids, "block_ids")?;
+        let store = self.store()?;
+        let target = prefetch_target(&store, tier)?;
+        let handle = py.detach(|| store.prefetch_to(&ids, target)).py_err()?;
+        Ok(crate::handles::PyPrefetchHandle::new(handle))
+    }
+
+    /// `prefetch` of the leading stored keys of a token-prefix chain (`prefix_keys`):
+    /// the blocks an engine can load (`len(handle)` of them, as `lookup_prefix` counts).
+    #[pyo3(signature = (keys, tier = None))]
+    fn prefetch_prefix(
+        &self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyAny>,
+        tier: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<crate::handles::PyPrefetchHandle> {
+        let keys = ids::parse_all(keys, "keys")?;
+        let store = self.store()?;
+        let target = prefetch_target(&store, tier)?;
+        let handle = py
+            .detach(|| store.prefetch_prefix_to(&keys, target))
+            .py_err()?;
+        Ok(crate::handles::PyPrefetchHandle::new(handle))
+    }
+
     /// How many leading keys of a token-prefix chain are stored: the number of blocks
     /// an engine can load instead of recomputing.
     fn lookup_prefix(&self, keys: &Bound<'_, PyAny>) -> PyResult<usize> {
@@ -472,7 +566,8 @@ impl PyStore {
     }
 
     /// Counters of the store and of each tier, as a dict (blocks, bytes, hits, misses,
-    /// puts, dedup_hits, dedup_bytes_saved, evictions, demotions, promotions, tiers).
+    /// puts, dedup_hits, dedup_bytes_saved, evictions, demotions, promotions,
+    /// prefetched, prefetch_hits, prefetch_wasted, tiers).
     fn get_stats(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let store = self.store()?;
         let stats = py.detach(|| store.stats());

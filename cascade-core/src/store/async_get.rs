@@ -151,13 +151,13 @@ impl<B> GetBatchHandle<B> {
     }
 
     /// The output if the batch is done (taken: later calls return `None`).
-    pub fn try_wait(&mut self) -> Option<GetBatchOutput<B>> {
+    pub fn try_wait(&self) -> Option<GetBatchOutput<B>> {
         self.shared.state.lock().output.take()
     }
 
     /// Waits for the batch and returns its output (empty if a poll of the future took
     /// it already).
-    pub fn wait(mut self) -> GetBatchOutput<B> {
+    pub fn wait(self) -> GetBatchOutput<B> {
         {
             let mut state = self.shared.state.lock();
             while !state.done {
@@ -169,16 +169,22 @@ impl<B> GetBatchHandle<B> {
 
     /// Waits at most `timeout`; returns whether the batch is done.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+        // A timeout past what the clock can add (Duration::MAX) waits without a limit.
+        let deadline = Instant::now().checked_add(timeout);
         let mut state = self.shared.state.lock();
         while !state.done {
-            if self
-                .shared
-                .finished
-                .wait_until(&mut state, deadline)
-                .timed_out()
-            {
-                return state.done;
+            match deadline {
+                Some(deadline) => {
+                    if self
+                        .shared
+                        .finished
+                        .wait_until(&mut state, deadline)
+                        .timed_out()
+                    {
+                        return state.done;
+                    }
+                }
+                None => self.shared.finished.wait(&mut state),
             }
         }
         true

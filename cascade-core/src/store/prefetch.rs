@@ -700,7 +700,7 @@ fn no_room(id: BlockId, reason: &str) -> Error {
 pub struct PrefetchHandle {
     request: Arc<Request>,
     shared: Weak<Shared>,
-    detached: bool,
+    detached: AtomicBool,
 }
 
 impl PrefetchHandle {
@@ -751,16 +751,22 @@ impl PrefetchHandle {
 
     /// Waits at most `timeout` for every block to be settled; returns whether they are.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+        // A timeout past what the clock can add (Duration::MAX) waits without a limit.
+        let deadline = Instant::now().checked_add(timeout);
         let mut state = self.request.state.lock();
         while !state.done {
-            if self
-                .request
-                .changed
-                .wait_until(&mut state, deadline)
-                .timed_out()
-            {
-                return state.done;
+            match deadline {
+                Some(deadline) => {
+                    if self
+                        .request
+                        .changed
+                        .wait_until(&mut state, deadline)
+                        .timed_out()
+                    {
+                        return state.done;
+                    }
+                }
+                None => self.request.changed.wait(&mut state),
             }
         }
         true
@@ -779,10 +785,10 @@ impl PrefetchHandle {
         }
     }
 
-    /// Lets the prefetch run to its end without this handle (dropping it no longer
-    /// cancels).
-    pub fn detach(mut self) {
-        self.detached = true;
+    /// Lets the prefetch run to its end without this handle: dropping it no longer
+    /// cancels (the handle still reports progress and can still cancel).
+    pub fn detach(&self) {
+        self.detached.store(true, Ordering::Release);
     }
 }
 
@@ -795,7 +801,7 @@ fn settled(outcomes: &[Option<PrefetchResult>]) -> Vec<PrefetchResult> {
 
 impl Drop for PrefetchHandle {
     fn drop(&mut self) {
-        if !self.detached {
+        if !self.detached.load(Ordering::Acquire) {
             self.cancel();
         }
     }
@@ -858,7 +864,7 @@ impl CascadeStore {
         let handle = PrefetchHandle {
             request: Arc::clone(&request),
             shared: Arc::downgrade(&self.prefetcher.shared),
-            detached: false,
+            detached: AtomicBool::new(false),
         };
         if ids.is_empty() {
             request.finish();

@@ -1,7 +1,7 @@
 """Typing stubs of the `cascade` module (the native half is `cascade._native`)."""
 
 import os
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from types import TracebackType
 from typing import Any, Optional, Union, final
 
@@ -19,11 +19,13 @@ __all__ = [
     "CascadeStore",
     "ConfigError",
     "CorruptError",
+    "GetBatchHandle",
     "IncompatibleError",
     "InvalidInputError",
     "IoError",
     "NotFoundError",
     "PluginError",
+    "PrefetchHandle",
     "TierFullError",
     "TierUnavailableWarning",
     "TooLargeError",
@@ -118,6 +120,59 @@ class CascadeConfig:
         """The deployment this config opens, as Cascade TOML."""
 
 @final
+@final
+class PrefetchHandle:
+    """A prefetch running in the background (CascadeStore.prefetch). ``len(handle)``
+    is the number of blocks asked for; dropping the handle cancels the prefetch unless
+    ``detach()`` was called. ``await handle`` waits in the loop's default executor and
+    returns ``result()``."""
+
+    def __len__(self) -> int: ...
+    @property
+    def ready(self) -> int:
+        """Blocks in the target tier (or a faster one) so far."""
+    def progress(self) -> dict[str, int]:
+        """Counts so far: blocks, ready, missing, failed, cancelled, pending."""
+    def done(self) -> bool:
+        """Whether every block is settled."""
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Waits (GIL released) at most ``timeout`` seconds (None: until done);
+        returns whether every block is settled."""
+    def result(self, timeout: Optional[float] = None) -> dict[str, int]:
+        """Waits, then returns progress(); TimeoutError when not done in time. Failed
+        blocks do not raise: see errors()."""
+    def cancel(self) -> None:
+        """Stops the prefetch before its next chunk; moved blocks stay. Does not wait."""
+    def detach(self) -> None:
+        """Lets the prefetch run to its end even when the handle is dropped."""
+    def statuses(self) -> list[str]:
+        """Per block: "pending", "moved", "resident", "missing", "cancelled" or
+        "failed"."""
+    def errors(self) -> list[tuple[int, CascadeError]]:
+        """(index, exception) of each failed block so far (TierFullError,
+        CorruptError, IoError, ...)."""
+    def __await__(self) -> Generator[Any, None, dict[str, int]]: ...
+
+@final
+class GetBatchHandle:
+    """A batch read running in the background (CascadeStore.get_batch_async).
+    Dropping the handle cancels the reads not started and waits for the others.
+    ``await handle`` waits in the loop's default executor and returns ``result()``."""
+
+    def done(self) -> bool:
+        """Whether the read is done and result() returns at once."""
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Waits (GIL released) at most ``timeout`` seconds (None: until done);
+        returns whether the read is done."""
+    def result(self, timeout: Optional[float] = None) -> list[Optional[int]]:
+        """What get_batch returns (size per block, None when absent), raising the
+        first failure (``context["index"]`` names the block; a block the read did not
+        reach before cancel() raises UnavailableError); TimeoutError when not done in
+        time."""
+    def cancel(self) -> None:
+        """Stops the read before its next chunk of blocks. Does not wait."""
+    def __await__(self) -> Generator[Any, None, list[Optional[int]]]: ...
+
 class CascadeStore:
     """A hierarchical KV-block store. Calls release the GIL while copying."""
 
@@ -160,9 +215,34 @@ class CascadeStore:
         list of pieces filled in order, or the rows of one array or tensor; host and
         CUDA outputs may be mixed); size per block, None when
         absent. Outputs (or rows) must be as many as the ids, as for put_batch."""
+    def get_batch_async(
+        self,
+        block_ids: Sequence[_BlockId],
+        outs: Union[Sequence[_Block], _Whole],
+    ) -> GetBatchHandle:
+        """Starts get_batch in the background and returns at once, so the load overlaps
+        the caller's compute; ``handle.result()`` (or ``await handle``) returns what
+        get_batch returns. The outputs must not be touched before the handle is done.
+        Outputs in device memory or in pieces are read before this returns."""
+    def prefetch(
+        self, block_ids: Sequence[_BlockId], tier: Optional[Union[str, int]] = None
+    ) -> PrefetchHandle:
+        """Starts moving blocks into the fastest tier that takes them and has room (or
+        into ``tier``, a name or position) in the background; returns at once. A get of
+        a block being moved waits for it instead of reading it twice. Dropping the
+        handle cancels the prefetch unless it is detached. InvalidInputError for an
+        unknown tier."""
+    def prefetch_prefix(
+        self, keys: Sequence[_BlockId], tier: Optional[Union[str, int]] = None
+    ) -> PrefetchHandle:
+        """prefetch of the leading stored keys of a token-prefix chain (as many as
+        lookup_prefix counts: ``len(handle)``)."""
     def lookup_prefix(self, keys: Sequence[_BlockId]) -> int:
         """How many leading keys of a token-prefix chain are stored."""
-    def get_stats(self) -> dict[str, Any]: ...
+    def get_stats(self) -> dict[str, Any]:
+        """Counters of the store and of each tier: blocks, bytes, hits, misses, puts,
+        dedup_hits, dedup_bytes_saved, evictions, demotions, promotions, prefetched,
+        prefetch_hits, prefetch_wasted, ..., tiers (one dict per tier)."""
     def metrics_text(self) -> str:
         """The store's counters, per-tier gauges and put/get latency histograms in the
         Prometheus text format: what ``metrics_listen`` in the TOML serves over HTTP
