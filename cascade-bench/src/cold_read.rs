@@ -19,8 +19,7 @@ use crate::setup::{self, is_file_kind};
 use crate::stats::{Samples, gbps};
 use crate::tiers;
 
-/// Goal: the file tier's cold read over one file per block's.
-pub const FILES_GOAL: f64 = 1.5;
+pub use crate::peers::files::FILES_GOAL;
 /// Goal: the file tier's cold read over the faster raw sequential read of one file.
 pub const RAW_GOAL: f64 = 0.8;
 

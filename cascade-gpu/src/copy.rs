@@ -13,20 +13,9 @@ use cascade_core::Result;
 use cudarc::driver::{CudaContext, CudaEvent, CudaStream, sys};
 use parking_lot::Mutex;
 
+pub use crate::dma::DmaCopy;
 use crate::driver::{check, cuda_error, has_batch_copy};
 use crate::kernel::CopyKernel;
-
-/// One DMA: `len` bytes from `src` to `dst`, both unified virtual addresses (device
-/// memory, pinned or registered host memory).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DmaCopy {
-    /// Destination address.
-    pub dst: u64,
-    /// Source address.
-    pub src: u64,
-    /// Bytes.
-    pub len: usize,
-}
 
 /// Streams, a pool of events, and the batched-copy entry point.
 pub struct CopyEngine {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use cascade_core::Result;
 use cudarc::driver::{CudaContext, sys};
 
-use crate::copy::DmaCopy;
+use crate::dma::DmaCopy;
 use crate::driver::check;
 
 const PTX: &str = include_str!("copy_kernel.ptx");

@@ -20,6 +20,7 @@
 mod ceiling;
 mod config;
 mod copy;
+mod dma;
 mod driver;
 mod hub;
 mod kernel;

@@ -10,14 +10,13 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use cascade_core::{Error, Result};
-use parking_lot::{Condvar, Mutex};
 
 use crate::format::record_span;
 use crate::io;
 use crate::segment::Segment;
+use crate::signal::Signal;
 use crate::store::{Entry, Inner, Item};
 
 /// Live bytes copied per writer-lock hold, so puts interleave with a long compaction.
@@ -32,42 +31,6 @@ pub struct CompactionReport {
     pub moved_bytes: u64,
     /// Bytes of segment files deleted.
     pub reclaimed_bytes: u64,
-}
-
-#[derive(Default)]
-struct State {
-    wake: bool,
-    stop: bool,
-}
-
-/// Wakes the compaction thread.
-#[derive(Default)]
-pub struct Signal {
-    state: Mutex<State>,
-    cond: Condvar,
-}
-
-impl Signal {
-    /// Asks for a compaction pass.
-    pub fn wake(&self) {
-        self.state.lock().wake = true;
-        self.cond.notify_one();
-    }
-
-    fn stop(&self) {
-        self.state.lock().stop = true;
-        self.cond.notify_one();
-    }
-
-    /// Waits for a wake-up; false once stopped.
-    fn wait(&self) -> bool {
-        let mut state = self.state.lock();
-        while !state.wake && !state.stop {
-            self.cond.wait_for(&mut state, Duration::from_secs(5));
-        }
-        state.wake = false;
-        !state.stop
-    }
 }
 
 /// The background compaction thread.

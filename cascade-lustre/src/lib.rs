@@ -66,6 +66,7 @@ mod lustre;
 mod readers;
 mod refresh;
 mod segment;
+mod signal;
 mod store;
 mod tier;
 mod uring;

@@ -16,7 +16,6 @@ use cascade_hash::checksum;
 use parking_lot::{Mutex, RwLock};
 use rayon::prelude::*;
 
-use crate::compact::Signal;
 use crate::deletes::{DeleteLog, Kill};
 use crate::engine::EngineInUse;
 use crate::format::{HEADER_LEN, PAGE, RecordHeader, RecordMeta, record_span};
@@ -24,6 +23,7 @@ use crate::io::{self, AlignedBuf, with_scratch};
 use crate::lustre::Striping;
 use crate::readers::{ReadFile, ReadHandles};
 use crate::segment::Segment;
+use crate::signal::Signal;
 
 /// Longest run of records written with one vectored call (and staged, under O_DIRECT).
 const RUN_LIMIT: u64 = 32 << 20;

@@ -12,7 +12,7 @@ use cascade_core::{Access, BlockId, Capability, Error, ErrorKind, Result, Sharde
 use parking_lot::{Mutex, RwLock};
 use rayon::prelude::*;
 
-use crate::compact::{self, CompactionReport, Compactor, Signal};
+use crate::compact::{self, CompactionReport, Compactor};
 use crate::config::FileTierConfig;
 use crate::deletes::{self, DELETE_SUFFIX, DELETE_TMP_SUFFIX, DeleteLog, Kill};
 use crate::engine::{self, EngineInUse};
@@ -21,6 +21,7 @@ use crate::io::{self, AlignedBuf};
 use crate::lustre;
 use crate::readers::{READ_HANDLES, ReadHandles};
 use crate::segment::{LoadReport, Segment, parse_segment_file_name};
+use crate::signal::Signal;
 use crate::store::{Counters, Entry, Inner, Writer};
 
 /// Name of the file that marks a directory as a file tier and records its format.

@@ -6,7 +6,7 @@ use std::ffi::{CStr, c_void};
 use std::fmt::Display;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyCapsule, PyDict, PyList, PyTuple};
+use pyo3::types::{PyCapsule, PyDict, PyList, PyString, PyTuple};
 
 use crate::buffer::{Access, HostBuffer};
 use crate::errors::invalid_input;
@@ -504,6 +504,21 @@ impl<H: AsRef<[u8]>> Part<H> {
     }
 }
 
+/// The items of a list or tuple argument.
+pub fn sequence<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    if obj.is_instance_of::<PyString>() {
+        return Err(invalid_input(format!("{what} must be a list, not a str")));
+    }
+    let len = obj
+        .len()
+        .map_err(|_| invalid_input(format!("{what} must be a list or tuple")))?;
+    let mut items = Vec::with_capacity(len);
+    for item in obj.try_iter()? {
+        items.push(item?);
+    }
+    Ok(items)
+}
+
 /// Takes the blocks of a batch call; `count` is the number of ids.
 pub fn take_batch(
     obj: &Bound<'_, PyAny>,
@@ -512,7 +527,7 @@ pub fn take_batch(
     what: &str,
 ) -> PyResult<Batch> {
     if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
-        let items = crate::ids::sequence(obj, what)?;
+        let items = sequence(obj, what)?;
         if items.len() != count {
             return Err(invalid_input(format!(
                 "block_ids has {count} entries but {what} has {}",

@@ -7,6 +7,8 @@ use cascade::{BlockId, Hasher};
 
 use crate::buffer::Access;
 use crate::data::{self, Host};
+// Callers that take ids also take lists of them: the helper is data.rs's, re-exported.
+pub use crate::data::sequence;
 use crate::errors::{IntoPy, invalid_input};
 
 /// Parses a block id argument: a 32-character hex string.
@@ -28,21 +30,6 @@ pub fn parse(obj: &Bound<'_, PyAny>) -> PyResult<BlockId> {
 pub fn parse_all(list: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<BlockId>> {
     let items = sequence(list, what)?;
     items.iter().map(parse).collect()
-}
-
-/// The items of a list or tuple argument.
-pub fn sequence<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Vec<Bound<'py, PyAny>>> {
-    if obj.is_instance_of::<PyString>() {
-        return Err(invalid_input(format!("{what} must be a list, not a str")));
-    }
-    let len = obj
-        .len()
-        .map_err(|_| invalid_input(format!("{what} must be a list or tuple")))?;
-    let mut items = Vec::with_capacity(len);
-    for item in obj.try_iter()? {
-        items.push(item?);
-    }
-    Ok(items)
 }
 
 /// `compute_block_id(data) -> str`: the documented content id, the first 16 bytes of

@@ -15,6 +15,9 @@ use crate::dataset::Dataset;
 use crate::setup;
 use crate::stats::{Samples, gbps};
 
+/// Goal: the file tier's cold read over one file per block's.
+pub const FILES_GOAL: f64 = 1.5;
+
 /// Measures the layout once per run (after one untimed warm-up) and keeps the figures
 /// for every table that compares with it.
 pub fn baseline(bench: &mut Bench, ds: &mut Dataset) -> std::result::Result<RwFigures, String> {

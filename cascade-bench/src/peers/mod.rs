@@ -9,9 +9,9 @@ pub mod redis;
 use serde::Serialize;
 
 use crate::bench::{Bench, RwFigures};
-use crate::cold_read::FILES_GOAL;
 use crate::dataset::Dataset;
 use crate::stats::{Samples, ratio};
+use files::FILES_GOAL;
 
 /// The peers table.
 #[derive(Debug, Clone, Serialize)]
