@@ -5,6 +5,7 @@
 //! copy. An entry is needed while a record it kills is still on disk; the log is
 //! rewritten without the others when a tier opens.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,53 @@ pub struct Kill {
     pub id: BlockId,
     /// Highest sequence killed.
     pub seq: u64,
+}
+
+/// Every kill of some set of delete logs, merged: the rules of which record a log
+/// removes, in one place for open (recovery) and refresh.
+#[derive(Debug, Default, Clone)]
+pub struct Kills(HashMap<BlockId, u64>);
+
+impl Kills {
+    /// Adds kills; for an id killed twice the higher sequence counts (it covers both).
+    pub fn extend(&mut self, kills: impl IntoIterator<Item = Kill>) {
+        for kill in kills {
+            let seq = self.0.entry(kill.id).or_insert(0);
+            *seq = (*seq).max(kill.seq);
+        }
+    }
+
+    /// Whether the record of `id` with sequence `seq` is dead: some kill of `id` has a
+    /// sequence at least `seq`. Compaction copies keep their sequence, so one kill
+    /// covers every copy.
+    pub fn kills(&self, id: BlockId, seq: u64) -> bool {
+        self.0.get(&id).is_some_and(|&killed| killed >= seq)
+    }
+
+    /// The highest sequence killed (0 for none): a writer's next sequence must pass it.
+    pub fn highest_seq(&self) -> u64 {
+        self.0.values().copied().max().unwrap_or(0)
+    }
+
+    /// The kills still needed: those that hide a record still on disk, given the oldest
+    /// sequence on disk of each id. A kill below every copy has nothing left to hide.
+    pub fn still_hiding(&self, oldest_on_disk: &HashMap<BlockId, u64>) -> Vec<Kill> {
+        self.0
+            .iter()
+            .filter(|(id, seq)| oldest_on_disk.get(id).is_some_and(|oldest| oldest <= seq))
+            .map(|(id, seq)| Kill { id: *id, seq: *seq })
+            .collect()
+    }
+
+    /// How many ids are killed.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Each killed id with the highest sequence killed.
+    pub fn iter(&self) -> impl Iterator<Item = (BlockId, u64)> + '_ {
+        self.0.iter().map(|(id, seq)| (*id, *seq))
+    }
 }
 
 fn header() -> [u8; HEADER_LEN] {

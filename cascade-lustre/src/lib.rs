@@ -58,12 +58,14 @@
 mod compact;
 mod config;
 mod deletes;
+mod directory;
 mod engine;
 pub mod format;
 mod io;
 mod lane;
 mod lustre;
 mod readers;
+mod recover;
 mod refresh;
 mod segment;
 mod signal;
@@ -75,10 +77,12 @@ mod verify;
 
 pub use compact::CompactionReport;
 pub use config::FileTierConfig;
+pub use directory::FORMAT_FILE;
 pub use engine::{EngineInUse, IoEngine, io_uring_available};
 pub use io::{drop_file_cache, drop_path_cache};
 pub use lustre::{LUSTRE_SUPER_MAGIC, is_lustre};
-pub use tier::{FORMAT_FILE, FileTier, OpenReport};
+pub use recover::OpenReport;
+pub use tier::FileTier;
 pub use verify::{DamagedBlock, VerifyReport};
 
 /// The kind string of this tier in `[[tiers]]` entries.

@@ -15,11 +15,11 @@ use std::sync::atomic::Ordering;
 
 use cascade_core::{BlockId, ErrorKind, Result, TierRefresh};
 
-use crate::deletes;
+use crate::deletes::{self, Kills};
+use crate::directory::list;
 use crate::format::{RecordMeta, record_span};
 use crate::segment::Segment;
 use crate::store::{Entry, Inner};
-use crate::tier::list;
 
 /// What the I/O half of a refresh read, before anything is merged.
 struct Found {
@@ -29,8 +29,8 @@ struct Found {
     appended: Vec<(Arc<Segment>, RecordMeta)>,
     /// Known segments of other writers whose files are gone (compacted or cleared).
     vanished: Vec<Arc<Segment>>,
-    /// Every writer's kills: id -> highest sequence killed.
-    kills: HashMap<BlockId, u64>,
+    /// Every writer's kills.
+    kills: Kills,
 }
 
 impl Inner {
@@ -57,11 +57,7 @@ impl Inner {
         });
         for (segment, record) in fresh_records.chain(found.appended) {
             last_seq = last_seq.max(record.seq);
-            if found
-                .kills
-                .get(&record.id)
-                .is_some_and(|&k| k >= record.seq)
-            {
+            if found.kills.kills(record.id, record.seq) {
                 continue;
             }
             self.offer(&segment, record, &gone, &mut added);
@@ -72,12 +68,16 @@ impl Inner {
         if !found.vanished.is_empty() {
             self.rehome(&found.vanished, &gone, &mut added, &mut removed);
         }
-        for (id, killed) in &found.kills {
-            if self.index.with(id, |e| e.record.seq <= *killed) == Some(true) {
-                if let Some(old) = self.index.remove_value(id) {
+        for (id, _) in found.kills.iter() {
+            if self
+                .index
+                .with(&id, |e| found.kills.kills(id, e.record.seq))
+                == Some(true)
+            {
+                if let Some(old) = self.index.remove_value(&id) {
                     self.release(&old);
-                    added.remove(id);
-                    removed.push(*id);
+                    added.remove(&id);
+                    removed.push(id);
                 }
             }
         }
@@ -153,17 +153,13 @@ impl Inner {
                 .map_err(|e| e.with_context("tier", &self.name))?;
             appended.extend(records.into_iter().map(|r| (Arc::clone(segment), r)));
         }
-        let mut kills: HashMap<BlockId, u64> = HashMap::new();
+        let mut kills = Kills::default();
         for path in listing.deletes.values() {
-            let entries = match deletes::read(path) {
-                Ok((entries, _)) => entries,
+            match deletes::read(path) {
+                Ok((entries, _)) => kills.extend(entries),
                 // Renamed over or removed by its writer between listing and reading.
                 Err(e) if e.kind() == ErrorKind::Unavailable => continue,
                 Err(e) => return Err(e.with_context("tier", &self.name)),
-            };
-            for kill in entries {
-                let seq = kills.entry(kill.id).or_insert(0);
-                *seq = (*seq).max(kill.seq);
             }
         }
         Ok(Found {

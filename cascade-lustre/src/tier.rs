@@ -1,51 +1,29 @@
-//! [`FileTier`]: opening a directory (recovery) and the [`Tier`] implementation.
+//! [`FileTier`]: opening a directory (its files in `directory`, the index rebuilt by
+//! `recover`, the shared state of `store`) and the [`Tier`] implementation over them.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::{File, OpenOptions};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use cascade_core::tier::check_block_fits;
-use cascade_core::{Access, BlockId, Capability, Error, ErrorKind, Result, ShardedIndex, Tier};
+use cascade_core::{BlockId, Capability, Error, ErrorKind, Result, Tier};
 use parking_lot::{Mutex, RwLock};
 use rayon::prelude::*;
 
 use crate::compact::{self, CompactionReport, Compactor};
 use crate::config::FileTierConfig;
-use crate::deletes::{self, DELETE_SUFFIX, DELETE_TMP_SUFFIX, DeleteLog, Kill};
+use crate::directory::{check_format, io_error, list, take_writer};
 use crate::engine::{self, EngineInUse};
-use crate::format::{FORMAT_VERSION, HEADER_LEN, PAGE, record_span};
+use crate::format::{HEADER_LEN, PAGE};
 use crate::io::{self, AlignedBuf};
 use crate::lustre;
 use crate::readers::{READ_HANDLES, ReadHandles};
-use crate::segment::{LoadReport, Segment, parse_segment_file_name};
+use crate::recover::{self, OpenReport};
+use crate::segment::Segment;
 use crate::signal::Signal;
 use crate::store::{Counters, Entry, Inner, Writer};
-
-/// Name of the file that marks a directory as a file tier and records its format.
-pub const FORMAT_FILE: &str = "CASCADE-FILE-TIER";
-const LOCK_SUFFIX: &str = ".lock";
-
-/// What opening a directory found, for logs and measurements.
-#[derive(Debug, Clone, Default)]
-pub struct OpenReport {
-    /// Segment files read.
-    pub segments: usize,
-    /// Segments without a valid footer, whose records were scanned.
-    pub scanned_segments: usize,
-    /// Blocks in the index after open.
-    pub blocks: usize,
-    /// Bytes cut off torn tails.
-    pub torn_bytes: u64,
-    /// Damaged pages skipped inside segments.
-    pub damaged_pages: u64,
-    /// Wall time of the open.
-    pub elapsed: Duration,
-    /// The I/O engine in use (`io_engine = "auto"` resolves to one at open).
-    pub io_engine: Option<EngineInUse>,
-}
 
 /// Blocks aggregated into large segment files in a directory (any POSIX filesystem;
 /// striped on Lustre). See the crate documentation for the format and the guarantees.
@@ -53,150 +31,6 @@ pub struct FileTier {
     pub(crate) inner: Arc<Inner>,
     compactor: Option<Compactor>,
     report: OpenReport,
-}
-
-fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
-    Error::io(what.to_string(), e).with_context("path", path.display())
-}
-
-/// Creates the format marker, or checks the one present.
-fn check_format(dir: &Path, access: &Access) -> Result<()> {
-    let path = dir.join(FORMAT_FILE);
-    let prefix = "cascade file tier format ";
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            let text = String::from_utf8_lossy(&bytes);
-            let version = text
-                .trim()
-                .strip_prefix(prefix)
-                .and_then(|v| v.parse::<u32>().ok());
-            match version {
-                Some(FORMAT_VERSION) => Ok(()),
-                Some(found) => Err(Error::new(
-                    ErrorKind::Incompatible,
-                    "directory holds a file tier of another format version; use a matching Cascade build or another path",
-                )
-                .with_context("path", dir.display())
-                .with_context("found_version", found)
-                .with_context("supported_version", FORMAT_VERSION)),
-                // Truncated, overwritten or never a marker: not a version this build lacks.
-                None => Err(Error::new(
-                    ErrorKind::Corrupt,
-                    format!(
-                        "the file tier's format marker is damaged (it should read \"{prefix}{FORMAT_VERSION}\"); \
-                         if the directory is a file tier, restore the marker with that line, else use another path"
-                    ),
-                )
-                .with_context("path", path.display())
-                .with_context("found", format!("{:?}", text.chars().take(64).collect::<String>()))),
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let tmp = dir.join(format!("{FORMAT_FILE}.tmp.{}", std::process::id()));
-            let marker = format!("{prefix}{FORMAT_VERSION}\n");
-            access
-                .write_new_file(&tmp, marker.as_bytes())
-                .map_err(|e| io_error("cannot write the format marker", &tmp, e))?;
-            if let Err(e) = std::fs::rename(&tmp, &path) {
-                // Another process initialising the directory at the same moment may have
-                // installed the marker and cleared our temporary file as a leftover.
-                let installed = std::fs::read_to_string(&path).is_ok_and(|t| t == marker);
-                if !installed {
-                    return Err(io_error("cannot install the format marker", &path, e));
-                }
-            }
-            io::sync_dir(dir).map_err(|e| io_error("fsync of the tier directory failed", dir, e))
-        }
-        Err(e) => Err(io_error("cannot read the format marker", &path, e)),
-    }
-}
-
-/// The files of a tier directory, by writer.
-#[derive(Default)]
-pub(crate) struct Listing {
-    pub(crate) segments: BTreeMap<String, Vec<(u64, PathBuf)>>,
-    pub(crate) deletes: BTreeMap<String, PathBuf>,
-    locks: HashSet<String>,
-    /// Temporary files a crash left between write and rename: a writer's delete log
-    /// being rewritten (with the writer), or a format marker being installed (`None`).
-    leftovers: Vec<(Option<String>, PathBuf)>,
-}
-
-pub(crate) fn list(dir: &Path) -> Result<Listing> {
-    let mut listing = Listing::default();
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| io_error("cannot list the tier directory", dir, e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| io_error("cannot list the tier directory", dir, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some((writer, number)) = parse_segment_file_name(&name) {
-            listing
-                .segments
-                .entry(writer)
-                .or_default()
-                .push((number, entry.path()));
-        } else if let Some(writer) = name.strip_suffix(DELETE_SUFFIX) {
-            listing.deletes.insert(writer.to_string(), entry.path());
-        } else if let Some(writer) = name.strip_suffix(LOCK_SUFFIX) {
-            listing.locks.insert(writer.to_string());
-        } else if let Some(writer) = name.strip_suffix(DELETE_TMP_SUFFIX) {
-            listing
-                .leftovers
-                .push((Some(writer.to_string()), entry.path()));
-        } else if name.starts_with(&format!("{FORMAT_FILE}.tmp.")) {
-            listing.leftovers.push((None, entry.path()));
-        }
-    }
-    Ok(listing)
-}
-
-/// Opens (creating, with `access`) `<writer>.lock` and takes its flock; `None` when
-/// another live tier holds it.
-fn lock_writer(dir: &Path, writer: &str, access: &Access) -> Result<Option<File>> {
-    let path = dir.join(format!("{writer}{LOCK_SUFFIX}"));
-    let created = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .and_then(|file| access.restrict_new_file(&file).map(|()| file));
-    let file = match created {
-        Ok(file) => Ok(file),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            OpenOptions::new().read(true).write(true).open(&path)
-        }
-        Err(e) => Err(e),
-    }
-    .map_err(|e| io_error("cannot open a writer lock", &path, e))?;
-    match io::try_lock(&file) {
-        Ok(true) => Ok(Some(file)),
-        Ok(false) => Ok(None),
-        Err(e) => Err(io_error("cannot lock a writer lock", &path, e)),
-    }
-}
-
-/// Locks this tier's writer id. A defaulted id (`<host>-<pid>`) that another tier of
-/// this process already holds on the same directory gets a suffix (`-1`, `-2`, ...), so
-/// one process may open a directory more than once; a configured id is never changed.
-fn take_writer(dir: &Path, config: &FileTierConfig, access: &Access) -> Result<(String, File)> {
-    let base = config.effective_writer_id();
-    let tries = if config.writer_id.is_some() { 1 } else { 64 };
-    for attempt in 0..tries {
-        let writer_id = if attempt == 0 {
-            base.clone()
-        } else {
-            format!("{base}-{attempt}")
-        };
-        if let Some(lock) = lock_writer(dir, &writer_id, access)? {
-            return Ok((writer_id, lock));
-        }
-    }
-    Err(Error::new(
-        ErrorKind::Busy,
-        "another live tier uses this writer id on this directory",
-    )
-    .with_context("path", dir.display())
-    .with_context("writer_id", base))
 }
 
 impl FileTier {
@@ -227,170 +61,18 @@ impl FileTier {
         let (writer_id, lock) = take_writer(&dir, config, &access)?;
         let listing = list(&dir)?;
 
-        // Writers whose lock nobody holds are gone: their segments become ours to seal,
-        // compact and delete, and their delete logs are merged into ours.
-        let mut dead_locks = Vec::new();
-        let mut dead: HashSet<String> = HashSet::new();
-        let others: HashSet<&String> = listing
-            .segments
-            .keys()
-            .chain(listing.deletes.keys())
-            .chain(listing.leftovers.iter().filter_map(|(w, _)| w.as_ref()))
-            .filter(|w| **w != writer_id)
-            .collect();
-        for other in others {
-            if !listing.locks.contains(other) {
-                dead.insert(other.clone());
-            } else if let Some(file) = lock_writer(&dir, other, &access)? {
-                dead_locks.push(file);
-                dead.insert(other.clone());
-            }
+        let recovered = recover::recover(&dir, &writer_id, &listing, &access, direct, &name)?;
+        if recovered.used > config.capacity.as_u64() {
+            tracing::warn!(tier = %name, used = recovered.used, capacity = config.capacity.as_u64(), "directory holds more than the capacity; puts fail until blocks are removed");
         }
-        let owned = |writer: &str| writer == writer_id || dead.contains(writer);
-        // The marker is in place (checked above) and no live writer is rewriting these.
-        for (writer, path) in &listing.leftovers {
-            if writer.as_deref().is_none_or(owned) {
-                match std::fs::remove_file(path) {
-                    Ok(()) => {
-                        tracing::info!(path = %path.display(), "removed a temporary file left by a crash")
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        tracing::warn!(path = %path.display(), error = %e, "cannot remove a leftover temporary file")
-                    }
-                }
-            }
-        }
-
-        let paths: Vec<(String, PathBuf)> = listing
-            .segments
-            .iter()
-            .flat_map(|(w, files)| files.iter().map(move |(_, p)| (w.clone(), p.clone())))
-            .collect();
-        let loaded: Vec<Result<Option<(Segment, LoadReport)>>> = paths
-            .par_iter()
-            .map(|(writer, path)| Segment::load(path, writer, direct, owned(writer)))
-            .collect();
-        let mut report = OpenReport::default();
-        let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(loaded.len());
-        for (result, (_, path)) in loaded.into_iter().zip(&paths) {
-            match result {
-                Ok(Some((segment, load))) => {
-                    report.segments += 1;
-                    report.scanned_segments += usize::from(load.scanned);
-                    report.torn_bytes += load.torn_bytes;
-                    report.damaged_pages += load.damaged_pages;
-                    if segment.records.lock().is_empty() && segment.owned {
-                        let _ = std::fs::remove_file(&segment.path);
-                    } else {
-                        segments.push(Arc::new(segment));
-                    }
-                }
-                Ok(None) => {}
-                // Deleted meanwhile by another writer's compaction: its copies are newer.
-                Err(e) if e.kind() == ErrorKind::Unavailable => {
-                    tracing::warn!(path = %path.display(), "segment vanished during open");
-                }
-                Err(e) => return Err(e.with_context("tier", &name)),
-            }
-        }
-
-        // Delete logs: every writer's kills apply; ours and dead writers' are kept.
-        let mut kills: HashMap<BlockId, u64> = HashMap::new();
-        let mut kept_kills: HashMap<BlockId, u64> = HashMap::new();
-        let mut own_log_clean = false;
-        for (writer, path) in &listing.deletes {
-            let (entries, valid_len) = deletes::read(path)?;
-            let mine = owned(writer);
-            if *writer == writer_id {
-                let file_len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-                own_log_clean = valid_len == file_len;
-            }
-            for kill in entries {
-                let seq = kills.entry(kill.id).or_insert(0);
-                *seq = (*seq).max(kill.seq);
-                if mine {
-                    let seq = kept_kills.entry(kill.id).or_insert(0);
-                    *seq = (*seq).max(kill.seq);
-                }
-            }
-        }
-
-        // The newest record of each id not killed wins.
-        let mut newest: HashMap<BlockId, (usize, usize, u64)> = HashMap::new();
-        let mut oldest_seq: HashMap<BlockId, u64> = HashMap::new();
-        let mut last_seq = kills.values().copied().max().unwrap_or(0);
-        for (s, segment) in segments.iter().enumerate() {
-            let records = segment.records.lock();
-            for (r, record) in records.iter().enumerate() {
-                last_seq = last_seq.max(record.seq);
-                let oldest = oldest_seq.entry(record.id).or_insert(u64::MAX);
-                *oldest = (*oldest).min(record.seq);
-                if kills.get(&record.id).is_some_and(|&k| k >= record.seq) {
-                    continue;
-                }
-                // Equal sequences are copies made by compaction: either serves.
-                let newer = newest
-                    .get(&record.id)
-                    .is_none_or(|&(_, _, seq)| record.seq > seq);
-                if newer {
-                    newest.insert(record.id, (s, r, record.seq));
-                }
-            }
-        }
-        let index = ShardedIndex::new();
-        let mut used = 0u64;
-        for (id, (s, r, _)) in &newest {
-            let segment = &segments[*s];
-            let record = segment.records.lock()[*r];
-            let span = record_span(record.len);
-            segment.live.fetch_add(span, Ordering::Relaxed);
-            used += span;
-            index.insert_value(
-                *id,
-                Entry {
-                    segment: Arc::clone(segment),
-                    record,
-                },
-            );
-        }
-        report.blocks = newest.len();
-        if used > config.capacity.as_u64() {
-            tracing::warn!(tier = %name, used, capacity = config.capacity.as_u64(), "directory holds more than the capacity; puts fail until blocks are removed");
-        }
-
-        // Our delete log keeps only kills that still hide a record on disk.
-        let needed: Vec<Kill> = kept_kills
-            .iter()
-            .filter(|(id, seq)| oldest_seq.get(id).is_some_and(|oldest| oldest <= seq))
-            .map(|(id, seq)| Kill { id: *id, seq: *seq })
-            .collect();
-        let own_log = dir.join(format!("{writer_id}{DELETE_SUFFIX}"));
-        let dead_logs: Vec<&PathBuf> = listing
-            .deletes
-            .iter()
-            .filter(|(w, _)| dead.contains(*w))
-            .map(|(_, p)| p)
-            .collect();
-        let deletes = if own_log_clean && dead_logs.is_empty() && needed.len() == kept_kills.len() {
-            DeleteLog::open_append(&own_log, &access)?
-        } else {
-            let log = DeleteLog::create(&own_log, &needed, &access)?;
-            io::sync_dir(&dir)
-                .map_err(|e| io_error("fsync of the tier directory failed", &dir, e))?;
-            for path in dead_logs {
-                let _ = std::fs::remove_file(path);
-            }
-            log
-        };
-        // Lock files of dead writers that left nothing behind.
-        for writer in &dead {
-            let has_segments = segments.iter().any(|s| s.writer == *writer);
-            if !has_segments && listing.locks.contains(writer) {
-                let _ = std::fs::remove_file(dir.join(format!("{writer}{LOCK_SUFFIX}")));
-            }
-        }
-        drop(dead_locks);
+        let recover::Recovered {
+            segments,
+            index,
+            used,
+            last_seq,
+            deletes,
+            mut report,
+        } = recovered;
 
         let next_number = listing
             .segments
@@ -785,6 +467,7 @@ impl FileTier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::record_span;
     use cascade_core::config::ByteSize;
 
     /// The entries of `count` blocks of `len` bytes put in one batch, with their buffers.
