@@ -6,6 +6,36 @@
 //! in tiers ordered fastest first, demotes the least recently used ones when a tier
 //! fills, and promotes them back on reads. The process-heap [`MemoryTier`] lives here so
 //! the store is usable and testable without `/dev/shm`.
+//!
+//! # The shape of a tier crate
+//!
+//! Every tier in the workspace is built the same way, so an author (of a built-in tier
+//! or of a plugin) finds each part where the others keep it:
+//!
+//! - `lib.rs`: the crate docs (format, guarantees, where its figures are), the `KIND`
+//!   string and the one [`TierKind`] impl that registers the tier (its kind and aliases,
+//!   its typed settings, its constructor); the facade's registry needs nothing else.
+//! - `config.rs`: the typed settings, `#[serde(deny_unknown_fields, default)]`, every
+//!   default written in its field's doc comment, checked once by a `validate()` before
+//!   anything is opened.
+//! - `tier.rs`: the tier's state and its [`Tier`] impl, thin: each method checks its
+//!   input and hands the work to the file whose job it is. Its [`Capability`] states
+//!   what the tier does (persistent, device memory and which device, shared, refresh,
+//!   batch-native, largest block), starting from [`Capability::default`].
+//! - one file per job, each depending only on the files below it (no two files import
+//!   each other): recovery on open (`recover.rs`), allocation (`slots.rs`, `slot.rs`),
+//!   the on-disk or in-memory format (`layout.rs`, `format.rs`), I/O or copies in each
+//!   direction (`upload.rs`, `download.rs`, `io.rs`), background work (`commit.rs`,
+//!   `compact.rs`), and the rules that must hold in one place only (`deletes.rs`).
+//!   `cascade-shm` (`recover`, `slots`, `commit`), `cascade-lustre` (`directory`,
+//!   `recover`, `deletes`, `segment`, `store`, `compact`, `refresh`) and `cascade-gpu`
+//!   (`route`, `upload`, `download`, `chunker`, `group`, `slot`) follow it.
+//! - `tests/conformance.rs`: `conformance_tests!` (feature `test-utils`) over a `Subject` (with a peer opener
+//!   for shared storage), one test per behaviour; hardware or servers that may be absent
+//!   are skipped through [`require::skip`], so `CASCADE_REQUIRE` can turn the skip into a
+//!   failure where they must be present.
+//! - `benches/`: criterion benches of the tier's own paths, each figure in
+//!   `docs/benchmarks.md` with its command.
 
 pub mod access;
 pub mod alloc;

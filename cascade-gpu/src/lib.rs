@@ -18,15 +18,22 @@
 //! driver is missing, [`GpuTier::open`] returns [`cascade_core::ErrorKind::Unavailable`].
 
 mod ceiling;
+mod chunker;
 mod config;
 mod copy;
 mod dma;
+mod download;
 mod driver;
+mod group;
 mod hub;
 mod kernel;
 mod memory;
+mod results;
+mod route;
+mod slot;
 mod staging;
 mod tier;
+mod upload;
 
 pub use ceiling::{PinnedCopyRate, measure_pinned_copy};
 pub use config::GpuTierConfig;
