@@ -237,8 +237,23 @@ impl Core {
         let source = &self.tiers[tier];
         let items: Vec<(BlockId, usize)> =
             live.iter().map(|(id, e)| (*id, e.len as usize)).collect();
-        let results = self.tiers[target]
-            .put_with_batch(&items, &mut |targets| read_into(&**source, &items, targets));
+        let results = if source.capability().device_memory {
+            // One batch: the whole group is one batched DMA out of device memory.
+            self.tiers[target]
+                .put_with_batch(&items, &mut |targets| read_into(&**source, &items, targets))
+        } else {
+            // Host to host the fill is a memcpy per block anyway; in chunks small enough
+            // to stay in cache, the target's checksum of each chunk (taken once the chunk
+            // is filled) reads the bytes from cache instead of memory.
+            let mut results = Vec::with_capacity(items.len());
+            for chunk in host_chunks(&items) {
+                results
+                    .extend(self.tiers[target].put_with_batch(chunk, &mut |targets| {
+                        read_into(&**source, chunk, targets)
+                    }));
+            }
+            results
+        };
         for ((id, entry), result) in live.iter().zip(results) {
             match result {
                 Ok(()) => {
@@ -272,6 +287,33 @@ impl Core {
                 "moved block not removed from its old tier");
         }
     }
+}
+
+/// Bytes of one chunk of a host-to-host move: well inside a core's share of the cache.
+const HOST_MOVE_CHUNK: usize = 1 << 20;
+
+/// `items` cut into consecutive chunks of about [`HOST_MOVE_CHUNK`] bytes (at least one
+/// item each).
+fn host_chunks(items: &[(BlockId, usize)]) -> impl Iterator<Item = &[(BlockId, usize)]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = 0usize;
+        let take = rest
+            .iter()
+            .take_while(|(_, len)| {
+                let fits = bytes == 0 || bytes + len <= HOST_MOVE_CHUNK;
+                bytes += len;
+                fits
+            })
+            .count()
+            .max(1);
+        let (chunk, tail) = rest.split_at(take);
+        rest = tail;
+        Some(chunk)
+    })
 }
 
 /// Fills `targets` (buffers of [`Tier::put_with_batch`]) with the blocks `items` names
@@ -318,4 +360,42 @@ pub(super) fn read_into(
             check(id, buf.len(), got)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_chunks_cover_every_item_once_in_order_within_the_chunk_size() {
+        let lens = [
+            100usize,
+            HOST_MOVE_CHUNK,
+            1,
+            HOST_MOVE_CHUNK / 2,
+            HOST_MOVE_CHUNK / 2,
+            7,
+            3 * HOST_MOVE_CHUNK,
+        ];
+        let items: Vec<(BlockId, usize)> = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| (BlockId::from_u128(i as u128), len))
+            .collect();
+        let chunks: Vec<&[(BlockId, usize)]> = host_chunks(&items).collect();
+        let flat: Vec<(BlockId, usize)> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        assert_eq!(flat, items);
+        for chunk in &chunks {
+            let bytes: usize = chunk.iter().map(|(_, len)| len).sum();
+            assert!(!chunk.is_empty());
+            assert!(chunk.len() == 1 || bytes <= HOST_MOVE_CHUNK, "{chunk:?}");
+        }
+        // 128 KiB blocks go eight to a chunk.
+        let blocks: Vec<(BlockId, usize)> = (0..20)
+            .map(|i| (BlockId::from_u128(i), 128 << 10))
+            .collect();
+        let sizes: Vec<usize> = host_chunks(&blocks).map(<[_]>::len).collect();
+        assert_eq!(sizes, vec![8, 8, 4]);
+        assert_eq!(host_chunks(&[]).count(), 0);
+    }
 }
