@@ -489,3 +489,74 @@ fn batch_reads_promote_into_the_device_tier_in_one_batched_put() {
     );
     assert_consistent(&store);
 }
+
+#[test]
+fn a_large_demotion_out_of_device_memory_moves_every_block_intact() {
+    // 48 MiB out of the device tier at once: the move runs on several threads (one
+    // batch each) where the machine has the cores.
+    let len = 1 << 20;
+    let (store, _gpu) = device_over_memory(48 * len as u64, 96 * len as u64, no_promotion());
+    let blocks: Vec<Vec<u8>> = (0..48).map(|n| block(n, len)).collect();
+    for (n, data) in blocks.iter().enumerate() {
+        put_device(&store, id(n as u64), data).expect("put");
+    }
+    assert_eq!(store.stats().tiers[0].blocks, 48);
+    let freed = store.free_up(0, 48 * len as u64).expect("free_up");
+    assert_eq!(freed, 48 * len as u64);
+    let stats = store.stats();
+    assert_eq!((stats.tiers[0].blocks, stats.tiers[1].blocks), (0, 48));
+    assert_eq!(stats.tiers[0].demotions, 48);
+    let mut out = vec![0u8; len];
+    for (n, data) in blocks.iter().enumerate() {
+        assert_eq!(store.tier_of(id(n as u64)), Some(1));
+        assert_eq!(store.get(id(n as u64), &mut out).expect("get"), Some(len));
+        assert_eq!(&out, data, "block {n}");
+    }
+    assert_consistent(&store);
+}
+
+#[test]
+fn a_large_batch_read_promotes_every_block_intact() {
+    let len = 1 << 20;
+    let policy = StorePolicy {
+        promote_on_read: true,
+        ..StorePolicy::default()
+    };
+    let (store, gpu) = device_over_memory(48 * len as u64, 96 * len as u64, policy);
+    let blocks: Vec<Vec<u8>> = (0..48).map(|n| block(n + 100, len)).collect();
+    for (n, data) in blocks.iter().enumerate() {
+        put_device(&store, id(n as u64), data).expect("put");
+    }
+    store.free_up(0, 48 * len as u64).expect("free_up");
+    assert_eq!(store.stats().tiers[1].blocks, 48);
+    let mut outs: Vec<Vec<u8>> = (0..48).map(|_| vec![0u8; len]).collect();
+    let batches = gpu.host_batches.load(Ordering::Relaxed);
+    {
+        let mut reads: Vec<(BlockId, &mut [u8])> = outs
+            .iter_mut()
+            .enumerate()
+            .map(|(n, o)| (id(n as u64), o.as_mut_slice()))
+            .collect();
+        for r in store.get_batch(&mut reads) {
+            assert_eq!(r.expect("get"), Some(len));
+        }
+    }
+    let calls = gpu.host_batches.load(Ordering::Relaxed) - batches;
+    assert!(
+        (1..=8).contains(&calls),
+        "{calls} batched puts for one promotion"
+    );
+    let stats = store.stats();
+    assert_eq!(stats.tiers[0].promotions, 48);
+    assert_eq!((stats.tiers[0].blocks, stats.tiers[1].blocks), (48, 0));
+    let mut out = vec![0u8; len];
+    for (n, data) in blocks.iter().enumerate() {
+        assert_eq!(&outs[n], data, "block {n} read");
+        assert_eq!(
+            get_device(&store, id(n as u64), &mut out).expect("get"),
+            Some(len)
+        );
+        assert_eq!(&out, data, "block {n} promoted");
+    }
+    assert_consistent(&store);
+}

@@ -277,3 +277,64 @@ fn device_batch_reads_promote_blocks_found_below_in_one_batch() {
         assert_eq!(&out, b, "block {n}");
     }
 }
+
+#[test]
+fn batches_of_blocks_in_many_pieces_laid_out_layer_major_round_trip() {
+    // As an engine keeps its KV: piece p of every block in one run (layer p), 32 pieces
+    // a block, so each batch is thousands of small copies.
+    let copier = Arc::new(Memcpy::default());
+    let (count, pieces, piece) = (256usize, 32usize, 512usize);
+    let block = pieces * piece;
+    let store = store(&copier, &[(count * block) as u64 * 2]);
+    let source: Vec<u8> = (0..count * block)
+        .map(|i| (i * 7 + i / 4093) as u8)
+        .collect();
+    let layout = |base: *const u8| -> Vec<Vec<DeviceRegion>> {
+        (0..count)
+            .map(|n| {
+                (0..pieces)
+                    .map(|p| {
+                        let at = (p * count * piece + n * piece) as u64;
+                        // SAFETY: the "device" memory is the host buffer at `base`
+                        // (count * block bytes), alive for every call the regions go to.
+                        unsafe { DeviceRegion::new(base as u64 + at, piece, 3) }
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    let src = layout(source.as_ptr());
+    for (k, chunk) in src.chunks(64).enumerate() {
+        let batch: Vec<(BlockId, Source<'_>)> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (id((k * 64 + i) as u64), Source::Device(r)))
+            .collect();
+        for r in store.put_from_batch(&batch) {
+            assert_eq!(r.expect("put"), PutOutcome::Stored);
+        }
+    }
+    // Each block is its pieces in order.
+    let mut one = vec![0u8; block];
+    for n in [0usize, 1, 100, 255] {
+        assert_eq!(store.get(id(n as u64), &mut one).expect("get"), Some(block));
+        for p in 0..pieces {
+            let at = p * count * piece + n * piece;
+            assert_eq!(&one[p * piece..(p + 1) * piece], &source[at..at + piece]);
+        }
+    }
+    let mut out = vec![0u8; count * block];
+    let dst = layout(out.as_mut_ptr());
+    for (k, chunk) in dst.chunks(64).enumerate() {
+        let mut batch: Vec<(BlockId, Dest<'_>)> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (id((k * 64 + i) as u64), Dest::Device(r)))
+            .collect();
+        for r in store.get_into_batch(&mut batch) {
+            assert_eq!(r.expect("get"), Some(block));
+        }
+    }
+    drop(dst);
+    assert!(out == source, "scattered back into the same layout");
+}

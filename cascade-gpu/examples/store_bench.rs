@@ -106,6 +106,10 @@ impl Pinned {
     }
 }
 
+// SAFETY: the buffer is plain host memory owned by the value; shared access hands out
+// `&[u8]` only.
+unsafe impl Sync for Pinned {}
+
 impl Drop for Pinned {
     fn drop(&mut self) {
         // SAFETY: allocated by malloc_host, freed once.
@@ -346,9 +350,34 @@ fn moves(a: &Args, b: &mut Buffers) -> (f64, f64, f64, f64) {
     )
 }
 
+/// Pieces of `piece` bytes where `got` differs from `want`: the count and the first few
+/// positions (block, piece) in a layout of `count` blocks of `pieces` pieces, layer-major.
+fn wrong_pieces(
+    got: &[u8],
+    want: &[u8],
+    piece: usize,
+    count: usize,
+) -> (usize, Vec<(usize, usize)>) {
+    let bad: Vec<usize> = got
+        .par_chunks(piece)
+        .zip(want.par_chunks(piece))
+        .enumerate()
+        .filter(|(_, (g, w))| g != w)
+        .map(|(i, _)| i)
+        .collect();
+    let first = bad
+        .iter()
+        .take(6)
+        .map(|&i| (i % count, i / count))
+        .collect();
+    (bad.len(), first)
+}
+
 /// A shm-only store: contiguous blocks, then blocks of `pieces` pieces each laid out
 /// layer-major (piece p of every block in one run, as an engine keeps layer p), for
-/// `total` bytes of `block`-byte blocks.
+/// 1 GiB of `block`-byte blocks. Gathered round trips are checked piece by piece and a
+/// wrong one is reported (with where it was wrong: the put or the get) instead of
+/// stopping the run.
 fn host_store(a: &Args, b: &mut Buffers, block: usize, pieces: usize) -> [(f64, f64); 2] {
     let total = GIB;
     let count = total / block;
@@ -368,7 +397,20 @@ fn host_store(a: &Args, b: &mut Buffers, block: usize, pieces: usize) -> [(f64, 
             .collect()
     };
     let (src_pieces, dst_pieces) = (layout(b.src.ptr), layout(b.dst.ptr));
+    // The blocks as the gathered put makes them: block n is piece p of layer p, in order.
+    let mut gathered = vec![0u8; total];
+    let host = b.host_src.as_ref();
+    gathered
+        .par_chunks_mut(block)
+        .enumerate()
+        .for_each(|(n, out)| {
+            for p in 0..pieces {
+                let at = p * count * piece + n * piece;
+                out[p * piece..(p + 1) * piece].copy_from_slice(&host[at..at + piece]);
+            }
+        });
     let mut t = [(Vec::new(), Vec::new()), (Vec::new(), Vec::new())];
+    let mut reported = false;
     for rep in 0..a.reps {
         store.clear().unwrap();
         t[0].0.push(put_all(&store, &puts));
@@ -393,17 +435,12 @@ fn host_store(a: &Args, b: &mut Buffers, block: usize, pieces: usize) -> [(f64, 
             assert!(store.put_from_batch(&batch).iter().all(Result::is_ok));
         }
         t[1].0.push(start.elapsed().as_secs_f64());
-        // A block is its pieces in order: check one against the host copy.
-        let mut one = vec![0u8; block];
-        assert_eq!(store.get(id(count / 2), &mut one).unwrap(), Some(block));
-        let host = b.host_src.as_ref();
-        for p in 0..pieces {
-            let at = p * count * piece + (count / 2) * piece;
-            assert!(
-                one[p * piece..(p + 1) * piece] == host[at..at + piece],
-                "piece {p}"
-            );
-        }
+        // The put: every block read whole must be its pieces in order.
+        b.dst.poison(0x65);
+        get_all(&store, &gets);
+        b.host_check.as_mut()[..total].fill(0);
+        b.dst.download(&mut b.host_check);
+        let put_wrong = wrong_pieces(&b.host_check.as_ref()[..total], &gathered, piece, count);
         b.dst.poison(0x43 ^ rep as u8);
         let start = Instant::now();
         for (k, chunk) in dst_pieces.chunks(BATCH).enumerate() {
@@ -417,18 +454,132 @@ fn host_store(a: &Args, b: &mut Buffers, block: usize, pieces: usize) -> [(f64, 
             }
         }
         t[1].1.push(start.elapsed().as_secs_f64());
-        // Scattered into the same layout: the destination equals the source.
-        check(
-            &b.dst,
-            &mut b.host_check,
-            &b.host_src,
-            total,
-            "shm-only gathered",
+        // The get: scattered into the same layout, the destination equals the source.
+        b.host_check.as_mut()[..total].fill(0);
+        b.dst.download(&mut b.host_check);
+        let get_wrong = wrong_pieces(
+            &b.host_check.as_ref()[..total],
+            &b.host_src.as_ref()[..total],
+            piece,
+            count,
+        );
+        if put_wrong.0 + get_wrong.0 > 0 && !reported {
+            println!(
+                "WRONG BYTES, {block} B blocks of {pieces} pieces, rep {rep}: put {} of {} pieces wrong (first (block, piece): {:?}); get {} wrong (first (block, layer): {:?})",
+                put_wrong.0,
+                count * pieces,
+                put_wrong.1,
+                get_wrong.0,
+                get_wrong.1
+            );
+            reported = true;
+        }
+        assert!(
+            rep + 1 < a.reps || !reported,
+            "gathered round trips returned wrong bytes"
         );
     }
     drop(store);
     let _ = std::fs::remove_file(path);
     t.map(|(p, g)| (gbps(total, median(p)), gbps(total, median(g))))
+}
+
+/// The host copier alone (the DMA under host tiers' device copies): `count` copies of
+/// `size` bytes between pinned memory and device ranges in a scattered order, each way,
+/// in one call; checked, and timed (median of `reps`).
+fn copier_alone(a: &Args, b: &mut Buffers, size: usize, count: usize) -> (bool, f64, f64) {
+    use cascade_core::device::{DeviceCopier, HostDeviceCopy};
+    let copier = cascade_gpu::HostCopier::new(DeviceContext::get(0).unwrap(), &[]).unwrap();
+    let perm = |i: usize| (i * 7919) % count;
+    let host = b.host_check.ptr as usize;
+    let down: Vec<HostDeviceCopy> = (0..count)
+        .map(|i| HostDeviceCopy {
+            host: host + i * size,
+            device: b.src.ptr + (perm(i) * size) as u64,
+            len: size,
+        })
+        .collect();
+    let up: Vec<HostDeviceCopy> = (0..count)
+        .map(|i| HostDeviceCopy {
+            host: b.host_src.ptr as usize + i * size,
+            device: b.dst.ptr + (perm(i) * size) as u64,
+            len: size,
+        })
+        .collect();
+    let (mut to_host, mut to_device, mut right) = (Vec::new(), Vec::new(), true);
+    for _ in 0..a.reps {
+        b.host_check.as_mut()[..count * size].fill(0x5C);
+        let t = Instant::now();
+        // SAFETY: device ranges inside b.src; host ranges inside b.host_check, disjoint,
+        // touched by nothing else during the call.
+        unsafe { copier.to_host(&down) }.unwrap();
+        to_host.push(t.elapsed().as_secs_f64());
+        let hc = b.host_check.as_ref();
+        let hs = b.host_src.as_ref();
+        right &= (0..count)
+            .into_par_iter()
+            .all(|i| hc[i * size..(i + 1) * size] == hs[perm(i) * size..(perm(i) + 1) * size]);
+        b.dst.poison(0x3A);
+        let t = Instant::now();
+        // SAFETY: host ranges inside b.host_src; device ranges inside b.dst, disjoint.
+        unsafe { copier.to_device(&up) }.unwrap();
+        to_device.push(t.elapsed().as_secs_f64());
+        b.host_check.as_mut()[..count * size].fill(0);
+        b.dst.download(&mut b.host_check);
+        let hc = b.host_check.as_ref();
+        right &= (0..count)
+            .into_par_iter()
+            .all(|i| hc[perm(i) * size..(perm(i) + 1) * size] == hs[i * size..(i + 1) * size]);
+    }
+    (
+        right,
+        gbps(count * size, median(to_device)),
+        gbps(count * size, median(to_host)),
+    )
+}
+
+/// What a GPU -> shm demotion is made of, each part alone on 1 GiB of 128 KiB blocks:
+/// the GPU tier's batched read into pinned memory (the DMA) and the shm tier's batch
+/// fill from pinned memory by memcpy (reserve, copy, checksum, slot record, index).
+fn demotion_parts(a: &Args, b: &mut Buffers) -> (f64, f64) {
+    let block = 128 << 10;
+    let count = GIB / block;
+    let gpu = gpu_tier("parts-gpu", GIB);
+    let (shm, path) = shm_tier("parts-shm", 2 * GIB);
+    // SAFETY: ranges inside b.src, not written meanwhile.
+    let stored = unsafe { gpu.put_from_device_batch(&blocks(b.src.ptr, block, count)) };
+    assert!(stored.iter().all(Result::is_ok));
+    let ids: Vec<BlockId> = (0..count).map(id).collect();
+    let (mut dma, mut fill) = (Vec::new(), Vec::new());
+    for _ in 0..a.reps {
+        let mut outs: Vec<(BlockId, &mut [u8])> = ids
+            .iter()
+            .copied()
+            .zip(b.host_check.as_mut()[..GIB].chunks_mut(block))
+            .collect();
+        let t = Instant::now();
+        let got = gpu.get_batch(&mut outs);
+        dma.push(t.elapsed().as_secs_f64());
+        assert!(got.iter().all(|r| matches!(r, Ok(n) if *n == block)));
+        shm.clear().unwrap();
+        let items: Vec<(BlockId, usize)> = ids.iter().map(|&i| (i, block)).collect();
+        let src = b.host_src.as_ref();
+        let t = Instant::now();
+        let done = shm.put_with_batch(&items, &mut |targets| {
+            targets
+                .iter_mut()
+                .map(|(i, buf)| {
+                    buf.copy_from_slice(&src[*i * block..(*i + 1) * block]);
+                    Ok(())
+                })
+                .collect()
+        });
+        fill.push(t.elapsed().as_secs_f64());
+        assert!(done.iter().all(Result::is_ok));
+    }
+    drop(shm);
+    let _ = std::fs::remove_file(path);
+    (gbps(GIB, median(dma)), gbps(GIB, median(fill)))
 }
 
 fn main() {
@@ -490,6 +641,39 @@ fn main() {
         }
         println!("({name} took {:.1} s)", t.elapsed().as_secs_f64());
     };
+    part("host copier alone", &mut |b| {
+        [
+            (4usize << 10, 64usize),
+            (4 << 10, 8192),
+            (32 << 10, 8192),
+            (128 << 10, 256),
+            (128 << 10, 8192),
+        ]
+        .iter()
+        .map(|&(size, count)| {
+            let (right, h, d) = copier_alone(&a, b, size, count);
+            row(
+                &format!(
+                    "host copier alone, {count} copies of {} KiB in one call ({})",
+                    size >> 10,
+                    if right { "bytes right" } else { "WRONG BYTES" }
+                ),
+                h,
+                d,
+                "",
+            )
+        })
+        .collect()
+    });
+    part("demotion parts", &mut |b| {
+        let (dma, fill) = demotion_parts(&a, b);
+        vec![row(
+            "demotion parts, 1 GiB: GPU tier get_batch into pinned memory (D2H) / shm put_with_batch memcpy fill, one thread (column H2D)",
+            fill,
+            dma,
+            "",
+        )]
+    });
     // A put moves device -> host (D2H), a get host -> device (H2D): columns by direction.
     part("spill", &mut |b| {
         let (put, get) = spill(&a, b);

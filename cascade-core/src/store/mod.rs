@@ -27,6 +27,7 @@ mod async_get;
 mod batches;
 mod device;
 mod ledger;
+mod parallel;
 mod placement;
 mod prefetch;
 mod promotion;

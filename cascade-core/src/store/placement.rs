@@ -238,9 +238,7 @@ impl Core {
         let items: Vec<(BlockId, usize)> =
             live.iter().map(|(id, e)| (*id, e.len as usize)).collect();
         let results = if source.capability().device_memory {
-            // One batch: the whole group is one batched DMA out of device memory.
-            self.tiers[target]
-                .put_with_batch(&items, &mut |targets| read_into(&**source, &items, targets))
+            device_moves(&*self.tiers[target], &**source, &items)
         } else {
             // Host to host the fill is a memcpy per block anyway; in chunks small enough
             // to stay in cache, the target's checksum of each chunk (taken once the chunk
@@ -287,6 +285,20 @@ impl Core {
                 "moved block not removed from its old tier");
         }
     }
+}
+
+/// Copies `items` out of `source` (a tier in device memory) into `target`: one batched
+/// DMA per chunk, large batches on several threads (`parallel.rs`).
+fn device_moves(
+    target: &dyn Tier,
+    source: &dyn Tier,
+    items: &[(BlockId, usize)],
+) -> Vec<Result<()>> {
+    super::parallel::in_chunks(
+        items,
+        |&(_, len)| len as u64,
+        |chunk| target.put_with_batch(chunk, &mut |targets| read_into(source, chunk, targets)),
+    )
 }
 
 /// Bytes of one chunk of a host-to-host move: well inside a core's share of the cache.
