@@ -159,6 +159,30 @@ impl Setup {
         start.elapsed()
     }
 
+    /// memcpy of the same blocks on two threads, half each (this machine's cores).
+    fn memcpy2(&mut self) -> Duration {
+        let (src, dst) = (
+            &self.source[self.source_at..self.source_at + BLOCK * BLOCKS],
+            &mut self.target[self.target_at..self.target_at + BLOCK * BLOCKS],
+        );
+        let half = BLOCK * BLOCKS / 2;
+        let (d0, d1) = dst.split_at_mut(half);
+        let (s0, s1) = src.split_at(half);
+        let start = Instant::now();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for (d, s) in d1.chunks_mut(BLOCK).zip(s1.chunks(BLOCK)) {
+                    d.copy_from_slice(s);
+                }
+            });
+            for (d, s) in d0.chunks_mut(BLOCK).zip(s0.chunks(BLOCK)) {
+                d.copy_from_slice(s);
+            }
+        });
+        black_box(&self.target[..]);
+        start.elapsed()
+    }
+
     /// Every block is where the last move put it, with its bytes (untimed).
     fn check(&mut self, tier: usize) {
         let mut out = vec![0u8; BLOCK];
@@ -226,10 +250,14 @@ fn paired(setup: &mut Setup) {
     let gb = |d: Duration| (BLOCK * BLOCKS) as f64 / d.as_secs_f64() / 1e9;
     let (mut copy, mut down, mut up, mut down_ratio, mut up_ratio) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut copy2, mut down_ratio2) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         setup.fill_top();
+        let base2 = setup.memcpy2();
         let base = setup.memcpy();
         let demoted = setup.demote();
+        copy2.push(gb(base2));
+        down_ratio2.push(base2.as_secs_f64() / demoted.as_secs_f64());
         setup.check(1);
         let base_up = setup.memcpy();
         let promoted = setup.read_and_promote();
@@ -242,11 +270,14 @@ fn paired(setup: &mut Setup) {
     }
     println!(
         "\npaired ({ROUNDS} rounds, 512 x 128 KiB, every moved block compared): \
-         memcpy {:.2} GB/s; demotion memory->shm {:.2} GB/s, {:.0}% of memcpy; \
-         batch read + promotion shm->memory {:.2} GB/s (two copies per block), {:.0}% of memcpy",
+         memcpy {:.2} GB/s (1 thread), {:.2} GB/s (2 threads); demotion memory->shm {:.2} GB/s, \
+         {:.0}% of 1-thread memcpy, {:.0}% of 2-thread memcpy; \
+         batch read + promotion shm->memory {:.2} GB/s (two copies per block), {:.0}% of 1-thread memcpy",
         median(&mut copy),
+        median(&mut copy2),
         median(&mut down),
         100.0 * median(&mut down_ratio),
+        100.0 * median(&mut down_ratio2),
         median(&mut up),
         100.0 * median(&mut up_ratio),
     );

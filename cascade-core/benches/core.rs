@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the core: the sharded index against one `RwLock<HashMap>`, and
 //! store put/get of 128 KiB blocks on the memory tier against plain memcpy, each pair
-//! measured in the same run.
+//! measured in the same run (and, after the groups, in alternating rounds: `paired`).
 //!
 //! `cargo bench -p cascade-core --bench core`
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -176,6 +176,69 @@ fn store(c: &mut Criterion) {
         })
     });
     group.finish();
+    paired(&store, &sources, &mut targets, out);
+}
+
+/// Alternating short rounds of memcpy and the store op with the same access pattern;
+/// prints the median per-round ratio, which stays meaningful while other processes load
+/// this 2-core machine (the criterion groups above run seconds apart).
+fn paired(store: &CascadeStore, sources: &[&[u8]], targets: &mut [&mut [u8]], out: &mut [u8]) {
+    const ROUNDS: usize = 41;
+    let ops = BLOCKS;
+    let mut put_ratio = Vec::with_capacity(ROUNDS);
+    let mut get_ratio = Vec::with_capacity(ROUNDS);
+    let (mut put_us, mut get_us, mut copy_put_us, mut copy_get_us) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let shift = round * 13;
+        let start = Instant::now();
+        for i in 0..ops {
+            targets[i % BLOCKS].copy_from_slice(sources[(i * 7 + shift) % BLOCKS]);
+        }
+        black_box(&targets);
+        let copy_put = start.elapsed();
+        let start = Instant::now();
+        for i in 0..ops {
+            store
+                .put(key((i % BLOCKS) as u64), sources[(i * 7 + shift) % BLOCKS])
+                .expect("put");
+        }
+        let put = start.elapsed();
+        let start = Instant::now();
+        for i in 0..ops {
+            out.copy_from_slice(targets[(i + shift) % BLOCKS]);
+            black_box(&out);
+        }
+        let copy_get = start.elapsed();
+        let start = Instant::now();
+        for i in 0..ops {
+            black_box(store.get(key(((i + shift) % BLOCKS) as u64), out).expect("get"));
+        }
+        let get = start.elapsed();
+        put_ratio.push(put.as_secs_f64() / copy_put.as_secs_f64());
+        get_ratio.push(get.as_secs_f64() / copy_get.as_secs_f64());
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / ops as f64;
+        put_us.push(per(put));
+        get_us.push(per(get));
+        copy_put_us.push(per(copy_put));
+        copy_get_us.push(per(copy_get));
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "\npaired ({ROUNDS} alternating rounds of {ops} ops, 128 KiB): put {:.2} us vs memcpy {:.2} us, \
+         median ratio {:.3} ({:+.1}%); get {:.2} us vs memcpy {:.2} us, median ratio {:.3} ({:+.1}%)",
+        median(&mut put_us),
+        median(&mut copy_put_us),
+        median(&mut put_ratio),
+        100.0 * (median(&mut put_ratio) - 1.0),
+        median(&mut get_us),
+        median(&mut copy_get_us),
+        median(&mut get_ratio),
+        100.0 * (median(&mut get_ratio) - 1.0),
+    );
 }
 
 criterion_group! {

@@ -240,17 +240,24 @@ impl Core {
         let results = if source.capability().device_memory {
             device_moves(&*self.tiers[target], &**source, &items)
         } else {
-            // Host to host the fill is a memcpy per block anyway; in chunks small enough
-            // to stay in cache, the target's checksum of each chunk (taken once the chunk
-            // is filled) reads the bytes from cache instead of memory.
-            let mut results = Vec::with_capacity(items.len());
-            for chunk in host_chunks(&items) {
-                results
-                    .extend(self.tiers[target].put_with_batch(chunk, &mut |targets| {
-                        read_into(&**source, chunk, targets)
-                    }));
-            }
-            results
+            // Host to host the fill is a memcpy per block; in chunks small enough to
+            // stay in cache, the target's checksum of each chunk (taken once the chunk is
+            // filled) reads the bytes from cache instead of memory. A large move runs
+            // on the machine's cores, a share of the chunks each (`parallel.rs`).
+            super::parallel::in_chunks(
+                &items,
+                |&(_, len)| len as u64,
+                |part| {
+                    let mut results = Vec::with_capacity(part.len());
+                    for chunk in host_chunks(part) {
+                        results.extend(
+                            self.tiers[target]
+                                .put_with_batch(chunk, &mut |t| read_into(&**source, chunk, t)),
+                        );
+                    }
+                    results
+                },
+            )
         };
         for ((id, entry), result) in live.iter().zip(results) {
             match result {

@@ -102,8 +102,7 @@ impl Core {
 /// Into a tier in device memory: batched puts, from the lower tier's own memory when it
 /// has a host region the driver can reach by DMA (the caller's buffers are pageable and
 /// would be staged), else from the bytes the read copied out, else (no bytes at hand)
-/// from the lower tier's lend. A large batch is lent and put in chunks on several
-/// threads (`parallel.rs`).
+/// from the lower tier's lend.
 fn copy_to_device_tier(
     lower: &dyn Tier,
     upper: &dyn Tier,
@@ -115,20 +114,15 @@ fn copy_to_device_tier(
         .collect();
     match all_bytes {
         Some(batch) if lower.host_region().is_none() => upper.put_batch(&batch),
+        // One batch, one thread: lending and putting in chunks on several threads at
+        // once measured slower on an H200 (25.5 against 33.6 GB/s).
         _ => {
-            let lens: Vec<(BlockId, u64)> = live.iter().map(|b| (b.id, b.from.len)).collect();
-            super::parallel::in_chunks(
-                &lens,
-                |&(_, len)| len,
-                |chunk| {
-                    let ids: Vec<BlockId> = chunk.iter().map(|&(id, _)| id).collect();
-                    lower.get_with_batch(&ids, &mut |lent| {
-                        let batch: Vec<(BlockId, &[u8])> =
-                            lent.iter().map(|&(pos, bytes)| (ids[pos], bytes)).collect();
-                        upper.put_batch(&batch)
-                    })
-                },
-            )
+            let ids: Vec<BlockId> = live.iter().map(|b| b.id).collect();
+            lower.get_with_batch(&ids, &mut |lent| {
+                let batch: Vec<(BlockId, &[u8])> =
+                    lent.iter().map(|&(pos, bytes)| (ids[pos], bytes)).collect();
+                upper.put_batch(&batch)
+            })
         }
     }
 }
