@@ -212,7 +212,11 @@ fn paired(store: &CascadeStore, sources: &[&[u8]], targets: &mut [&mut [u8]], ou
         let copy_get = start.elapsed();
         let start = Instant::now();
         for i in 0..ops {
-            black_box(store.get(key(((i + shift) % BLOCKS) as u64), out).expect("get"));
+            black_box(
+                store
+                    .get(key(((i + shift) % BLOCKS) as u64), out)
+                    .expect("get"),
+            );
         }
         let get = start.elapsed();
         put_ratio.push(put.as_secs_f64() / copy_put.as_secs_f64());
