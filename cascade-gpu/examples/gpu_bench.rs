@@ -342,6 +342,9 @@ fn main() {
         assert!(results.iter().all(|r| r.is_ok()));
         // SAFETY: poisons the whole of dev_out, owned here.
         unsafe { result::memset_d8_sync(dev_out, 0x5A ^ rep as u8, total) }.unwrap();
+        // The memset may still run when it returns, and the tier's streams do not wait
+        // for it: it could land on the first copies of the read below.
+        result::ctx::synchronize().unwrap();
         let reads: Vec<(BlockId, u64, usize)> = (0..a.blocks)
             .map(|n| (id(n), dev_out + (n * a.block) as u64, a.block))
             .collect();
