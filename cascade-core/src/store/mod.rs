@@ -15,7 +15,8 @@
 //!
 //! Reads (`reads.rs`) are served by the block's tier and may promote the block; batches
 //! (`batches.rs`) group blocks by tier and use the tiers' batch paths, and promote what
-//! they read in batches too (`promotion.rs`); device memory
+//! they read in batches too (`promotion.rs`); large demotions run on a few threads
+//! (`parallel.rs`); device memory
 //! (`device.rs`) goes through the tiers that hold device memory; `refresh.rs` rebuilds
 //! and refreshes the ledger from the tiers; `write_through.rs` writes puts placed in
 //! non-persistent tiers to the first persistent tier below.
