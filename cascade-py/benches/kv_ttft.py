@@ -11,11 +11,15 @@ recomputing it whole (TTFT = the full prefill, last token's logits) and by resto
 prefix from each store and prefilling only the suffix:
 
 - gpu:  a store with a GPU tier (blocks restored device to device);
-- shm:  a store with only a shared-memory tier (read into pinned memory, copied up in
-        chunks while the next chunk is read);
+- shm:  a store with only a shared-memory tier: cascade.kv hands it CUDA tensors and the
+        store copies by DMA straight between its pool (registered with CUDA) and the GPU;
+        the same run also restores through host memory as cascade.kv did before
+        (`HostStaged`: read into a pinned buffer in 256 MiB chunks, each copied up while
+        the next is read), the baseline of the direct path;
 - file: a store with only a file tier, its page cache dropped (posix_fadvise DONTNEED on
         every file, and /proc/sys/vm/drop_caches where writable) before each restore; the
-        same run reads the same segment files sequentially, cold, as the raw-read baseline.
+        same run reads the same segment files sequentially, cold, as the raw-read baseline,
+        and times the read half of a restore both ways (direct and host-staged).
 
 Every restore's suffix logits are compared bit for bit with the logits computed from
 request A's original KV of the same prefix. Then a multi-turn chat (each turn's prompt
@@ -162,10 +166,63 @@ def stores(args, device, workdir):
     return cases
 
 
+CHUNK_BYTES = 256 << 20
+
+
+class HostStaged:
+    """The restore cascade.kv did before it handed CUDA tensors to host tiers, kept here
+    as the baseline of the same run: the blocks are read with get_batch into a pinned host
+    buffer kept between calls, in 256 MiB chunks, each copied to the GPU on a side stream
+    while the next is read; the rows then become a DynamicCache as cascade.kv's do."""
+
+    def __init__(self, cache_obj):
+        self.cache = cache_obj
+        self.pinned = None
+        self.free = None
+
+    def reserve(self, nbytes):
+        """The pinned buffer, at least `nbytes` (pinning is slow: kept between calls)."""
+        if self.free is not None:
+            self.free.synchronize()
+        if self.pinned is None or self.pinned.numel() < nbytes:
+            self.pinned = None
+            self.pinned = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
+        return self.pinned[:nbytes]
+
+    def rows(self, tokens, device, max_tokens):
+        layout = self.cache.layout
+        keys = self.cache.keys(tokens)[: -(-max_tokens // layout.block_tokens)]
+        count = self.cache.store.lookup_prefix(keys)
+        host = self.reserve(count * layout.block_bytes).view(-1, layout.block_bytes)
+        rows = torch.empty((count, layout.block_bytes), dtype=torch.uint8, device=device)
+        per_chunk = max(1, CHUNK_BYTES // layout.block_bytes)
+        stream = torch.cuda.Stream(device=device)
+        with torch.cuda.stream(stream):
+            for start in range(0, count, per_chunk):
+                end = min(count, start + per_chunk)
+                got, cut = self.cache._get_rows(keys[start:end], host[start:end])
+                if got != end - start:
+                    raise RuntimeError(f"host-staged read cut at block {start + got}: {cut}")
+                # Queued behind the earlier chunks' copies; the next chunk is read meanwhile.
+                rows[start:end].copy_(host[start:end], non_blocking=True)
+        self.free = torch.cuda.Event()
+        self.free.record(stream)
+        torch.cuda.current_stream(device).wait_stream(stream)
+        rows.record_stream(stream)
+        return rows, count
+
+    def restore(self, tokens, device, max_tokens, config):
+        layout = self.cache.layout
+        rows, count = self.rows(tokens, device, max_tokens)
+        covered = min(count * layout.block_tokens, max_tokens)
+        return kv.Restored(covered, count, kv._cache_of_rows(rows, count, covered, layout, config))
+
+
 def shm_ceilings(store, cache_obj, ids, layout, device, repeats):
-    """What the host-staged restore is made of, alone: the store's read of the blocks
-    into pinned memory (one get_batch), a plain copy of the same bytes between two host
-    buffers (torch, all cores), and the pinned-to-GPU copy."""
+    """What the restores are made of, alone: the store's read of the blocks straight
+    into GPU memory (one get_batch, DMA from the registered pool), its read into pinned
+    host memory, a plain copy of the same bytes between two host buffers (torch, all
+    cores), and the pinned-to-GPU copy."""
     keys = cache_obj.keys(ids)
     n = store.lookup_prefix(keys)
     nbytes = n * layout.block_bytes
@@ -180,9 +237,54 @@ def shm_ceilings(store, cache_obj, ids, layout, device, repeats):
         return nbytes / statistics.median(times) / 1e9
 
     return dict(
+        store_get_batch_to_gpu_GBps=rate(lambda: store.get_batch(keys[:n], gpu)),
         store_get_batch_to_pinned_GBps=rate(lambda: store.get_batch(keys[:n], pinned)),
         host_copy_to_pinned_GBps=rate(lambda: pinned.copy_(pageable)),
         pinned_to_gpu_GBps=rate(lambda: gpu.copy_(pinned, non_blocking=True)),
+    )
+
+
+@torch.no_grad()
+def paged_pieces(store, layout, tokens, original, device, repeats, name):
+    """A paged pool restored by restore_into (pages gathered and scattered on the GPU
+    around one CUDA row tensor per batch) against the store filling each page itself,
+    given every block as its 2 x layers pages (a list of CUDA tensors, the gather/scatter
+    form of put_batch / get_batch); the same for saving. Returns the figures, after
+    checking that both ways give the same pool bytes."""
+    paged = kv.KVLayout.paged(layout.num_layers, layout.num_kv_heads, layout.head_dim, layout.block_tokens, layout.dtype)
+    bt, heads, dim = layout.block_tokens, layout.num_kv_heads, layout.head_dim
+    n = tokens.shape[1] // bt
+    pools = []
+    for k, v in kv.cache_pairs(original):
+        pair = []
+        for x in (k, v):
+            pair.append(x[0, :, : n * bt].reshape(heads, n, bt, dim).permute(1, 2, 0, 3).contiguous())
+        pools.append(tuple(pair))
+    table = torch.randperm(n, generator=torch.Generator().manual_seed(3)).tolist()
+
+    def pieces_of(pool_set):
+        return [[page for k, v in pool_set for page in (k[t], v[t])] for t in table]
+
+    def median_s(run):
+        return statistics.median([timed(device, run)[0] for _ in range(repeats + 1)][1:])
+
+    rows_cache = kv.KVCache(store, paged, name + " paged rows")
+    pieces_keys = kv.KVCache(store, paged, name + " paged pieces").keys(tokens)[:n]
+    rows_save = timed(device, lambda: rows_cache.save(tokens, pools, block_table=table))[0]
+    pieces_save = timed(device, lambda: store.put_batch(pieces_keys, pieces_of(pools)))[0]
+    by_rows = [(torch.zeros_like(k), torch.zeros_like(v)) for k, v in pools]
+    by_pieces = [(torch.zeros_like(k), torch.zeros_like(v)) for k, v in pools]
+    rows_restore = median_s(lambda: rows_cache.restore_into(tokens, by_rows, table))
+    pieces_restore = median_s(lambda: store.get_batch(pieces_keys, pieces_of(by_pieces)))
+    same = all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and torch.equal(a[0], p[0])
+               for a, b, p in zip(by_rows, by_pieces, pools))
+    nbytes = n * layout.block_bytes
+    for key in pieces_keys:
+        store.remove(key)
+    return dict(
+        paged_blocks=n, pieces_per_block=2 * layout.num_layers, paged_identical=same,
+        save_rows_GBps=nbytes / rows_save / 1e9, save_pieces_GBps=nbytes / pieces_save / 1e9,
+        restore_into_rows_GBps=nbytes / rows_restore / 1e9, get_batch_pieces_GBps=nbytes / pieces_restore / 1e9,
     )
 
 
@@ -222,6 +324,13 @@ def ttft_cases(args, model, device, workdir, layout):
                 return restored, logits
             return run
 
+        def staged_once(staged):
+            def run():
+                restored = staged.restore(b, device, b.shape[1] - 1, model.config)
+                logits = model(b[:, restored.tokens :], past_key_values=restored.cache, use_cache=True).logits
+                return restored, logits
+            return run
+
         for case, _, cold in stores(args, device, workdir):
             try:
                 if cold:
@@ -234,8 +343,12 @@ def ttft_cases(args, model, device, workdir, layout):
                             lustre_capacity_bytes=max(kv_bytes * 2, 1 << 30), promote_on_read=False))
 
                     with open_file() as store:
-                        saved = kv.KVCache(store, layout, name).save(a, original)
-                    runs, read_runs, raws = [], [], []
+                        save_s, saved = timed(device, lambda: kv.KVCache(store, layout, name).save(a, original))
+                    runs, read_runs, staged_read_runs, raws = [], [], [], []
+                    staged = None
+                    if device.type == "cuda":
+                        staged = HostStaged(None)
+                        staged.reserve(kv_bytes)
                     dropped = False
                     for _ in range(args.cold_repeats):
                         with open_file() as store:
@@ -246,6 +359,14 @@ def ttft_cases(args, model, device, workdir, layout):
                             sync(device)
                             read_runs.append(time.perf_counter() - start)
                             del rows
+                            if staged is not None:
+                                staged.cache = cache_obj
+                                dropped = drop_page_cache(directory) and dropped
+                                start = time.perf_counter()
+                                rows, _ = staged.rows(b, device, b.shape[1] - 1)
+                                sync(device)
+                                staged_read_runs.append(time.perf_counter() - start)
+                                del rows
                             dropped = drop_page_cache(directory) and dropped
                             t, (restored, logits) = timed(device, restore_once(cache_obj))
                             runs.append(t)
@@ -259,27 +380,48 @@ def ttft_cases(args, model, device, workdir, layout):
                     extra = dict(
                         cold_read_GBps=read_rate / 1e9, raw_cold_read_GBps=raw_rate / 1e9,
                         read_vs_raw=read_rate / raw_rate, raw_warm_read_GBps=warm[0] / warm[1] / 1e9,
-                        segment_bytes=seg_bytes, drop_caches_written=dropped,
+                        segment_bytes=seg_bytes, drop_caches_written=dropped, save_ms=save_s * 1e3,
                     )
+                    if staged_read_runs:
+                        staged_rate = count * layout.block_bytes / statistics.median(staged_read_runs)
+                        extra.update(cold_read_host_staged_GBps=staged_rate / 1e9, host_staged_vs_raw=staged_rate / raw_rate)
+                    del staged
                     shutil.rmtree(directory, ignore_errors=True)
                 else:
                     store = opened.get(case)
                     if store is None:
                         continue
                     cache_obj = kv.KVCache(store, layout, name)
-                    saved = cache_obj.save(a, original)
-                    extra = {}
+                    save_s, saved = timed(device, lambda: cache_obj.save(a, original))
+                    extra = dict(save_ms=save_s * 1e3)
+                    staged_runs = []
                     if case == "shm" and device.type == "cuda":
-                        extra = shm_ceilings(store, cache_obj, b, layout, device, args.repeats)
-                        # The same restore reading four chunks at once.
+                        extra.update(shm_ceilings(store, cache_obj, b, layout, device, args.repeats))
+                        # The same restore reading four batches at once.
                         four = kv.KVCache(store, layout, name, read_threads=4)
                         four_runs = [timed(device, restore_once(four))[0] for _ in range(args.repeats + 1)][1:]
                         extra["ttft_four_read_threads_ms"] = statistics.median(four_runs) * 1e3
+                        if prefix_len in args.paged_prefix:
+                            extra.update(paged_pieces(store, layout, a, original, device, args.repeats, name))
+                    staged = HostStaged(cache_obj) if case == "shm" and device.type == "cuda" else None
                     runs = []
+                    # Direct and host-staged restores alternate, so both see the same machine.
                     for _ in range(args.repeats + 1):
                         t, (restored, logits) = timed(device, restore_once(cache_obj))
                         runs.append(t)
+                        if staged is not None:
+                            t, (s_restored, s_logits) = timed(device, staged_once(staged))
+                            staged_runs.append(t)
                     runs = runs[1:]
+                    if staged is not None:
+                        staged_ttft = statistics.median(staged_runs[1:])
+                        extra.update(
+                            ttft_host_staged_ms=staged_ttft * 1e3, host_staged_runs_ms=[x * 1e3 for x in staged_runs[1:]],
+                            host_staged_speedup=recompute / staged_ttft,
+                            host_staged_bit_identical=bool(torch.equal(s_logits, reference)),
+                            host_staged_tokens=s_restored.tokens,
+                        )
+                        del s_restored, s_logits, staged
                 restore_ttft = statistics.median(runs)
                 identical = torch.equal(logits, reference)
                 emit(
@@ -363,6 +505,8 @@ def main():
     parser.add_argument("--shm-tier-gib", type=int, default=8)
     parser.add_argument("--shm-dir", default="/dev/shm")
     parser.add_argument("--workdir", default=None, help="file tier directory (on the disk to measure)")
+    parser.add_argument("--paged-prefix", type=int, nargs="*", default=[4096],
+                        help="prefix lengths at which a paged pool is also restored both ways (shm, GPU only)")
     parser.add_argument("--chat-turns", type=int, default=8)
     parser.add_argument("--chat-system", type=int, default=2048)
     parser.add_argument("--chat-user", type=int, default=256)

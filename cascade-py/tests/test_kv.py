@@ -1,10 +1,12 @@
 """cascade.kv end to end with a real transformer: a tiny Llama (2 layers, grouped-query
 attention) on the CPU, its KV saved, restored, and the logits compared bit for bit with
-the logits computed from the original KV.
+the logits computed from the original KV. The same model on a GPU, where there is one,
+checks that CUDA KV goes to every kind of store and back as CUDA tensors.
 
 Needs torch and transformers (.ci/run's kv step installs them in their own virtualenv);
 elsewhere the module is skipped with that reason, unless CASCADE_REQUIRE_TORCH=1 makes a
-missing torch an error.
+missing torch an error. The GPU tests skip without a CUDA device (CASCADE_REQUIRE=gpu
+makes that a failure).
 """
 
 import os
@@ -25,6 +27,7 @@ else:
     transformers = pytest.importorskip("transformers", reason="transformers is not installed (.ci/run's kv step installs it)")
 
 from cascade import kv  # noqa: E402
+from conftest import gpu_available, skip_unless_present  # noqa: E402
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -391,3 +394,170 @@ def test_example_runs(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "bit-identical: True" in done.stdout, done.stdout
+
+
+class Recording:
+    """A store that records the device ("cpu" or "cuda") of every batch KVCache hands it,
+    and passes each call on."""
+
+    def __init__(self, store):
+        self.store = store
+        self.puts = []
+        self.gets = []
+
+    def put_batch(self, keys, blocks):
+        self.puts.append((len(keys), blocks.device.type))
+        return self.store.put_batch(keys, blocks)
+
+    def get_batch(self, keys, outs):
+        self.gets.append((len(keys), outs.device.type))
+        return self.store.get_batch(keys, outs)
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+@pytest.mark.parametrize("read_threads", [1, 3])
+def test_batches_of_a_long_prompt(tmp_path, model, monkeypatch, read_threads):
+    """A prompt longer than one batch is gathered into one reused staging tensor, stored
+    in several put_batch calls and read back in several get_batch calls (several at once
+    with read_threads > 1); bytes and logits are those of one batch."""
+    ids = prompt(7 * BT + 2)  # noqa: F821
+    _, original = prefill(model, ids)  # noqa: F821
+    layout = layout_of(model)
+    monkeypatch.setattr(kv, "_CHUNK_BYTES", 2 * layout.block_bytes)
+    with shm_store(tmp_path) as store:
+        recording = Recording(store)
+        cache = kv.KVCache(recording, layout, MODEL, read_threads=read_threads)
+        saved = cache.save(ids, original)
+        assert (saved.stored, saved.skipped) == (7, 0)
+        assert recording.puts == [(2, "cpu"), (2, "cpu"), (2, "cpu"), (1, "cpu")]
+        for block in range(7):
+            out = bytearray(layout.block_bytes)
+            assert store.get(cache.keys(ids)[block], out) == (True, layout.block_bytes)
+            assert bytes(out) == block_bytes_of(original, block, layout), block
+        restored = cache.restore(ids, max_tokens=ids.shape[1] - 1)
+        assert (restored.tokens, restored.blocks, restored.cut) == (7 * BT, 7, None)
+        assert sorted(recording.gets) == [(1, "cpu"), (2, "cpu"), (2, "cpu"), (2, "cpu")]
+        check_restore_matches(model, ids, original, restored)
+        # A save after the first three blocks starts its batches at block 3.
+        recording.puts.clear()
+        store.clear()
+        cache.save(ids[:, : 3 * BT], cropped(original, 3 * BT))
+        assert cache.save(ids, original).stored == 4
+        assert recording.puts == [(2, "cpu"), (1, "cpu"), (2, "cpu"), (2, "cpu")]
+        check_restore_matches(model, ids, original, cache.restore(ids, max_tokens=ids.shape[1] - 1))
+
+
+@pytest.mark.parametrize("read_threads", [1, 3])
+def test_corrupt_block_in_a_later_batch_ends_the_prefix(tmp_path, model, monkeypatch, read_threads):
+    directory = tmp_path / "files"
+    ids = prompt(7 * BT + 1)  # noqa: F821
+    assert save_in_child(directory, ids.shape[1]) == 7
+    _, original = prefill(model, ids)  # noqa: F821
+    layout = layout_of(model)
+    target = block_bytes_of(original, 5, layout)
+    for segment in sorted(directory.glob("*.seg")):
+        data = bytearray(segment.read_bytes())
+        at = data.find(target)
+        if at >= 0:
+            data[at + 3] ^= 0x01
+            segment.write_bytes(bytes(data))
+            break
+    else:
+        pytest.fail("block 5's bytes were not found in the file tier's segments")
+    monkeypatch.setattr(kv, "_CHUNK_BYTES", 2 * layout.block_bytes)
+    with file_store(directory) as store:
+        cache = kv.KVCache(store, layout, MODEL, read_threads=read_threads)
+        restored = cache.restore(ids, max_tokens=ids.shape[1] - 1)
+        # Blocks 0-3 fill the first two batches, block 4 is whole, block 5 is not.
+        assert (restored.tokens, restored.blocks, restored.cut) == (5 * BT, 5, "corrupt")
+        check_restore_matches(model, ids, original, restored)
+        assert cache.lookup(ids) == 5 * BT
+
+
+def test_read_threads_must_be_a_positive_integer(tmp_path, model):
+    with shm_store(tmp_path) as store:
+        for bad in (0, -1, 1.5, True):
+            with pytest.raises(cascade.InvalidInputError):
+                kv.KVCache(store, layout_of(model), MODEL, read_threads=bad)
+
+
+# ----------------------------------------------------------------- on a GPU
+
+
+def need_cuda():
+    if not torch.cuda.is_available():
+        skip_unless_present("gpu", "torch has no CUDA device here")
+    if not gpu_available():
+        skip_unless_present("gpu", "this build of cascade has no GPU support or finds no CUDA driver")
+
+
+def cuda_store(tmp_path, kind):
+    """A store of one kind a GPU's KV may go to: an shm tier alone, a file tier alone,
+    or a GPU tier over shm."""
+    if kind == "shm":
+        return shm_store(tmp_path)
+    if kind == "file":
+        return file_store(tmp_path / "files")
+    return cascade.CascadeStore(
+        cascade.CascadeConfig(
+            gpu_capacity_bytes=4 * MIB, gpu_required=True, shm_capacity_bytes=4 * MIB, shm_path=str(tmp_path / "pool.shm")
+        )
+    )
+
+
+@pytest.mark.parametrize("kind", ["shm", "file", "gpu"])
+def test_cuda_kv_goes_to_every_store_as_cuda_tensors(tmp_path, model, monkeypatch, kind):
+    need_cuda()
+    gpu_model = tiny_llama().cuda()  # noqa: F821
+    ids = prompt(5 * BT + 3).cuda()  # noqa: F821
+    _, original = prefill(gpu_model, ids)  # noqa: F821
+    layout = layout_of(gpu_model)
+    monkeypatch.setattr(kv, "_CHUNK_BYTES", 2 * layout.block_bytes)
+    with cuda_store(tmp_path, kind) as store:
+        assert store.tiers[0] == "gpu" if kind == "gpu" else len(store.tiers) == 1
+        recording = Recording(store)
+        cache = kv.KVCache(recording, layout, MODEL, read_threads=2)
+        assert cache.save(ids, original).stored == 5
+        restored = cache.restore(ids, device="cuda", max_tokens=ids.shape[1] - 1)
+        assert (restored.tokens, restored.cut) == (5 * BT, None)
+        # Every batch crossed as CUDA memory: nothing was staged in host memory here.
+        assert recording.puts and all(device == "cuda" for _, device in recording.puts)
+        assert recording.gets and all(device == "cuda" for _, device in recording.gets)
+        for (k, v), (ok, ov) in zip(pairs_of(restored.cache), pairs_of(original)):
+            assert k.is_cuda and torch.equal(k, ok[:, :, : 5 * BT])
+            assert v.is_cuda and torch.equal(v, ov[:, :, : 5 * BT])
+        check_restore_matches(gpu_model, ids, original, restored)
+        # The stored bytes are the block format, whichever device wrote them.
+        host_original = cache_of([(k.cpu(), v.cpu()) for k, v in pairs_of(original)])
+        for block in range(5):
+            out = bytearray(layout.block_bytes)
+            assert store.get(cache.keys(ids)[block], out) == (True, layout.block_bytes)
+            assert bytes(out) == block_bytes_of(host_original, block, layout), block
+
+
+def test_cuda_paged_pools_round_trip(tmp_path, model):
+    need_cuda()
+    layout = layout_of(model, kind=kv.PAGED, kv_stacked=True, stack_dim=1)
+    ids = prompt(4 * BT + 3)  # noqa: F821
+    _, original = prefill(model, ids)  # noqa: F821
+    source = make_pools(layout, 16, True, float("nan"))
+    scatter(original, source, [7, 2, 11, 5], layout)
+    source = [pool.cuda() for pool in source]
+    with shm_store(tmp_path) as store:
+        recording = Recording(store)
+        cache = kv.KVCache(recording, layout, MODEL)
+        assert cache.save(ids, source, block_table=[7, 2, 11, 5]).stored == 4
+        target = [pool.cuda() for pool in make_pools(layout, 16, True, -7.0)]
+        restored = cache.restore_into(ids, target, [3, 9, 0, 14])
+        assert (restored.tokens, restored.blocks) == (4 * BT, 4)
+        assert all(device == "cuda" for _, device in recording.puts + recording.gets)
+        for src, dst in zip(source, target):
+            for s, d in zip([7, 2, 11, 5], [3, 9, 0, 14]):
+                assert torch.equal(src[s], dst[d])
+            untouched = [b for b in range(16) if b not in (3, 9, 0, 14)]
+            assert bool((dst[untouched] == -7.0).all())
+        got = logits_after(model, ids, gather([p.cpu() for p in target], [3, 9, 0, 14], 4, layout), 4 * BT)
+        want = logits_after(model, ids, cropped(original, 4 * BT), 4 * BT)
+        assert torch.equal(got, want)

@@ -12,10 +12,14 @@ ids and bytes. This module is the bridge:
   an optional salt, so a different model, dtype, layout or tenant never hits another's
   blocks. One Cascade block holds all layers' K and V for its tokens.
 - :meth:`KVCache.save` stores the blocks a prompt does not have stored yet (one lookup,
-  one batch); :meth:`KVCache.restore` reads the longest stored prefix in one batch and
+  then batches); :meth:`KVCache.restore` reads the longest stored prefix in batches and
   returns a transformers ``DynamicCache``; :meth:`KVCache.restore_into` scatters it into
   an engine's paged pool instead. A block that is missing or fails its checksum ends the
   restored prefix: the caller recomputes the rest and never gets wrong KV.
+- KV on a GPU moves between the model's device and the store without passing through
+  host memory here: blocks are gathered on the GPU and handed to the store as CUDA
+  tensors, which every store takes (device to device into a GPU tier, by DMA into a host
+  tier's registered memory), and read back the same way.
 
 Every block has the same byte format whatever the engine's layout::
 
@@ -37,6 +41,7 @@ from ._native import (
     CascadeStore,
     CorruptError,
     InvalidInputError,
+    UnavailableError,
     UnsupportedError,
     prefix_keys,
     prefix_namespace,
@@ -62,9 +67,15 @@ _ELEMENT_SIZE = {
     "float8_e5m2": 1,
 }
 
-# Host staging is read (or written) in chunks of about this many bytes, so that copying one
-# chunk to the GPU overlaps reading the next from the store.
+# Blocks go to and from the store in batches of about this many bytes: a save gathers one
+# batch at a time into a staging tensor on the KV's device (so it needs this much spare
+# memory there, not the whole prompt's), and a restore with read_threads > 1 reads that
+# many batches at once.
 _CHUNK_BYTES = 256 << 20
+
+# What a store raises for CUDA memory it cannot take: a build without GPU support
+# (Unsupported) or a machine where no CUDA driver loads (Unavailable).
+_NO_DEVICE_IO = (UnavailableError, UnsupportedError)
 
 
 def _invalid(message: str, **context: Any) -> InvalidInputError:
@@ -228,15 +239,19 @@ class KVCache:
 
     ``model`` names the weights (a hub id, a path, a hash of the weights); together with
     the layout's dtype and shape, ``salt`` (a tenant, an adapter, an engine version) and the
-    tensor-parallel shard it makes the namespace of every key. A store with a GPU tier
-    receives and serves CUDA tensors device to device; otherwise CUDA KV goes through
-    pinned host memory, restored in chunks of 256 MiB, ``read_threads`` of them read at
-    once while the finished ones are copied to the GPU (one at a time by default: on the
-    H200 machine more readers only contended for host memory with the GPU copies;
-    docs/benchmarks.md).
+    tensor-parallel shard it makes the namespace of every key.
 
-    A KVCache keeps that pinned buffer between calls, so give each thread its own
-    KVCache (they may share the store, which is thread-safe).
+    KV on a GPU never passes through host memory here: a save gathers each batch of
+    blocks into a staging tensor on the KV's device and hands it to the store, a restore
+    reads the blocks into a tensor on the target device; the store copies device to device
+    into and out of a GPU tier, and by DMA straight into and out of a host tier's memory
+    (the shm pool is registered with CUDA; the file tier stages through pinned memory of
+    its own). Only a build without GPU support, a machine where no CUDA driver loads, or
+    KV on another GPU than the store's (a store without a GPU tier takes device 0's
+    memory) makes these copies go through host memory. ``read_threads`` batches of about
+    256 MiB are read at once (one at a time by default).
+
+    A KVCache holds no buffers between calls; threads may share one, and the store.
     """
 
     def __init__(
@@ -254,21 +269,20 @@ class KVCache:
             raise _invalid("layout must be a cascade.kv.KVLayout")
         if not model:
             raise _invalid("model must name the model (its weights decide the KV)")
-        if not isinstance(read_threads, int) or read_threads < 1:
+        if not isinstance(read_threads, int) or isinstance(read_threads, bool) or read_threads < 1:
             raise _invalid(f"read_threads must be a positive integer, got {read_threads!r}")
         self.store = store
         self.layout = layout
-        #: Chunks read at once when a host-only store restores onto a GPU.
+        #: Batches of about 256 MiB read at once by a restore.
         self.read_threads = read_threads
         self.model = model
         self.namespace = prefix_namespace(
             model, dtype=layout.dtype, layout=layout.describe(), tp_rank=tp_rank, tp_size=tp_size, salt=salt
         )
-        self._device_tier: Optional[bool] = None
-        self._pinned = None
-        # Recorded after the last copy out of the pinned buffer: the next restore waits
-        # for it before overwriting the buffer.
-        self._pinned_free = None
+        self._gpu_tier: Optional[bool] = None
+        # False once the store refused CUDA memory (no GPU support in the build, no
+        # driver): later calls go through host memory without asking again.
+        self._device_io = True
 
     # ----------------------------------------------------------------- keys and lookups
 
@@ -299,7 +313,8 @@ class KVCache:
         the sequence); for a paged layout, the per-layer pools, with ``block_table``
         giving the pool block of each of the sequence's blocks. Tensors may be on a GPU
         or on the CPU. One lookup finds the leading blocks already stored; the others
-        are gathered and stored in one batch.
+        are gathered on the KV's device and stored in batches of about 256 MiB (one
+        ``put_batch`` each).
         """
         torch = _torch()
         layout = self.layout
@@ -310,36 +325,30 @@ class KVCache:
         if layout.kind == CONTIGUOUS:
             layers = _layers_of(kv, layout)
             _check_contiguous(layers, layout, total * layout.block_tokens, batch_index)
-            device = layers[0][0].device
+            table = None
         else:
             layers = _pools_of(kv, layout)
             table = _block_table(block_table, total, _pool_blocks(layers, layout), "block_table")
-            device = layers[0][0].device
+        device = layers[0][0].device
         skipped = self.store.lookup_prefix(keys)
-        start = skipped
-        count = total - start
+        count = total - skipped
         if count == 0:
             return SaveResult(total, 0, skipped, 0)
-        use_device = device.type == "cuda" and self._has_device_tier()
+        per_batch = _blocks_per_batch(layout)
+        # One staging tensor, refilled for each batch: put_batch has copied a batch out of
+        # it by the time it returns.
         staging = torch.empty(
-            (count, layout.num_layers, 2, layout.block_tokens, layout.num_kv_heads, layout.head_dim),
+            (min(count, per_batch), layout.num_layers, 2, layout.block_tokens, layout.num_kv_heads, layout.head_dim),
             dtype=layout.torch_dtype(),
             device=device,
         )
-        bt = layout.block_tokens
-        for index, (k, v) in enumerate(layers):
-            for which, source in ((0, k), (1, v)):
-                if layout.kind == CONTIGUOUS:
-                    # [heads, tokens, dim] -> [blocks, block_tokens, heads, dim]
-                    part = source[batch_index, :, start * bt : total * bt, :]
-                    part = part.reshape(layout.num_kv_heads, count, bt, layout.head_dim).permute(1, 2, 0, 3)
-                else:
-                    part = source.index_select(0, torch.as_tensor(table[start:total], device=device))
-                staging[:, index, which].copy_(part)
-        rows = staging.view(torch.uint8).reshape(count, layout.block_bytes)
-        if device.type == "cuda" and not use_device:
-            rows = rows.to("cpu")
-        stored = self.store.put_batch(keys[start:], rows)
+        stored = 0
+        for start in range(skipped, total, per_batch):
+            end = min(total, start + per_batch)
+            part = staging[: end - start]
+            _gather(part, layers, layout, start, end, batch_index, table, device)
+            rows = part.view(torch.uint8).reshape(end - start, layout.block_bytes)
+            stored += self._put_rows(keys[start:end], rows)
         return SaveResult(total, stored, skipped, count * layout.block_bytes)
 
     # ---------------------------------------------------------------------- restore
@@ -372,22 +381,7 @@ class KVCache:
         covered = count * layout.block_tokens
         if max_tokens is not None:
             covered = min(covered, max_tokens)
-        blocks = rows.view(layout.torch_dtype()).view(
-            count, layout.num_layers, 2, layout.block_tokens, layout.num_kv_heads, layout.head_dim
-        )
-        # One copy for every layer: [blocks, L, 2, block_tokens, heads, dim] ->
-        # [L, 2, heads, tokens, dim].
-        tokens_first = blocks.permute(1, 2, 4, 0, 3, 5).reshape(
-            layout.num_layers, 2, layout.num_kv_heads, count * layout.block_tokens, layout.head_dim
-        )
-        pairs = []
-        for index in range(layout.num_layers):
-            k = tokens_first[index, 0, :, :covered].unsqueeze(0)
-            v = tokens_first[index, 1, :, :covered].unsqueeze(0)
-            if covered < count * layout.block_tokens:
-                k, v = k.contiguous(), v.contiguous()
-            pairs.append((k, v))
-        return Restored(covered, count, dynamic_cache(pairs, config), cut)
+        return Restored(covered, count, _cache_of_rows(rows, count, covered, layout, config), cut)
 
     def restore_into(
         self,
@@ -426,24 +420,33 @@ class KVCache:
 
     # ------------------------------------------------------------------ internals
 
-    def _has_device_tier(self) -> bool:
-        """Whether the store takes CUDA memory (it has a GPU tier)."""
-        if self._device_tier is None:
+    def _has_gpu_tier(self) -> bool:
+        if self._gpu_tier is None:
             tiers = self.store.get_stats().get("tiers", [])
-            self._device_tier = any(t.get("kind") == "gpu" for t in tiers)
-        return self._device_tier
+            self._gpu_tier = any(t.get("kind") == "gpu" for t in tiers)
+        return self._gpu_tier
 
-    def _host_staging(self, nbytes: int, pin: bool):
-        """A reusable host buffer of at least ``nbytes`` (pinned when a GPU is the target):
-        pinning is slow, so the buffer is kept for the next restore."""
-        torch = _torch()
-        if self._pinned_free is not None:
-            self._pinned_free.synchronize()
-            self._pinned_free = None
-        if self._pinned is None or self._pinned.numel() < nbytes or (pin and not self._pinned.is_pinned()):
-            self._pinned = None
-            self._pinned = torch.empty(nbytes, dtype=torch.uint8, pin_memory=pin)
-        return self._pinned[:nbytes]
+    def _device_io_on(self, device) -> bool:
+        """Whether the store is handed memory on ``device`` itself (always for host
+        memory). A store without a GPU tier takes device 0's memory; a GPU tier is
+        assumed to be on the model's device (the store does not say which it is on)."""
+        if device.type != "cuda":
+            return True
+        if not self._device_io:
+            return False
+        return self._has_gpu_tier() or (device.index or 0) == 0
+
+    def _put_rows(self, keys: list[str], rows) -> int:
+        """``put_batch`` of ``rows`` (one block a row), straight from the device they are
+        on where the store can take it, else through host memory."""
+        if self._device_io_on(rows.device):
+            try:
+                return self.store.put_batch(keys, rows)
+            except _NO_DEVICE_IO:
+                if rows.device.type != "cuda":
+                    raise
+                self._device_io = False
+        return self.store.put_batch(keys, rows.cpu())
 
     def _read_prefix(self, tokens: Sequence[int], device, max_tokens: Optional[int]):
         """Reads the longest stored prefix (at most ``max_tokens`` tokens, whole blocks
@@ -456,45 +459,60 @@ class KVCache:
                 raise _invalid("max_tokens must not be negative", max_tokens=max_tokens)
             keys = keys[: -(-max_tokens // layout.block_tokens)]
         count = self.store.lookup_prefix(keys)
-        cut = None
         if count == 0:
-            return None, 0, cut
-        nbytes = count * layout.block_bytes
-        direct = device.type != "cuda" or self._has_device_tier()
-        if direct:
-            rows = torch.empty((count, layout.block_bytes), dtype=torch.uint8, device=device)
-            count, cut = self._get_rows(keys[:count], rows)
-            return rows[:count], count, cut
-        # A host-only store serving a GPU: read chunks into pinned memory, `read_threads`
-        # chunks at once, and copy each chunk up (in order) while later ones are read.
-        host = self._host_staging(nbytes, pin=True).view(-1, layout.block_bytes)
+            return None, 0, None
+        keys = keys[:count]
         rows = torch.empty((count, layout.block_bytes), dtype=torch.uint8, device=device)
-        per_chunk = max(1, _CHUNK_BYTES // layout.block_bytes)
-        spans = [(start, min(count, start + per_chunk)) for start in range(0, count, per_chunk)]
-        stream = torch.cuda.Stream(device=device)
-        done = 0
-        with ThreadPoolExecutor(max_workers=self.read_threads) as pool, torch.cuda.stream(stream):
-            reads = [pool.submit(self._get_rows, keys[a:b], host[a:b]) for a, b in spans]
+        if self._device_io_on(device):
             try:
-                for (start, end), read in zip(spans, reads):
-                    got, cut = read.result()
-                    if got:
-                        rows[start : start + got].copy_(host[start : start + got], non_blocking=True)
-                    done += got
-                    if cut is not None:
-                        break
-            finally:
-                for read in reads:
-                    read.cancel()
-            # Leaving the pool waits for reads still running: none writes the pinned
-            # buffer after this returns.
-        self._pinned_free = torch.cuda.Event()
-        self._pinned_free.record(stream)
-        torch.cuda.current_stream(device).wait_stream(stream)
-        rows.record_stream(stream)
+                done, cut = self._read_rows(keys, rows, device.type == "cuda")
+                return rows[:done], done, cut
+            except _NO_DEVICE_IO:
+                if device.type != "cuda":
+                    raise
+                self._device_io = False
+        # The store cannot write this device's memory: read into host memory, copy up.
+        host = torch.empty((count, layout.block_bytes), dtype=torch.uint8)
+        done, cut = self._read_rows(keys, host, False)
+        rows[:done].copy_(host[:done])
         return rows[:done], done, cut
 
-    def _get_rows(self, keys: list[str], rows) -> tuple[int, Optional[str]]:
+    def _read_rows(self, keys: list[str], rows, device_io: bool) -> tuple[int, Optional[str]]:
+        """Reads ``keys`` into ``rows`` in batches of about 256 MiB, ``read_threads`` at
+        once; returns how many leading blocks are whole and why the run ended early.
+        ``device_io``: a store's refusal of device memory is raised, not taken as the end
+        of the prefix."""
+        per_batch = _blocks_per_batch(self.layout)
+        spans = [(start, min(len(keys), start + per_batch)) for start in range(0, len(keys), per_batch)]
+        if self.read_threads == 1 or len(spans) == 1:
+            done = 0
+            for start, end in spans:
+                got, cut = self._get_rows(keys[start:end], rows[start:end], device_io)
+                done += got
+                if cut is not None:
+                    return done, cut
+            return done, None
+        if device_io:
+            # The readers' threads order their copies after their own current stream (the
+            # default one), not the caller's: finish the caller's work on ``rows`` first.
+            _torch().cuda.current_stream(rows.device).synchronize()
+        done = 0
+        with ThreadPoolExecutor(max_workers=self.read_threads) as pool:
+            reads = [pool.submit(self._get_rows, keys[a:b], rows[a:b], device_io) for a, b in spans]
+            try:
+                for read in reads:
+                    got, cut = read.result()
+                    done += got
+                    if cut is not None:
+                        return done, cut
+            finally:
+                # Batches after a cut are not needed; leaving the pool waits for those
+                # already running, so none writes ``rows`` after this returns.
+                for read in reads:
+                    read.cancel()
+        return done, None
+
+    def _get_rows(self, keys: list[str], rows, device_io: bool = False) -> tuple[int, Optional[str]]:
         """Reads ``keys`` into ``rows``; returns how many leading blocks are whole and
         why the run ended early. A corrupt block is dropped by the store; the blocks before
         it are read again so that no earlier failure is hidden."""
@@ -503,18 +521,63 @@ class KVCache:
             try:
                 sizes = self.store.get_batch(keys, rows[: len(keys)])
             except CascadeError as e:
+                if device_io and isinstance(e, _NO_DEVICE_IO):
+                    raise
                 index = _failed_index(e, len(keys))
                 keys = keys[:index]
                 cut = "corrupt" if isinstance(e, CorruptError) else e.kind
                 if index == 0:
                     return 0, cut
-                got, later = self._get_rows(keys, rows)
+                got, later = self._get_rows(keys, rows, device_io)
                 return got, later or cut
             for index, size in enumerate(sizes):
                 if size != block_bytes:
                     return index, "missing" if size is None else "wrong_size"
             return len(keys), None
         return 0, None
+
+
+def _blocks_per_batch(layout: KVLayout) -> int:
+    return max(1, _CHUNK_BYTES // layout.block_bytes)
+
+
+def _gather(staging, layers, layout: KVLayout, start: int, end: int, batch_index: int, table, device) -> None:
+    """Copies blocks ``start..end`` of the sequence into ``staging`` ``[n, L, 2, T, H, D]``
+    (the block format), on the KV's device."""
+    torch = _torch()
+    bt = layout.block_tokens
+    count = end - start
+    index = None if table is None else torch.as_tensor(table[start:end], device=device)
+    for layer, (k, v) in enumerate(layers):
+        for which, source in ((0, k), (1, v)):
+            if index is None:
+                # [heads, tokens, dim] -> [blocks, block_tokens, heads, dim]
+                part = source[batch_index, :, start * bt : end * bt, :]
+                part = part.reshape(layout.num_kv_heads, count, bt, layout.head_dim).permute(1, 2, 0, 3)
+            else:
+                part = source.index_select(0, index)
+            staging[:, layer, which].copy_(part)
+
+
+def _cache_of_rows(rows, count: int, covered: int, layout: KVLayout, config: Any):
+    """A ``DynamicCache`` of the first ``covered`` tokens of ``count`` blocks read as
+    ``rows`` ``[count, block_bytes]``."""
+    blocks = rows.view(layout.torch_dtype()).view(
+        count, layout.num_layers, 2, layout.block_tokens, layout.num_kv_heads, layout.head_dim
+    )
+    # One copy for every layer: [blocks, L, 2, block_tokens, heads, dim] ->
+    # [L, 2, heads, tokens, dim].
+    tokens_first = blocks.permute(1, 2, 4, 0, 3, 5).reshape(
+        layout.num_layers, 2, layout.num_kv_heads, count * layout.block_tokens, layout.head_dim
+    )
+    pairs = []
+    for index in range(layout.num_layers):
+        k = tokens_first[index, 0, :, :covered].unsqueeze(0)
+        v = tokens_first[index, 1, :, :covered].unsqueeze(0)
+        if covered < count * layout.block_tokens:
+            k, v = k.contiguous(), v.contiguous()
+        pairs.append((k, v))
+    return dynamic_cache(pairs, config)
 
 
 # ---------------------------------------------------------------------- helpers

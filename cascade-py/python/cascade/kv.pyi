@@ -85,7 +85,11 @@ class Restored:
     """Why the prefix ended before the stored chain did ("missing", "corrupt"), or None."""
 
 class KVCache:
-    """Saves and restores one model's KV in a CascadeStore under token-prefix keys."""
+    """Saves and restores one model's KV in a CascadeStore under token-prefix keys.
+
+    GPU KV goes to and from the store as CUDA tensors (gathered on the GPU, copied by the
+    store device to device or by DMA into a host tier's memory), never staged in host
+    memory here; `read_threads` batches of about 256 MiB are read at once."""
 
     store: CascadeStore
     layout: KVLayout
