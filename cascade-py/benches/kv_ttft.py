@@ -19,7 +19,13 @@ prefix from each store and prefilling only the suffix:
 - file: a store with only a file tier, its page cache dropped (posix_fadvise DONTNEED on
         every file, and /proc/sys/vm/drop_caches where writable) before each restore; the
         same run reads the same segment files sequentially, cold, as the raw-read baseline,
-        and times the read half of a restore both ways (direct and host-staged).
+        and times the read half of a restore three ways (direct with one and with two
+        readers, host-staged).
+
+On the GPU the shm restore is also timed with more readers (--read-threads), and at
+--paged-prefix lengths a paged pool is saved and restored through cascade.kv (pages
+gathered and scattered on the GPU around one CUDA row tensor per batch) against handing
+the store each block as its 2 x layers pages (lists of CUDA tensors).
 
 Every restore's suffix logits are compared bit for bit with the logits computed from
 request A's original KV of the same prefix. Then a multi-turn chat (each turn's prompt
@@ -53,6 +59,17 @@ def emit(out, **record):
     if out:
         with open(out, "w") as f:
             json.dump(RESULTS, f, indent=1)
+
+
+def guarded(label, run):
+    """`run()`'s dict of figures, or {} with the error recorded: an extra measurement that
+    fails does not cost its case's record."""
+    try:
+        return run()
+    except Exception as e:  # noqa: BLE001 - reported, the case still runs
+        RESULTS["errors"].append(f"{label}: {e!r}")
+        traceback.print_exc()
+        return {}
 
 
 def sync(device):
@@ -344,7 +361,7 @@ def ttft_cases(args, model, device, workdir, layout):
 
                     with open_file() as store:
                         save_s, saved = timed(device, lambda: kv.KVCache(store, layout, name).save(a, original))
-                    runs, read_runs, staged_read_runs, raws = [], [], [], []
+                    runs, read_runs, staged_read_runs, two_read_runs, raws = [], [], [], [], []
                     staged = None
                     if device.type == "cuda":
                         staged = HostStaged(None)
@@ -359,14 +376,26 @@ def ttft_cases(args, model, device, workdir, layout):
                             sync(device)
                             read_runs.append(time.perf_counter() - start)
                             del rows
+
+                            def cold_read(read, into, label):
+                                # The read half once more, another way, after its own drop.
+                                nonlocal dropped
+                                dropped = drop_page_cache(directory) and dropped
+                                try:
+                                    start = time.perf_counter()
+                                    rows = read()
+                                    sync(device)
+                                    into.append(time.perf_counter() - start)
+                                    del rows
+                                except Exception as e:  # noqa: BLE001 - reported, the case goes on
+                                    RESULTS["errors"].append(f"{label} {prefix_len}: {e!r}")
+                                    traceback.print_exc()
+
+                            two = kv.KVCache(store, layout, name, read_threads=2)
+                            cold_read(lambda: two._read_prefix(b, device, b.shape[1] - 1), two_read_runs, "cold 2 readers")
                             if staged is not None:
                                 staged.cache = cache_obj
-                                dropped = drop_page_cache(directory) and dropped
-                                start = time.perf_counter()
-                                rows, _ = staged.rows(b, device, b.shape[1] - 1)
-                                sync(device)
-                                staged_read_runs.append(time.perf_counter() - start)
-                                del rows
+                                cold_read(lambda: staged.rows(b, device, b.shape[1] - 1), staged_read_runs, "cold host-staged")
                             dropped = drop_page_cache(directory) and dropped
                             t, (restored, logits) = timed(device, restore_once(cache_obj))
                             runs.append(t)
@@ -382,6 +411,8 @@ def ttft_cases(args, model, device, workdir, layout):
                         read_vs_raw=read_rate / raw_rate, raw_warm_read_GBps=warm[0] / warm[1] / 1e9,
                         segment_bytes=seg_bytes, drop_caches_written=dropped, save_ms=save_s * 1e3,
                     )
+                    if two_read_runs:
+                        extra["cold_read_2_threads_GBps"] = count * layout.block_bytes / statistics.median(two_read_runs) / 1e9
                     if staged_read_runs:
                         staged_rate = count * layout.block_bytes / statistics.median(staged_read_runs)
                         extra.update(cold_read_host_staged_GBps=staged_rate / 1e9, host_staged_vs_raw=staged_rate / raw_rate)
@@ -396,13 +427,18 @@ def ttft_cases(args, model, device, workdir, layout):
                     extra = dict(save_ms=save_s * 1e3)
                     staged_runs = []
                     if case == "shm" and device.type == "cuda":
-                        extra.update(shm_ceilings(store, cache_obj, b, layout, device, args.repeats))
-                        # The same restore reading four batches at once.
-                        four = kv.KVCache(store, layout, name, read_threads=4)
-                        four_runs = [timed(device, restore_once(four))[0] for _ in range(args.repeats + 1)][1:]
-                        extra["ttft_four_read_threads_ms"] = statistics.median(four_runs) * 1e3
+                        extra.update(guarded(f"ceilings {prefix_len}", lambda: shm_ceilings(
+                            store, cache_obj, b, layout, device, args.repeats)))
+                        # The same restore reading several batches at once.
+                        for threads in args.read_threads:
+                            def more_readers():
+                                more = kv.KVCache(store, layout, name, read_threads=threads)
+                                more_runs = [timed(device, restore_once(more))[0] for _ in range(args.repeats + 1)][1:]
+                                return {f"ttft_read_threads_{threads}_ms": statistics.median(more_runs) * 1e3}
+                            extra.update(guarded(f"read_threads {threads} {prefix_len}", more_readers))
                         if prefix_len in args.paged_prefix:
-                            extra.update(paged_pieces(store, layout, a, original, device, args.repeats, name))
+                            extra.update(guarded(f"paged {prefix_len}", lambda: paged_pieces(
+                                store, layout, a, original, device, args.repeats, name)))
                     staged = HostStaged(cache_obj) if case == "shm" and device.type == "cuda" else None
                     runs = []
                     # Direct and host-staged restores alternate, so both see the same machine.
@@ -410,8 +446,13 @@ def ttft_cases(args, model, device, workdir, layout):
                         t, (restored, logits) = timed(device, restore_once(cache_obj))
                         runs.append(t)
                         if staged is not None:
-                            t, (s_restored, s_logits) = timed(device, staged_once(staged))
-                            staged_runs.append(t)
+                            try:
+                                t, (s_restored, s_logits) = timed(device, staged_once(staged))
+                                staged_runs.append(t)
+                            except Exception as e:  # noqa: BLE001 - reported, the direct runs go on
+                                RESULTS["errors"].append(f"host-staged {prefix_len}: {e!r}")
+                                traceback.print_exc()
+                                staged = None
                     runs = runs[1:]
                     if staged is not None:
                         staged_ttft = statistics.median(staged_runs[1:])
@@ -505,6 +546,8 @@ def main():
     parser.add_argument("--shm-tier-gib", type=int, default=8)
     parser.add_argument("--shm-dir", default="/dev/shm")
     parser.add_argument("--workdir", default=None, help="file tier directory (on the disk to measure)")
+    parser.add_argument("--read-threads", type=int, nargs="*", default=[2, 4],
+                        help="read_threads values the shm restore is also timed with (GPU only)")
     parser.add_argument("--paged-prefix", type=int, nargs="*", default=[4096],
                         help="prefix lengths at which a paged pool is also restored both ways (shm, GPU only)")
     parser.add_argument("--chat-turns", type=int, default=8)
