@@ -400,10 +400,13 @@ class Recording:
     """A store that records the device ("cpu" or "cuda") of every batch KVCache hands it,
     and passes each call on."""
 
-    def __init__(self, store):
+    def __init__(self, store, evict_before_read=()):
         self.store = store
         self.puts = []
         self.gets = []
+        # Keys removed just before a get_batch that asks for them (evicted between the
+        # lookup and the read).
+        self.evict_before_read = set(evict_before_read)
 
     def put_batch(self, keys, blocks):
         self.puts.append((len(keys), blocks.device.type))
@@ -411,6 +414,8 @@ class Recording:
 
     def get_batch(self, keys, outs):
         self.gets.append((len(keys), outs.device.type))
+        for key in self.evict_before_read & set(keys):
+            self.store.remove(key)
         return self.store.get_batch(keys, outs)
 
     def __getattr__(self, name):
@@ -474,6 +479,41 @@ def test_corrupt_block_in_a_later_batch_ends_the_prefix(tmp_path, model, monkeyp
         assert (restored.tokens, restored.blocks, restored.cut) == (5 * BT, 5, "corrupt")
         check_restore_matches(model, ids, original, restored)
         assert cache.lookup(ids) == 5 * BT
+
+
+@pytest.mark.parametrize("read_threads", [1, 2])
+def test_paged_restore_in_groups_through_a_reused_staging_tensor(tmp_path, model, monkeypatch, read_threads):
+    """restore_into reads a group of read_threads batches into one staging tensor,
+    scatters it, and reuses the tensor for the next group; a block evicted between the
+    lookup and the read ends the prefix in a later group, pages after it untouched."""
+    layout = layout_of(model, kind=kv.PAGED)
+    ids = prompt(5 * BT + 3)  # noqa: F821
+    _, original = prefill(model, ids)  # noqa: F821
+    monkeypatch.setattr(kv, "_CHUNK_BYTES", layout.block_bytes)  # one block a batch
+    save_table, load_table = [4, 0, 3, 1, 2], [9, 2, 7, 5, 0]
+    source = make_pools(layout, 10, False, float("nan"))
+    scatter(original, source, save_table, layout)
+    with shm_store(tmp_path) as store:
+        cache = kv.KVCache(store, layout, MODEL)
+        assert cache.save(ids, source, block_table=save_table).stored == 5
+        recording = Recording(store)
+        target = make_pools(layout, 10, False, -7.0)
+        restored = kv.KVCache(recording, layout, MODEL, read_threads=read_threads).restore_into(ids, target, load_table)
+        assert (restored.tokens, restored.blocks, restored.cut) == (5 * BT, 5, None)
+        assert recording.gets == [(1, "cpu")] * 5
+        for (sk, sv), (dk, dv) in zip(source, target):
+            for s, d in zip(save_table, load_table):
+                assert torch.equal(sk[s], dk[d]) and torch.equal(sv[s], dv[d])
+        # Block 3 disappears after the lookup: blocks 0-2 land, 3 and 4 do not.
+        evicting = Recording(store, evict_before_read=[cache.keys(ids)[3]])
+        again = make_pools(layout, 10, False, -7.0)
+        short = kv.KVCache(evicting, layout, MODEL, read_threads=read_threads).restore_into(ids, again, load_table)
+        assert (short.tokens, short.blocks, short.cut) == (3 * BT, 3, "missing")
+        for (sk, sv), (dk, dv) in zip(source, again):
+            for s, d in zip(save_table[:3], load_table[:3]):
+                assert torch.equal(sk[s], dk[d]) and torch.equal(sv[s], dv[d])
+            for d in load_table[3:]:
+                assert bool((dk[d] == -7.0).all()) and bool((dv[d] == -7.0).all())
 
 
 def test_read_threads_must_be_a_positive_integer(tmp_path, model):

@@ -395,7 +395,10 @@ class KVCache:
         ``i`` of the sequence goes to pool block ``block_table[i]`` of every layer.
 
         Returns the tokens covered (whole blocks; ``max_tokens`` rounds down to one).
-        Pool blocks the table does not name are left as they are.
+        Pool blocks the table does not name are left as they are. The blocks pass
+        through a staging tensor on the pool's device of ``read_threads`` batches of about
+        256 MiB, reused for each group of batches, so a restore needs that much spare
+        memory there, not the prefix's whole KV.
         """
         torch = _torch()
         layout = self.layout
@@ -406,17 +409,23 @@ class KVCache:
         limit = len(_token_list(tokens)) if max_tokens is None else max_tokens
         wanted = min(limit // layout.block_tokens, len(block_table))
         table = _block_table(block_table, wanted, _pool_blocks(layers, layout), "block_table")
-        rows, count, cut = self._read_prefix(tokens, device, wanted * layout.block_tokens)
-        if count == 0:
-            return Restored(0, 0, None, cut)
-        blocks = rows.view(layout.torch_dtype()).view(
-            count, layout.num_layers, 2, layout.block_tokens, layout.num_kv_heads, layout.head_dim
-        )
-        index = torch.as_tensor(table[:count], device=device)
-        for layer, (k, v) in enumerate(layers):
-            k.index_copy_(0, index, blocks[:, layer, 0])
-            v.index_copy_(0, index, blocks[:, layer, 1])
-        return Restored(count * layout.block_tokens, count, None, cut)
+        keys = self._stored_run(tokens, wanted * layout.block_tokens)
+        if not keys:
+            return Restored(0, 0, None, None)
+        group = _blocks_per_batch(layout) * self.read_threads
+        staging = torch.empty((min(len(keys), group), layout.block_bytes), dtype=torch.uint8, device=device)
+        done, cut = 0, None
+        for start in range(0, len(keys), group):
+            end = min(len(keys), start + group)
+            # The scatter of the group before was queued on this thread's stream, which
+            # the reads into the staging tensor wait for.
+            got, cut = self._read_into(keys[start:end], staging[: end - start])
+            if got:
+                _scatter(staging[:got], layers, layout, table[start : start + got], device)
+            done += got
+            if cut is not None:
+                break
+        return Restored(done * layout.block_tokens, done, None, cut)
 
     # ------------------------------------------------------------------ internals
 
@@ -448,34 +457,45 @@ class KVCache:
                 self._device_io = False
         return self.store.put_batch(keys, rows.cpu())
 
-    def _read_prefix(self, tokens: Sequence[int], device, max_tokens: Optional[int]):
-        """Reads the longest stored prefix (at most ``max_tokens`` tokens, whole blocks
-        covering them) into rows on ``device``: ``(rows [n, block_bytes] uint8, n, cut)``."""
-        torch = _torch()
+    def _stored_run(self, tokens: Sequence[int], max_tokens: Optional[int]) -> list[str]:
+        """The keys of the longest stored prefix of ``tokens`` (whole blocks covering at
+        most ``max_tokens`` tokens), by one lookup."""
         layout = self.layout
         keys = self.keys(tokens)
         if max_tokens is not None:
             if max_tokens < 0:
                 raise _invalid("max_tokens must not be negative", max_tokens=max_tokens)
             keys = keys[: -(-max_tokens // layout.block_tokens)]
-        count = self.store.lookup_prefix(keys)
-        if count == 0:
+        return keys[: self.store.lookup_prefix(keys)]
+
+    def _read_prefix(self, tokens: Sequence[int], device, max_tokens: Optional[int]):
+        """Reads the longest stored prefix (at most ``max_tokens`` tokens, whole blocks
+        covering them) into rows on ``device``: ``(rows [n, block_bytes] uint8, n, cut)``."""
+        torch = _torch()
+        keys = self._stored_run(tokens, max_tokens)
+        if not keys:
             return None, 0, None
-        keys = keys[:count]
-        rows = torch.empty((count, layout.block_bytes), dtype=torch.uint8, device=device)
+        rows = torch.empty((len(keys), self.layout.block_bytes), dtype=torch.uint8, device=device)
+        done, cut = self._read_into(keys, rows)
+        return rows[:done], done, cut
+
+    def _read_into(self, keys: list[str], rows) -> tuple[int, Optional[str]]:
+        """Reads ``keys`` into ``rows`` straight where the store can write their device's
+        memory, else through host memory; how many leading blocks are whole, and why the
+        run ended early."""
+        torch = _torch()
+        device = rows.device
         if self._device_io_on(device):
             try:
-                done, cut = self._read_rows(keys, rows, device.type == "cuda")
-                return rows[:done], done, cut
+                return self._read_rows(keys, rows, device.type == "cuda")
             except _NO_DEVICE_IO:
                 if device.type != "cuda":
                     raise
                 self._device_io = False
-        # The store cannot write this device's memory: read into host memory, copy up.
-        host = torch.empty((count, layout.block_bytes), dtype=torch.uint8)
+        host = torch.empty(tuple(rows.shape), dtype=torch.uint8)
         done, cut = self._read_rows(keys, host, False)
         rows[:done].copy_(host[:done])
-        return rows[:done], done, cut
+        return done, cut
 
     def _read_rows(self, keys: list[str], rows, device_io: bool) -> tuple[int, Optional[str]]:
         """Reads ``keys`` into ``rows`` in batches of about 256 MiB, ``read_threads`` at
@@ -557,6 +577,19 @@ def _gather(staging, layers, layout: KVLayout, start: int, end: int, batch_index
             else:
                 part = source.index_select(0, index)
             staging[:, layer, which].copy_(part)
+
+
+def _scatter(rows, layers, layout: KVLayout, pages: list[int], device) -> None:
+    """Copies blocks read as ``rows`` ``[n, block_bytes]`` into the pool pages ``pages``
+    of every layer."""
+    torch = _torch()
+    blocks = rows.view(layout.torch_dtype()).view(
+        len(pages), layout.num_layers, 2, layout.block_tokens, layout.num_kv_heads, layout.head_dim
+    )
+    index = torch.as_tensor(pages, device=device)
+    for layer, (k, v) in enumerate(layers):
+        k.index_copy_(0, index, blocks[:, layer, 0])
+        v.index_copy_(0, index, blocks[:, layer, 1])
 
 
 def _cache_of_rows(rows, count: int, covered: int, layout: KVLayout, config: Any):

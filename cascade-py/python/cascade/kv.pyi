@@ -140,7 +140,8 @@ class KVCache:
         *,
         max_tokens: Optional[int] = None,
     ) -> Restored:
-        """The longest stored prefix scattered into paged pools at `block_table`."""
+        """The longest stored prefix scattered into paged pools at `block_table`, through
+        a staging tensor of `read_threads` batches of about 256 MiB on the pool's device."""
 
 def cache_pairs(cache: Any) -> list[tuple[Any, Any]]:
     """(key, value) per layer of a transformers cache (5.x `layers`, 4.x `key_cache`) or of
