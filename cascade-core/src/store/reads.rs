@@ -134,6 +134,12 @@ impl Core {
             return Ok(true);
         }
         let _guard = self.stripes.lock(&id);
+        // Read without the lock, the block may have moved up and back down meanwhile:
+        // the same entry again, its copy there again. Only a copy still missing under
+        // the lock is lost.
+        if !corrupt && self.tiers[at.tier].contains(id) {
+            return Ok(true);
+        }
         if let Some(backup) = at.backup {
             // The persistent copy takes over; the damaged one is gone from its tier.
             if corrupt {
