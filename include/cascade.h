@@ -20,6 +20,10 @@
 // Bytes `cascade_block_id_to_hex` writes: 32 hex characters and a NUL.
 #define CASCADE_BLOCK_ID_HEX_LEN 33
 
+// `tier` value of `cascade_prefetch`: the fastest tier that takes each block and where
+// room can be made.
+#define CASCADE_PREFETCH_FASTEST -1
+
 // Bytes of `cascade_tier_stats::name` and `::kind`, with the terminating NUL.
 #define CASCADE_TIER_NAME_LEN 64
 
@@ -62,6 +66,10 @@ typedef enum {
 
 // An open store. Opaque: made by a `cascade_open_*` call, released by `cascade_close`.
 typedef struct cascade_store cascade_store;
+
+// A prefetch running in the background. Opaque: made by `cascade_prefetch` or
+// `cascade_prefetch_prefix`, released by `cascade_prefetch_free`.
+typedef struct cascade_prefetch_handle cascade_prefetch_handle;
 
 // A 128-bit block id, passed by value. Its text form is 32 lowercase hex characters
 // (`cascade_block_id_to_hex`), the form of the documented `compute_block_id`.
@@ -110,6 +118,33 @@ typedef struct {
   // A read from a slower tier moves the block to the fastest. Default: true.
   bool promote_on_read;
 } cascade_config;
+
+// Counts of a prefetch's blocks so far.
+typedef struct {
+  // Blocks asked for (for a prefix prefetch, the stored leading keys).
+  size_t blocks;
+  // Blocks in the target tier or a faster one (moved, or already there).
+  size_t ready;
+  // Blocks not stored.
+  size_t missing;
+  // Blocks that could not move (no room, a corrupt or unreadable block); they stay
+  // readable where they were, except a corrupt one, which is dropped.
+  size_t failed;
+  // Blocks left where they were because the prefetch was cancelled.
+  size_t cancelled;
+  // Blocks not settled yet.
+  size_t pending;
+} cascade_prefetch_counts;
+
+// The store's prefetch counters.
+typedef struct {
+  // Blocks a prefetch moved into a faster tier.
+  uint64_t prefetched;
+  // Gets served by a prefetched block from the tier it was moved to (first read).
+  uint64_t prefetch_hits;
+  // Prefetched blocks that left that tier before any get read them.
+  uint64_t prefetch_wasted;
+} cascade_prefetch_stats;
 
 // Counters of the whole store.
 typedef struct {
@@ -397,6 +432,97 @@ cascade_status cascade_prefix_key(const uint8_t *namespace_,
                                   const uint32_t *tokens,
                                   size_t n_tokens,
                                   cascade_block_id *out);
+
+// Starts moving `count` blocks into tier `tier` (a position, 0 the fastest, or
+// `CASCADE_PREFETCH_FASTEST`) in the background and sets `*out` to a handle at once.
+// A get of a block being moved waits for it instead of reading it twice; ids not stored
+// are counted missing. At most `max_prefetches` (config, default 2) prefetches move
+// blocks at a time; later ones wait in order. On failure `*out` is set to NULL.
+//
+// Errors: `INVALID_INPUT` for NULL arguments (`ids` may be NULL when `count` is 0) or a
+// tier that does not exist; `IO` when the prefetch threads cannot start.
+//
+// Thread safety: safe from any number of threads on one store handle.
+//
+// # Safety
+// `store` is an open handle; `ids` points to `count` readable ids; `out` points to a
+// writable `cascade_prefetch_handle*`.
+cascade_status cascade_prefetch(const cascade_store *store,
+                                const cascade_block_id *ids,
+                                size_t count,
+                                int32_t tier,
+                                cascade_prefetch_handle **out);
+
+// `cascade_prefetch` of the leading stored keys of a token-prefix chain
+// (`cascade_prefix_keys`): the blocks an engine can load, as many as
+// `cascade_lookup_prefix` counts (`blocks` in the handle's progress).
+//
+// # Safety
+// As `cascade_prefetch`, with `keys` for `ids`.
+cascade_status cascade_prefetch_prefix(const cascade_store *store,
+                                       const cascade_block_id *keys,
+                                       size_t count,
+                                       int32_t tier,
+                                       cascade_prefetch_handle **out);
+
+// Sets `*out_progress` to the counts of the prefetch's blocks so far.
+//
+// Thread safety: safe from any number of threads on one handle.
+//
+// # Safety
+// `prefetch` is a handle not yet freed; `out_progress` is writable.
+cascade_status cascade_prefetch_progress(const cascade_prefetch_handle *prefetch,
+                                         cascade_prefetch_counts *out_progress);
+
+// Waits until every block of the prefetch is settled, at most `timeout_ms`
+// milliseconds (a negative value waits without a limit), and sets `*out_done` (when not
+// NULL) to whether they are.
+//
+// Thread safety: safe from any number of threads on one handle.
+//
+// # Safety
+// `prefetch` is a handle not yet freed; `out_done` is NULL or writable.
+cascade_status cascade_prefetch_wait(const cascade_prefetch_handle *prefetch,
+                                     int64_t timeout_ms,
+                                     bool *out_done);
+
+// Stops the prefetch before its next chunk: blocks already moved stay in the faster
+// tier, the others stay where they were (a block is moved whole or not at all). Does
+// not wait.
+//
+// Thread safety: safe from any number of threads on one handle.
+//
+// # Safety
+// `prefetch` is a handle not yet freed.
+cascade_status cascade_prefetch_cancel(const cascade_prefetch_handle *prefetch);
+
+// Lets the prefetch run to its end when its handle is freed (by default freeing
+// cancels it).
+//
+// Thread safety: safe from any number of threads on one handle.
+//
+// # Safety
+// `prefetch` is a handle not yet freed.
+cascade_status cascade_prefetch_detach(const cascade_prefetch_handle *prefetch);
+
+// Releases a prefetch handle, cancelling the prefetch unless it was detached. NULL is
+// accepted and does nothing. The handle may outlive its store (`cascade_close` settles
+// every prefetch as cancelled).
+//
+// Thread safety: no other call on this handle may run during or after it.
+//
+// # Safety
+// `prefetch` is NULL or a handle not yet freed.
+void cascade_prefetch_free(cascade_prefetch_handle *prefetch);
+
+// Sets `*out` to the store's prefetch counters.
+//
+// Thread safety: safe from any number of threads on one handle.
+//
+// # Safety
+// `store` is an open handle; `out` is writable.
+cascade_status cascade_get_prefetch_stats(const cascade_store *store,
+                                          cascade_prefetch_stats *out);
 
 // Fills `*out` with the store's counters, summed over its tiers.
 //

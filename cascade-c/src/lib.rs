@@ -18,6 +18,7 @@ pub mod config;
 pub mod device;
 pub mod error;
 pub mod ids;
+pub mod prefetch;
 pub mod stats;
 pub mod status;
 pub mod store;
@@ -29,6 +30,12 @@ pub use error::{cascade_clear_last_error, cascade_last_error_message, cascade_la
 pub use ids::{
     CASCADE_BLOCK_ID_HEX_LEN, CascadeBlockId, cascade_block_id_from_hex, cascade_block_id_to_hex,
     cascade_compute_block_id, cascade_prefix_key, cascade_prefix_keys,
+};
+pub use prefetch::{
+    CASCADE_PREFETCH_FASTEST, CascadePrefetch, CascadePrefetchProgress, CascadePrefetchStats,
+    cascade_get_prefetch_stats, cascade_prefetch, cascade_prefetch_cancel, cascade_prefetch_detach,
+    cascade_prefetch_free, cascade_prefetch_prefix, cascade_prefetch_progress,
+    cascade_prefetch_wait,
 };
 pub use stats::{
     CASCADE_TIER_NAME_LEN, CascadeStatsC, CascadeTierStatsC, cascade_get_stats,

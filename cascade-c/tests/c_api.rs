@@ -355,3 +355,136 @@ fn two_threads_share_one_handle() {
         cascade_close(store as *mut CascadeHandle);
     }
 }
+
+#[test]
+fn a_prefetch_moves_blocks_up_and_reports_its_progress() {
+    // Four blocks of 64 KiB fit the fast tier; of sixteen, the first twelve move down.
+    let toml = CString::new(
+        "promote_on_read = false\n\
+         [[tiers]]\nkind = \"memory\"\ncapacity = \"256 KiB\"\n\
+         [[tiers]]\nkind = \"memory\"\ncapacity = \"4 MiB\"\n",
+    )
+    .expect("no NUL");
+    let mut store = null_mut();
+    let len = 64 * 1024;
+    // SAFETY: a valid string and out pointer; the store is open until closed below, the
+    // buffers are valid for their lengths, and every handle is freed once.
+    unsafe {
+        assert_eq!(
+            cascade_open_toml_str(toml.as_ptr(), &mut store),
+            CascadeStatus::Ok
+        );
+        for n in 0..16 {
+            let data = block(n, len);
+            let status = cascade_put(store, id(n), data.as_ptr(), len, null_mut());
+            assert_eq!(status, CascadeStatus::Ok, "{}", last_message());
+        }
+        let ids: Vec<CascadeBlockId> = (0..4).map(id).chain([id(99)]).collect();
+        let mut prefetch = null_mut();
+        let status = cascade_prefetch(
+            store,
+            ids.as_ptr(),
+            ids.len(),
+            CASCADE_PREFETCH_FASTEST,
+            &mut prefetch,
+        );
+        assert_eq!(status, CascadeStatus::Ok, "{}", last_message());
+        let mut done = false;
+        assert_eq!(
+            cascade_prefetch_wait(prefetch, -1, &mut done),
+            CascadeStatus::Ok
+        );
+        assert!(done);
+        let mut progress = CascadePrefetchProgress::default();
+        assert_eq!(
+            cascade_prefetch_progress(prefetch, &mut progress),
+            CascadeStatus::Ok
+        );
+        assert_eq!(
+            (
+                progress.blocks,
+                progress.ready,
+                progress.missing,
+                progress.pending
+            ),
+            (5, 4, 1, 0)
+        );
+        cascade_prefetch_free(prefetch);
+
+        let mut stats = CascadePrefetchStats::default();
+        assert_eq!(
+            cascade_get_prefetch_stats(store, &mut stats),
+            CascadeStatus::Ok
+        );
+        assert_eq!(stats.prefetched, 4);
+        let mut out = vec![0u8; len];
+        for n in 0..4 {
+            let mut got = 0usize;
+            assert_eq!(
+                cascade_get(store, id(n), out.as_mut_ptr(), len, &mut got),
+                CascadeStatus::Ok
+            );
+            assert_eq!((got, &out), (len, &block(n, len)));
+        }
+        assert_eq!(
+            cascade_get_prefetch_stats(store, &mut stats),
+            CascadeStatus::Ok
+        );
+        assert_eq!(stats.prefetch_hits, 4);
+
+        // A prefix prefetch stops at the first key not stored.
+        let keys: Vec<CascadeBlockId> = [4, 5, 99, 6].into_iter().map(id).collect();
+        let mut prefix = null_mut();
+        let status = cascade_prefetch_prefix(store, keys.as_ptr(), keys.len(), 0, &mut prefix);
+        assert_eq!(status, CascadeStatus::Ok, "{}", last_message());
+        assert_eq!(
+            cascade_prefetch_wait(prefix, 60_000, null_mut()),
+            CascadeStatus::Ok
+        );
+        assert_eq!(
+            cascade_prefetch_progress(prefix, &mut progress),
+            CascadeStatus::Ok
+        );
+        assert_eq!((progress.blocks, progress.ready), (2, 2));
+        // Cancel, detach and free are accepted on a finished prefetch; free takes NULL.
+        assert_eq!(cascade_prefetch_cancel(prefix), CascadeStatus::Ok);
+        assert_eq!(cascade_prefetch_detach(prefix), CascadeStatus::Ok);
+        cascade_prefetch_free(prefix);
+        cascade_prefetch_free(null_mut());
+
+        // Bad arguments are errors, and `*out` is NULL after them.
+        let mut bad = std::ptr::dangling_mut::<CascadePrefetch>();
+        assert_eq!(
+            cascade_prefetch(store, ids.as_ptr(), ids.len(), 7, &mut bad),
+            CascadeStatus::InvalidInput
+        );
+        assert!(bad.is_null());
+        assert_eq!(
+            cascade_prefetch(store, ids.as_ptr(), ids.len(), -5, &mut bad),
+            CascadeStatus::InvalidInput
+        );
+        assert_eq!(
+            cascade_prefetch(store, null(), 3, CASCADE_PREFETCH_FASTEST, &mut bad),
+            CascadeStatus::InvalidInput
+        );
+        assert_eq!(
+            cascade_prefetch(
+                store,
+                ids.as_ptr(),
+                ids.len(),
+                CASCADE_PREFETCH_FASTEST,
+                null_mut()
+            ),
+            CascadeStatus::InvalidInput
+        );
+        assert_eq!(
+            cascade_prefetch_progress(null(), &mut progress),
+            CascadeStatus::InvalidInput
+        );
+        assert_eq!(
+            cascade_prefetch_wait(null(), 0, null_mut()),
+            CascadeStatus::InvalidInput
+        );
+        cascade_close(store);
+    }
+}
