@@ -64,6 +64,10 @@ typedef enum {
   CASCADE_STATUS_INTERNAL = 13,
 } cascade_status;
 
+// A batch get running in the background. Opaque: made by `cascade_get_batch_async`,
+// released by `cascade_get_batch_async_free`.
+typedef struct cascade_get_batch_async_handle cascade_get_batch_async_handle;
+
 // An open store. Opaque: made by a `cascade_open_*` call, released by `cascade_close`.
 typedef struct cascade_store cascade_store;
 
@@ -211,6 +215,70 @@ extern "C" {
 //
 // Thread safety: safe from any thread.
 const char *cascade_version(void);
+
+// Starts reading `count` blocks in the background, as `cascade_get_batch` reads them
+// (block `ids[i]` into `outs[i]`, which holds `capacities[i]` bytes), and sets `*out` to
+// a handle at once. The buffers must stay valid, and must not be read or written, until
+// `cascade_get_batch_async_wait` reports the read done or the handle is freed. A block
+// a prefetch is moving is read once the move is done. On failure `*out` is NULL and
+// nothing is read.
+//
+// Errors: `INVALID_INPUT` for NULL arrays with `count` > 0, a NULL buffer with a
+// non-zero capacity, or buffers that overlap.
+//
+// Thread safety: safe from any number of threads on one store handle. Free every
+// asynchronous-get handle before `cascade_close` of its store: a read still running
+// keeps the store open until it ends.
+//
+// # Safety
+// `store` is an open handle; `ids`, `outs` and `capacities` point to `count` readable
+// entries, each `outs[i]` to `capacities[i]` writable bytes kept as said above; `out`
+// points to a writable `cascade_get_batch_async_handle*`.
+cascade_status cascade_get_batch_async(const cascade_store *store,
+                                       const cascade_block_id *ids,
+                                       uint8_t *const *outs,
+                                       const size_t *capacities,
+                                       size_t count,
+                                       cascade_get_batch_async_handle **out);
+
+// Waits at most `timeout_ms` milliseconds (a negative value waits without a limit) for
+// the read and sets `*out_done` to whether it is done. Once it is, the outputs are
+// written as `cascade_get_batch` writes them (`out_lens[i]`, `out_statuses[i]` when not
+// NULL, `*out_found` when not NULL) and the call returns what `cascade_get_batch`
+// returns (a block not reached before `cascade_get_batch_async_cancel` is
+// `CASCADE_STATUS_UNAVAILABLE`); while it is not, they are left alone and the call
+// returns `CASCADE_STATUS_OK`. It may be called again after the read is done.
+//
+// Thread safety: safe from any number of threads on one handle.
+//
+// # Safety
+// `handle` is a handle not yet freed; `out_lens` points to `count` writable `size_t`
+// (the batch's count); `out_statuses` is NULL or points to `count` writable statuses;
+// `out_found` is NULL or writable; `out_done` is writable.
+cascade_status cascade_get_batch_async_wait(const cascade_get_batch_async_handle *handle,
+                                            int64_t timeout_ms,
+                                            size_t *out_lens,
+                                            cascade_status *out_statuses,
+                                            size_t *out_found,
+                                            bool *out_done);
+
+// Stops the read before its next chunk of blocks; does not wait. The blocks not read
+// then report `CASCADE_STATUS_UNAVAILABLE`.
+//
+// Thread safety: safe from any number of threads on one handle.
+//
+// # Safety
+// `handle` is a handle not yet freed.
+cascade_status cascade_get_batch_async_cancel(const cascade_get_batch_async_handle *handle);
+
+// Releases the handle: cancels the reads not started and waits for the others, so the
+// buffers are no longer written once it returns. NULL is accepted and does nothing.
+//
+// Thread safety: no other call on this handle may run during or after it.
+//
+// # Safety
+// `handle` is NULL or a handle not yet freed.
+void cascade_get_batch_async_free(cascade_get_batch_async_handle *handle);
 
 // Stores `count` blocks: block `i` is `lens[i]` bytes at `blocks[i]` under `ids[i]`.
 // Blocks are copied in parallel; when the fastest tier has room for the whole batch it

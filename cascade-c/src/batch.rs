@@ -16,7 +16,7 @@ use crate::store::{CascadeHandle, open_store};
 /// rayon pool; from a C thread, which is in no pool, each parallel step of the batch
 /// would be handed to rayon's global pool and waited for on its own (a sleep and a
 /// wake-up each), and the steps between them would leave the pool idle.
-fn on_worker<R: Send>(store: &CascadeStore, job: impl FnOnce() -> R + Send) -> R {
+pub(crate) fn on_worker<R: Send>(store: &CascadeStore, job: impl FnOnce() -> R + Send) -> R {
     if store.policy().num_io_threads == 0 && rayon::current_thread_index().is_none() {
         rayon::scope(|_| job())
     } else {
@@ -26,7 +26,7 @@ fn on_worker<R: Send>(store: &CascadeStore, job: impl FnOnce() -> R + Send) -> R
 
 /// Writes each item's status, records the first failure as the thread's last error and
 /// returns it as the call's result.
-fn settle(
+pub(crate) fn settle(
     results: impl Iterator<Item = CResult>,
     statuses: Option<&mut [MaybeUninit<CascadeStatus>]>,
     succeeded: Option<&mut MaybeUninit<usize>>,
@@ -167,36 +167,50 @@ pub unsafe extern "C" fn cascade_get_batch(
             items.push(((*id).into(), out));
         }
         let results = on_worker(store, || store.get_batch(&mut items));
-        let per_item = results.into_iter().zip(&items).zip(lens.iter_mut()).map(
-            |((result, (id, out)), len)| {
-                len.write(0);
-                match result {
-                    Ok(Some(n)) => {
-                        len.write(n);
-                        Ok(())
-                    }
-                    Ok(None) => Err(Failure::Missing(*id)),
-                    Err(e) => {
-                        if e.kind() == ErrorKind::InvalidInput {
-                            if let Some(need) = store.len_of(*id).filter(|&n| n > out.len() as u64)
-                            {
-                                len.write(usize::try_from(need).unwrap_or(usize::MAX));
-                            }
-                        }
-                        Err(e.into())
-                    }
-                }
-            },
-        );
-        settle(per_item, statuses, found)
+        let read = items.iter().map(|(id, out)| (*id, out.len()));
+        report_reads(store, results, read, lens, statuses, found)
     })
+}
+
+/// Writes the outcome of a batch read (`read` is each item's id and buffer capacity):
+/// `lens[i]` the size (0 for a miss, the size needed for a buffer too small), the
+/// statuses and the count found; returns the first failure.
+pub(crate) fn report_reads(
+    store: &CascadeStore,
+    results: Vec<cascade::Result<Option<usize>>>,
+    read: impl Iterator<Item = (BlockId, usize)>,
+    lens: &mut [MaybeUninit<usize>],
+    statuses: Option<&mut [MaybeUninit<CascadeStatus>]>,
+    found: Option<&mut MaybeUninit<usize>>,
+) -> CResult {
+    let per_item = results.into_iter().zip(read).zip(lens.iter_mut()).map(
+        |((result, (id, capacity)), len)| {
+            len.write(0);
+            match result {
+                Ok(Some(n)) => {
+                    len.write(n);
+                    Ok(())
+                }
+                Ok(None) => Err(Failure::Missing(id)),
+                Err(e) => {
+                    if e.kind() == ErrorKind::InvalidInput {
+                        if let Some(need) = store.len_of(id).filter(|&n| n > capacity as u64) {
+                            len.write(usize::try_from(need).unwrap_or(usize::MAX));
+                        }
+                    }
+                    Err(e.into())
+                }
+            }
+        },
+    );
+    settle(per_item, statuses, found)
 }
 
 /// The optional per-item status array.
 ///
 /// # Safety
 /// `ptr` is NULL or points to `count` writable statuses.
-unsafe fn out_statuses_slice<'a>(
+pub(crate) unsafe fn out_statuses_slice<'a>(
     ptr: *mut CascadeStatus,
     count: usize,
 ) -> CResult<Option<&'a mut [MaybeUninit<CascadeStatus>]>> {
@@ -208,7 +222,7 @@ unsafe fn out_statuses_slice<'a>(
 }
 
 /// Refuses output buffers that overlap: two reads into one memory would race.
-fn check_disjoint(outs: &[*mut u8], capacities: &[usize]) -> CResult {
+pub(crate) fn check_disjoint(outs: &[*mut u8], capacities: &[usize]) -> CResult {
     let mut ranges: Vec<(usize, usize, usize)> = outs
         .iter()
         .zip(capacities)

@@ -13,6 +13,7 @@
 //! - its doc says what may run at the same time ("Thread safety").
 
 pub mod args;
+pub mod async_get;
 pub mod batch;
 pub mod config;
 pub mod device;
@@ -23,6 +24,10 @@ pub mod stats;
 pub mod status;
 pub mod store;
 
+pub use async_get::{
+    CascadeGetBatchAsync, cascade_get_batch_async, cascade_get_batch_async_cancel,
+    cascade_get_batch_async_free, cascade_get_batch_async_wait,
+};
 pub use batch::{cascade_get_batch, cascade_put_batch};
 pub use config::{CascadeConfigC, cascade_config_default};
 pub use device::{cascade_get_device, cascade_has_gpu_support, cascade_put_device};

@@ -17,13 +17,16 @@ use crate::status::CascadeStatus;
 
 /// An open store. Opaque: made by a `cascade_open_*` call, released by `cascade_close`.
 pub struct CascadeHandle {
-    store: CascadeStore,
+    // Shared with the asynchronous batch gets still running on it.
+    store: std::sync::Arc<CascadeStore>,
 }
 
 impl CascadeHandle {
     /// A handle over a store opened in Rust (for Rust code that hands a store to C).
     pub fn from_store(store: CascadeStore) -> Self {
-        Self { store }
+        Self {
+            store: std::sync::Arc::new(store),
+        }
     }
 
     /// Moves the handle to the heap and returns the pointer C code uses; release it
@@ -34,6 +37,11 @@ impl CascadeHandle {
 
     /// The store behind a handle.
     pub fn store(&self) -> &CascadeStore {
+        &self.store
+    }
+
+    /// The store, shared (for work that outlives the call, such as asynchronous gets).
+    pub fn shared(&self) -> &std::sync::Arc<CascadeStore> {
         &self.store
     }
 }

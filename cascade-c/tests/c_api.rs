@@ -488,3 +488,109 @@ fn a_prefetch_moves_blocks_up_and_reports_its_progress() {
         cascade_close(store);
     }
 }
+
+#[test]
+fn an_async_batch_get_reports_what_the_synchronous_one_does() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = shm_store(&dir, 8 << 20);
+    let len = 32 * 1024;
+    // SAFETY: the store is open until closed below; every buffer outlives the handle
+    // reading into it (each is waited for or freed before the buffers go).
+    unsafe {
+        for n in 0..8 {
+            let data = block(n, len);
+            assert_eq!(
+                cascade_put(store, id(n), data.as_ptr(), len, null_mut()),
+                CascadeStatus::Ok
+            );
+        }
+        // Eight stored blocks, one missing, one buffer too small.
+        let ids: Vec<CascadeBlockId> = (0..8).map(id).chain([id(77), id(3)]).collect();
+        let mut bufs: Vec<Vec<u8>> = (0..10)
+            .map(|k| vec![0u8; if k == 9 { 100 } else { len }])
+            .collect();
+        let outs: Vec<*mut u8> = bufs.iter_mut().map(|b| b.as_mut_ptr()).collect();
+        let caps: Vec<usize> = bufs.iter().map(Vec::len).collect();
+        let mut handle = null_mut();
+        let status = cascade_get_batch_async(
+            store,
+            ids.as_ptr(),
+            outs.as_ptr(),
+            caps.as_ptr(),
+            10,
+            &mut handle,
+        );
+        assert_eq!(status, CascadeStatus::Ok, "{}", last_message());
+        let (mut lens, mut statuses, mut found, mut done) =
+            (vec![0usize; 10], vec![CascadeStatus::Ok; 10], 0usize, false);
+        let status = cascade_get_batch_async_wait(
+            handle,
+            -1,
+            lens.as_mut_ptr(),
+            statuses.as_mut_ptr(),
+            &mut found,
+            &mut done,
+        );
+        assert!(done);
+        // The synchronous call into other buffers, for comparison.
+        let mut again: Vec<Vec<u8>> = caps.iter().map(|&c| vec![0u8; c]).collect();
+        let again_outs: Vec<*mut u8> = again.iter_mut().map(|b| b.as_mut_ptr()).collect();
+        let (mut sync_lens, mut sync_statuses, mut sync_found) =
+            (vec![0usize; 10], vec![CascadeStatus::Ok; 10], 0usize);
+        let sync_status = cascade_get_batch(
+            store,
+            ids.as_ptr(),
+            again_outs.as_ptr(),
+            caps.as_ptr(),
+            sync_lens.as_mut_ptr(),
+            10,
+            sync_statuses.as_mut_ptr(),
+            &mut sync_found,
+        );
+        assert_eq!(
+            (status, &lens, &statuses, found),
+            (sync_status, &sync_lens, &sync_statuses, sync_found)
+        );
+        assert_eq!(
+            (found, statuses[8], statuses[9], lens[9]),
+            (8, CascadeStatus::NotFound, CascadeStatus::InvalidInput, len)
+        );
+        for n in 0..8 {
+            assert_eq!(bufs[n], block(n as u64, len));
+            assert_eq!(bufs[n], again[n]);
+        }
+        cascade_get_batch_async_free(handle);
+        cascade_get_batch_async_free(null_mut());
+
+        // Freed while running: it waits, so the buffers may go right after.
+        let mut late = null_mut();
+        let status = cascade_get_batch_async(
+            store,
+            ids.as_ptr(),
+            outs.as_ptr(),
+            caps.as_ptr(),
+            8,
+            &mut late,
+        );
+        assert_eq!(status, CascadeStatus::Ok);
+        assert_eq!(cascade_get_batch_async_cancel(late), CascadeStatus::Ok);
+        cascade_get_batch_async_free(late);
+
+        // Overlapping outputs are refused before anything is read.
+        let same = [outs[0], outs[0]];
+        let mut bad = std::ptr::dangling_mut::<CascadeGetBatchAsync>();
+        assert_eq!(
+            cascade_get_batch_async(
+                store,
+                ids.as_ptr(),
+                same.as_ptr(),
+                caps.as_ptr(),
+                2,
+                &mut bad
+            ),
+            CascadeStatus::InvalidInput
+        );
+        assert!(bad.is_null());
+        cascade_close(store);
+    }
+}
