@@ -79,7 +79,7 @@ pub use compact::CompactionReport;
 pub use config::FileTierConfig;
 pub use directory::FORMAT_FILE;
 pub use engine::{EngineInUse, IoEngine, io_uring_available};
-pub use io::{drop_file_cache, drop_path_cache};
+pub use io::{advise_sequential, drop_file_cache, drop_path_cache};
 pub use lustre::{LUSTRE_SUPER_MAGIC, is_lustre};
 pub use recover::OpenReport;
 pub use tier::FileTier;

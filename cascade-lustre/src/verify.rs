@@ -13,7 +13,6 @@ use std::time::{Duration, SystemTime};
 
 use cascade_core::{BlockId, Result};
 use cascade_hash::checksum;
-use rayon::prelude::*;
 
 use crate::format::HEADER_LEN;
 use crate::io::{self, AlignedBuf};
@@ -24,8 +23,8 @@ use crate::tier::FileTier;
 const READ_RUN: u64 = 16 << 20;
 /// Dead bytes between two live records that are read through rather than skipped.
 const MAX_GAP: u64 = 1 << 20;
-/// Segments read at once: a couple of streams keep a device busy while one is checked.
-const STREAMS: usize = 1;
+/// Runs read ahead of the one being checked.
+const READ_AHEAD: usize = 2;
 
 /// A block whose stored bytes do not match what was written.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -75,29 +74,15 @@ impl FileTier {
             });
         }
         by_segment.sort_by(|a, b| a.0.name.cmp(&b.0.name));
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(STREAMS)
-            .thread_name(|i| format!("cascade-verify-{i}"))
-            .build()
-            .map_err(|e| cascade_core::Error::new(cascade_core::ErrorKind::Io, e.to_string()))?;
-        let parts: Vec<Result<VerifyReport>> = pool.install(|| {
-            by_segment
-                .par_iter_mut()
-                .map(|(_, entries)| {
-                    entries.sort_by_key(|e| e.record.offset);
-                    verify_segment(inner, entries, progress)
-                })
-                .collect()
-        });
-        let mut report = VerifyReport::default();
-        for part in parts {
-            let part = part?;
-            report.blocks += part.blocks;
-            report.bytes += part.bytes;
-            report.read_bytes += part.read_bytes;
-            report.damaged.extend(part.damaged);
+        for (segment, entries) in &mut by_segment {
+            entries.sort_by_key(|e| e.record.offset);
+            io::advise_sequential(&segment.file);
         }
-        Ok(report)
+        let mut runs = Vec::new();
+        for (_, entries) in &by_segment {
+            plan_runs(entries, &mut runs);
+        }
+        verify_runs(inner, &runs, progress)
     }
 
     /// When `id`'s record was written, as the writer's clock told (a record's sequence
@@ -109,17 +94,11 @@ impl FileTier {
     }
 }
 
-/// Checks the records of one segment, `entries` sorted by offset.
-fn verify_segment(
-    inner: &Inner,
-    entries: &[Entry],
-    progress: &(dyn Fn(u64) + Sync),
-) -> Result<VerifyReport> {
-    let mut report = VerifyReport::default();
-    let mut buf = AlignedBuf::default();
+/// Splits one segment's records (sorted by offset) into reads: records close enough to
+/// read through, up to [`READ_RUN`] bytes each.
+fn plan_runs<'a>(entries: &'a [Entry], runs: &mut Vec<&'a [Entry]>) {
     let mut start = 0;
     while start < entries.len() {
-        // One run: records close enough to read through, up to READ_RUN bytes.
         let first = entries[start].record.offset;
         let mut end = start + 1;
         while end < entries.len() {
@@ -130,47 +109,95 @@ fn verify_segment(
             }
             end += 1;
         }
-        let run = &entries[start..end];
-        let last = entries[end - 1].record.end();
-        let segment = &run[0].segment;
-        let span = (last - first) as usize;
-        let target = buf.get(span, false);
-        let got = io::read_full_at(&segment.file, target, first).map_err(|e| {
-            cascade_core::Error::io("cannot read a segment", e)
-                .with_context("tier", &inner.name)
-                .with_context("path", segment.path.display())
-        })?;
-        report.read_bytes += got as u64;
-        let bytes = &buf.as_slice()[..got];
-        let mut payload = 0;
-        for entry in run {
-            let at = (entry.record.offset - first) as usize;
-            let len = entry.record.len as usize;
-            let reason = if bytes.len() < at + HEADER_LEN + len {
-                Some("segment file truncated")
-            } else if !Inner::header_matches(entry, &bytes[at..at + HEADER_LEN]) {
-                Some("record header damaged")
-            } else if checksum(&bytes[at + HEADER_LEN..at + HEADER_LEN + len])
-                != entry.record.checksum
-            {
-                Some("checksum mismatch")
-            } else {
-                None
-            };
-            report.blocks += 1;
-            report.bytes += entry.record.len;
-            payload += entry.record.len;
-            if let Some(reason) = reason {
-                report.damaged.push(DamagedBlock {
-                    id: entry.record.id,
-                    segment: segment.path.clone(),
-                    offset: entry.record.offset,
-                    reason,
-                });
-            }
-        }
-        progress(payload);
+        runs.push(&entries[start..end]);
         start = end;
     }
-    Ok(report)
+}
+
+/// Reads `run`'s span of its segment into `buf`; returns the bytes read.
+fn read_run(inner: &Inner, run: &[Entry], buf: &mut AlignedBuf) -> Result<usize> {
+    let first = run[0].record.offset;
+    let span = (run[run.len() - 1].record.end() - first) as usize;
+    let segment = &run[0].segment;
+    io::read_full_at(&segment.file, buf.get(span, false), first).map_err(|e| {
+        cascade_core::Error::io("cannot read a segment", e)
+            .with_context("tier", &inner.name)
+            .with_context("path", segment.path.display())
+    })
+}
+
+/// Reads every run in order on a reader thread, [`READ_AHEAD`] runs ahead, and checks
+/// each on this thread as it arrives.
+fn verify_runs(
+    inner: &Inner,
+    runs: &[&[Entry]],
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<VerifyReport> {
+    use std::sync::mpsc;
+    let (full_tx, full_rx) = mpsc::sync_channel::<Result<(AlignedBuf, usize)>>(READ_AHEAD);
+    let (free_tx, free_rx) = mpsc::channel::<AlignedBuf>();
+    for _ in 0..=READ_AHEAD {
+        // The receiver is alive: it is dropped only after this loop.
+        let _ = free_tx.send(AlignedBuf::default());
+    }
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for run in runs {
+                // Both ends close when the checker stops early (an error): so does this.
+                let Ok(mut buf) = free_rx.recv() else { return };
+                let read = read_run(inner, run, &mut buf).map(|got| (buf, got));
+                let failed = read.is_err();
+                if full_tx.send(read).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        // Moved in so that an early return closes them and the reader stops.
+        let (free_tx, full_rx) = (free_tx, full_rx);
+        let mut report = VerifyReport::default();
+        for run in runs {
+            let Ok(read) = full_rx.recv() else {
+                return Err(cascade_core::Error::new(
+                    cascade_core::ErrorKind::Io,
+                    "the verify reader stopped early",
+                ));
+            };
+            let (buf, got) = read?;
+            check_run(run, &buf.as_slice()[..got], &mut report);
+            progress(run.iter().map(|e| e.record.len).sum());
+            let _ = free_tx.send(buf);
+        }
+        Ok(report)
+    })
+}
+
+/// Checks the records of one run against `bytes`, read from the run's first record on.
+fn check_run(run: &[Entry], bytes: &[u8], report: &mut VerifyReport) {
+    let first = run[0].record.offset;
+    let segment = &run[0].segment;
+    report.read_bytes += bytes.len() as u64;
+    for entry in run {
+        let at = (entry.record.offset - first) as usize;
+        let len = entry.record.len as usize;
+        let reason = if bytes.len() < at + HEADER_LEN + len {
+            Some("segment file truncated")
+        } else if !Inner::header_matches(entry, &bytes[at..at + HEADER_LEN]) {
+            Some("record header damaged")
+        } else if checksum(&bytes[at + HEADER_LEN..at + HEADER_LEN + len]) != entry.record.checksum
+        {
+            Some("checksum mismatch")
+        } else {
+            None
+        };
+        report.blocks += 1;
+        report.bytes += entry.record.len;
+        if let Some(reason) = reason {
+            report.damaged.push(DamagedBlock {
+                id: entry.record.id,
+                segment: segment.path.clone(),
+                offset: entry.record.offset,
+                reason,
+            });
+        }
+    }
 }
