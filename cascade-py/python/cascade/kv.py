@@ -368,20 +368,37 @@ class KVCache:
         block may be stored, so the model still has a token to compute logits for); the
         last block read is cut to that length. ``config`` (the model's config) lets a
         transformers 5.x cache pick each layer's kind. A block that is missing or fails
-        its checksum ends the prefix there.
+        its checksum ends the prefix there. The blocks pass through a staging tensor of
+        ``read_threads`` batches of about 256 MiB on ``device``, each group permuted into
+        the cache's tensors before the next is read.
         """
         torch = _torch()
         layout = self.layout
         if layout.kind != CONTIGUOUS:
             raise _invalid("restore builds a contiguous cache; use restore_into for a paged layout")
         device = torch.device(device if device is not None else "cpu")
-        rows, count, cut = self._read_prefix(tokens, device, max_tokens)
-        if count == 0:
+        keys = self._stored_run(tokens, max_tokens)
+        if not keys:
+            return Restored(0, 0, None, None)
+        bt = layout.block_tokens
+        # Every layer's K and V, tokens in order: [L, 2, heads, tokens, dim].
+        tokens_first = torch.empty(
+            (layout.num_layers, 2, layout.num_kv_heads, len(keys) * bt, layout.head_dim),
+            dtype=layout.torch_dtype(),
+            device=device,
+        )
+        done, cut = self._read_groups(keys, device, lambda start, rows: _permute_into(tokens_first, rows, start, layout))
+        if done == 0:
             return Restored(0, 0, None, cut)
-        covered = count * layout.block_tokens
-        if max_tokens is not None:
-            covered = min(covered, max_tokens)
-        return Restored(covered, count, _cache_of_rows(rows, count, covered, layout, config), cut)
+        covered = done * bt if max_tokens is None else min(done * bt, max_tokens)
+        pairs = []
+        for index in range(layout.num_layers):
+            k = tokens_first[index, 0, :, :covered].unsqueeze(0)
+            v = tokens_first[index, 1, :, :covered].unsqueeze(0)
+            if covered < len(keys) * bt:
+                k, v = k.contiguous(), v.contiguous()
+            pairs.append((k, v))
+        return Restored(covered, done, dynamic_cache(pairs, config), cut)
 
     def restore_into(
         self,
@@ -400,7 +417,6 @@ class KVCache:
         256 MiB, reused for each group of batches, so a restore needs that much spare
         memory there, not the prefix's whole KV.
         """
-        torch = _torch()
         layout = self.layout
         if layout.kind != PAGED:
             raise _invalid("restore_into scatters into a paged layout; use restore for a contiguous one")
@@ -412,19 +428,9 @@ class KVCache:
         keys = self._stored_run(tokens, wanted * layout.block_tokens)
         if not keys:
             return Restored(0, 0, None, None)
-        group = _blocks_per_batch(layout) * self.read_threads
-        staging = torch.empty((min(len(keys), group), layout.block_bytes), dtype=torch.uint8, device=device)
-        done, cut = 0, None
-        for start in range(0, len(keys), group):
-            end = min(len(keys), start + group)
-            # The scatter of the group before was queued on this thread's stream, which
-            # the reads into the staging tensor wait for.
-            got, cut = self._read_into(keys[start:end], staging[: end - start])
-            if got:
-                _scatter(staging[:got], layers, layout, table[start : start + got], device)
-            done += got
-            if cut is not None:
-                break
+        done, cut = self._read_groups(
+            keys, device, lambda start, rows: _scatter(rows, layers, layout, table[start : start + len(rows)], device)
+        )
         return Restored(done * layout.block_tokens, done, None, cut)
 
     # ------------------------------------------------------------------ internals
@@ -468,16 +474,27 @@ class KVCache:
             keys = keys[: -(-max_tokens // layout.block_tokens)]
         return keys[: self.store.lookup_prefix(keys)]
 
-    def _read_prefix(self, tokens: Sequence[int], device, max_tokens: Optional[int]):
-        """Reads the longest stored prefix (at most ``max_tokens`` tokens, whole blocks
-        covering them) into rows on ``device``: ``(rows [n, block_bytes] uint8, n, cut)``."""
+    def _read_groups(self, keys: list[str], device, consume) -> tuple[int, Optional[str]]:
+        """Reads ``keys`` in groups of ``read_threads`` batches into one staging tensor on
+        ``device``, handing each group's whole leading blocks to ``consume(start, rows)``
+        before the next group is read; how many leading blocks were read, and why the run
+        ended early."""
         torch = _torch()
-        keys = self._stored_run(tokens, max_tokens)
-        if not keys:
-            return None, 0, None
-        rows = torch.empty((len(keys), self.layout.block_bytes), dtype=torch.uint8, device=device)
-        done, cut = self._read_into(keys, rows)
-        return rows[:done], done, cut
+        group = _blocks_per_batch(self.layout) * self.read_threads
+        staging = torch.empty((min(len(keys), group), self.layout.block_bytes), dtype=torch.uint8, device=device)
+        done, cut = 0, None
+        for start in range(0, len(keys), group):
+            end = min(len(keys), start + group)
+            # What consume queued on this thread's stream for the group before is
+            # finished before the reads overwrite the staging tensor (their copies wait
+            # for that stream).
+            got, cut = self._read_into(keys[start:end], staging[: end - start])
+            if got:
+                consume(start, staging[:got])
+            done += got
+            if cut is not None:
+                break
+        return done, cut
 
     def _read_into(self, keys: list[str], rows) -> tuple[int, Optional[str]]:
         """Reads ``keys`` into ``rows`` straight where the store can write their device's
@@ -592,25 +609,18 @@ def _scatter(rows, layers, layout: KVLayout, pages: list[int], device) -> None:
         v.index_copy_(0, index, blocks[:, layer, 1])
 
 
-def _cache_of_rows(rows, count: int, covered: int, layout: KVLayout, config: Any):
-    """A ``DynamicCache`` of the first ``covered`` tokens of ``count`` blocks read as
-    ``rows`` ``[count, block_bytes]``."""
+def _permute_into(tokens_first, rows, start: int, layout: KVLayout) -> None:
+    """Copies blocks ``start ..`` read as ``rows`` ``[n, block_bytes]`` into
+    ``tokens_first`` ``[L, 2, heads, tokens, dim]``, one copy for every layer."""
+    n, bt = len(rows), layout.block_tokens
     blocks = rows.view(layout.torch_dtype()).view(
-        count, layout.num_layers, 2, layout.block_tokens, layout.num_kv_heads, layout.head_dim
+        n, layout.num_layers, 2, bt, layout.num_kv_heads, layout.head_dim
     )
-    # One copy for every layer: [blocks, L, 2, block_tokens, heads, dim] ->
-    # [L, 2, heads, tokens, dim].
-    tokens_first = blocks.permute(1, 2, 4, 0, 3, 5).reshape(
-        layout.num_layers, 2, layout.num_kv_heads, count * layout.block_tokens, layout.head_dim
+    target = tokens_first[:, :, :, start * bt : (start + n) * bt].view(
+        layout.num_layers, 2, layout.num_kv_heads, n, bt, layout.head_dim
     )
-    pairs = []
-    for index in range(layout.num_layers):
-        k = tokens_first[index, 0, :, :covered].unsqueeze(0)
-        v = tokens_first[index, 1, :, :covered].unsqueeze(0)
-        if covered < count * layout.block_tokens:
-            k, v = k.contiguous(), v.contiguous()
-        pairs.append((k, v))
-    return dynamic_cache(pairs, config)
+    # [blocks, L, 2, block_tokens, heads, dim] -> [L, 2, heads, blocks, block_tokens, dim]
+    target.copy_(blocks.permute(1, 2, 4, 0, 3, 5))
 
 
 # ---------------------------------------------------------------------- helpers

@@ -131,7 +131,8 @@ class KVCache:
         config: Any = None,
     ) -> Restored:
         """The longest stored prefix (at most `max_tokens` tokens) as a DynamicCache on
-        `device`; a missing or corrupt block ends it."""
+        `device`, read through a staging tensor of `read_threads` batches of about 256 MiB
+        there; a missing or corrupt block ends it."""
     def restore_into(
         self,
         tokens: _Tokens,
