@@ -57,6 +57,9 @@ pub struct PyConfig {
     pub hasher: String,
     /// Threads for batch calls; 0 for one per core. Default: 0.
     pub num_io_threads: usize,
+    /// Prefetches (`CascadeStore.prefetch`) that move blocks at once, each on its own
+    /// thread; later ones wait in order. At least 1. Default: 2.
+    pub max_prefetches: usize,
     /// `"write_back"` (a block lives in the fastest tier that takes it and moves down
     /// under pressure) or `"write_through"` (a put placed in a non-persistent tier is
     /// also written, in the background, to the first persistent tier below; `flush()`
@@ -79,6 +82,7 @@ impl Default for PyConfig {
             promote_on_read: true,
             hasher: "sha256".to_string(),
             num_io_threads: 0,
+            max_prefetches: 2,
             write_policy: "write_back".to_string(),
         }
     }
@@ -195,6 +199,7 @@ impl PyConfig {
             promote_on_read: self.promote_on_read,
             hasher,
             num_io_threads: self.num_io_threads,
+            max_prefetches: self.max_prefetches,
             write_policy,
             tiers,
             ..CascadeConfig::default()
@@ -226,6 +231,7 @@ impl PyConfig {
         hasher = "sha256".to_string(),
         num_io_threads = 0,
         write_policy = "write_back".to_string(),
+        max_prefetches = 2,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -241,6 +247,7 @@ impl PyConfig {
         hasher: String,
         num_io_threads: usize,
         write_policy: String,
+        max_prefetches: usize,
     ) -> Self {
         Self {
             gpu_capacity_bytes,
@@ -254,6 +261,7 @@ impl PyConfig {
             promote_on_read,
             hasher,
             num_io_threads,
+            max_prefetches,
             write_policy,
         }
     }
@@ -269,7 +277,7 @@ impl PyConfig {
             "CascadeConfig(gpu_capacity_bytes={}, gpu_device_id={}, gpu_required={}, \
              shm_capacity_bytes={}, shm_path={:?}, lustre_path={:?}, lustre_capacity_bytes={}, \
              dedup_enabled={}, promote_on_read={}, hasher={:?}, num_io_threads={}, \
-             write_policy={:?})",
+             max_prefetches={}, write_policy={:?})",
             self.gpu_capacity_bytes,
             self.gpu_device_id,
             py_bool(self.gpu_required),
@@ -281,6 +289,7 @@ impl PyConfig {
             py_bool(self.promote_on_read),
             self.hasher,
             self.num_io_threads,
+            self.max_prefetches,
             self.write_policy
         )
     }

@@ -198,3 +198,11 @@ def test_many_handles_from_many_threads(tiered):
     assert stats["prefetch_hits"] + stats["prefetch_wasted"] <= stats["prefetched"]
     for block, out in zip(blocks, read_all(store, ids)):
         assert np.array_equal(block, out)
+
+
+def test_max_prefetches_is_a_config_setting(tmp_path):
+    config = make_config(tmp_path, max_prefetches=3)
+    assert config.max_prefetches == 3
+    assert "max_prefetches = 3" in config.to_toml()
+    with pytest.raises(cascade.ConfigError, match="max_prefetches"):
+        cascade.CascadeStore(make_config(tmp_path, max_prefetches=0))

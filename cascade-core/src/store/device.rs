@@ -131,6 +131,7 @@ impl CascadeStore {
         if let Dest::Host(out) = dest {
             return self.get(id, out);
         }
+        self.prefetcher.wait_for(&id);
         let capacity = dest.capacity();
         let mut found_in = None;
         for _ in 0..GET_ATTEMPTS {
@@ -415,6 +416,9 @@ impl CascadeStore {
     /// tier's memory. Promotions on read follow once every block is read; items a batch
     /// could not serve go through [`CascadeStore::get_into`].
     pub fn get_into_batch(&self, items: &mut [(BlockId, Dest<'_>)]) -> Vec<Result<Option<usize>>> {
+        for (id, _) in items.iter() {
+            self.prefetcher.wait_for(id);
+        }
         self.run(|| {
             let mut results: Vec<Option<Result<Option<usize>>>> = Vec::with_capacity(items.len());
             let mut groups: Vec<Vec<(usize, Entry)>> = vec![Vec::new(); self.core.tiers.len()];

@@ -96,6 +96,9 @@ class CascadeConfig:
     promote_on_read: bool
     hasher: str
     num_io_threads: int
+    max_prefetches: int
+    """Prefetches that move blocks at once (each on its own thread); later ones wait in
+    order. At least 1; default 2."""
     write_policy: str
     """"write_back" (default) or "write_through": a put placed in a non-persistent tier
     (GPU) is also written, in the background, to the first persistent tier below;
@@ -115,11 +118,11 @@ class CascadeConfig:
         hasher: str = "sha256",
         num_io_threads: int = 0,
         write_policy: str = "write_back",
+        max_prefetches: int = 2,
     ) -> Self: ...
     def to_toml(self) -> str:
         """The deployment this config opens, as Cascade TOML."""
 
-@final
 @final
 class PrefetchHandle:
     """A prefetch running in the background (CascadeStore.prefetch). ``len(handle)``
@@ -173,6 +176,7 @@ class GetBatchHandle:
         """Stops the read before its next chunk of blocks. Does not wait."""
     def __await__(self) -> Generator[Any, None, list[Optional[int]]]: ...
 
+@final
 class CascadeStore:
     """A hierarchical KV-block store. Calls release the GIL while copying."""
 
