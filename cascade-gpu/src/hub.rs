@@ -39,8 +39,9 @@ static CONTEXTS: OnceLock<Mutex<Vec<Arc<DeviceContext>>>> = OnceLock::new();
 impl DeviceContext {
     /// The context of `device`, created on first use.
     ///
-    /// Errors: [`ErrorKind::Unavailable`] without a driver or GPU; [`ErrorKind::Config`]
-    /// for a device the machine lacks.
+    /// Errors: [`ErrorKind::Unavailable`](cascade_core::ErrorKind::Unavailable) without a
+    /// driver or GPU; [`ErrorKind::Config`](cascade_core::ErrorKind::Config) for a device
+    /// the machine lacks.
     pub fn get(device: usize) -> Result<Arc<Self>> {
         let mut contexts = CONTEXTS.get_or_init(|| Mutex::new(Vec::new())).lock();
         if let Some(found) = contexts.iter().find(|c| c.device == device) {

@@ -20,7 +20,7 @@
 //! header page, then records (a 64-byte header with magic, version, id, sequence, length
 //! and xxh3-64 checksum, then the payload, padded to 4 KiB so every direct I/O is
 //! aligned), and once sealed a footer listing its records, so that opening a directory
-//! reads one footer per segment instead of every record header. See [`format`].
+//! reads one footer per segment instead of every record header. See [`format`](mod@format).
 //!
 //! # Durability
 //!
