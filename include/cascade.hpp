@@ -230,6 +230,110 @@ struct Stats {
 };
 
 /// The tiered KV-block store. Move-only; closes the store when destroyed.
+/// Counts of a prefetch's blocks so far (blocks, ready, missing, failed, cancelled,
+/// pending), as cascade_prefetch_progress reports them.
+using PrefetchProgress = cascade_prefetch_counts;
+
+/// The store's prefetch counters (prefetched, prefetch_hits, prefetch_wasted).
+using PrefetchStats = cascade_prefetch_stats;
+
+/// A prefetch running in the background (CascadeStore::prefetch). Destroying it cancels
+/// the prefetch unless detach() was called; blocks already moved stay where they went.
+/// Move-only; safe to query from several threads.
+class Prefetch {
+public:
+    Prefetch(Prefetch&& other) noexcept : handle_(std::exchange(other.handle_, nullptr)) {}
+    Prefetch& operator=(Prefetch&& other) noexcept {
+        if (this != &other) {
+            cascade_prefetch_free(handle_);
+            handle_ = std::exchange(other.handle_, nullptr);
+        }
+        return *this;
+    }
+    Prefetch(const Prefetch&) = delete;
+    Prefetch& operator=(const Prefetch&) = delete;
+    ~Prefetch() { cascade_prefetch_free(handle_); }
+
+    /// The counts so far; throws Exception on a moved-from handle.
+    PrefetchProgress progress() const {
+        PrefetchProgress counts{};
+        detail::throw_if_failed(cascade_prefetch_progress(handle_, &counts));
+        return counts;
+    }
+    /// Waits at most timeout_ms milliseconds (negative: without a limit); true once every
+    /// block is settled.
+    bool wait(int64_t timeout_ms = -1) const {
+        bool done = false;
+        detail::throw_if_failed(cascade_prefetch_wait(handle_, timeout_ms, &done));
+        return done;
+    }
+    /// Stops before the next chunk of blocks; does not wait.
+    void cancel() const { detail::throw_if_failed(cascade_prefetch_cancel(handle_)); }
+    /// Lets the prefetch run to its end when this object is destroyed.
+    void detach() const { detail::throw_if_failed(cascade_prefetch_detach(handle_)); }
+
+private:
+    friend class CascadeStore;
+    explicit Prefetch(cascade_prefetch_handle* handle) noexcept : handle_(handle) {}
+    cascade_prefetch_handle* handle_ = nullptr;
+};
+
+/// A batch get running in the background (CascadeStore::get_batch_async). The output
+/// buffers must stay valid and untouched until wait() reports the read done or this
+/// object is destroyed; destroying it cancels the blocks not started and waits for the
+/// others, so the buffers are free once the destructor returns. Move-only.
+class GetBatchAsync {
+public:
+    GetBatchAsync(GetBatchAsync&& other) noexcept
+        : handle_(std::exchange(other.handle_, nullptr)), count_(other.count_) {}
+    GetBatchAsync& operator=(GetBatchAsync&& other) noexcept {
+        if (this != &other) {
+            cascade_get_batch_async_free(handle_);
+            handle_ = std::exchange(other.handle_, nullptr);
+            count_ = other.count_;
+        }
+        return *this;
+    }
+    GetBatchAsync(const GetBatchAsync&) = delete;
+    GetBatchAsync& operator=(const GetBatchAsync&) = delete;
+    ~GetBatchAsync() { cascade_get_batch_async_free(handle_); }
+
+    /// Waits at most timeout_ms milliseconds (negative: without a limit). While the read
+    /// runs: returns std::nullopt and leaves sizes and statuses alone. Once it is done:
+    /// sizes[i] is block i's size (0 when not stored), statuses (when given) each
+    /// item's code as get_batch gives them, and the result is how many were found.
+    std::optional<size_t> wait(int64_t timeout_ms, std::vector<size_t>& sizes,
+                               std::vector<ErrorCode>* statuses = nullptr) const {
+        std::vector<size_t> lens(count_);
+        std::vector<cascade_status> st(count_);
+        size_t found = 0;
+        bool done = false;
+        cascade_status status =
+            cascade_get_batch_async_wait(handle_, timeout_ms, lens.data(), st.data(), &found, &done);
+        if (!done) {
+            detail::throw_if_failed(status);
+            return std::nullopt;
+        }
+        sizes = std::move(lens);
+        if (statuses != nullptr) {
+            statuses->resize(count_);
+            for (size_t i = 0; i < count_; ++i) {
+                (*statuses)[i] = static_cast<ErrorCode>(st[i]);
+            }
+        }
+        return found;
+    }
+    /// Stops before the next chunk of blocks (those not read report unavailable).
+    void cancel() const { detail::throw_if_failed(cascade_get_batch_async_cancel(handle_)); }
+
+private:
+    friend class CascadeStore;
+    GetBatchAsync(cascade_get_batch_async_handle* handle, size_t count) noexcept
+        : handle_(handle), count_(count) {}
+    cascade_get_batch_async_handle* handle_ = nullptr;
+    size_t count_ = 0;
+};
+
 class CascadeStore {
 public:
     /// Opens a store from the documented config; throws Exception on failure.
@@ -345,6 +449,48 @@ public:
         size_t found = 0;
         (void)try_get_batch(ids, outs, sizes, statuses, &found);
         return found;
+    }
+
+    // ---- prefetch and asynchronous batch gets --------------------------------------------
+
+    /// Starts moving ids into tier `tier` (a position, 0 the fastest, or
+    /// CASCADE_PREFETCH_FASTEST) in the background; throws Exception for a tier that does
+    /// not exist. A get of a block being moved waits for it instead of reading it twice.
+    Prefetch prefetch(const std::vector<BlockId>& ids, int32_t tier = CASCADE_PREFETCH_FASTEST) const {
+        std::vector<cascade_block_id> raw = raw_ids(ids);
+        cascade_prefetch_handle* h = nullptr;
+        detail::throw_if_failed(cascade_prefetch(handle_, raw.data(), raw.size(), tier, &h));
+        return Prefetch(h);
+    }
+    /// prefetch() of the leading stored keys of a prefix chain (prefix_keys): the blocks
+    /// lookup_prefix counts.
+    Prefetch prefetch_prefix(const std::vector<BlockId>& keys,
+                             int32_t tier = CASCADE_PREFETCH_FASTEST) const {
+        std::vector<cascade_block_id> raw = raw_ids(keys);
+        cascade_prefetch_handle* h = nullptr;
+        detail::throw_if_failed(cascade_prefetch_prefix(handle_, raw.data(), raw.size(), tier, &h));
+        return Prefetch(h);
+    }
+    /// Starts reading ids[i] into outs[i] (capacities[i] bytes) in the background, as
+    /// get_batch reads them; throws Exception (invalid_input) for vectors of different
+    /// lengths or overlapping buffers.
+    GetBatchAsync get_batch_async(const std::vector<BlockId>& ids, const std::vector<uint8_t*>& outs,
+                                  const std::vector<size_t>& capacities) const {
+        if (outs.size() != ids.size() || capacities.size() != ids.size()) {
+            throw Exception(
+                Error(ErrorCode::invalid_input, "get_batch_async: ids, outs and capacities differ in length"));
+        }
+        std::vector<cascade_block_id> raw = raw_ids(ids);
+        cascade_get_batch_async_handle* h = nullptr;
+        detail::throw_if_failed(
+            cascade_get_batch_async(handle_, raw.data(), outs.data(), capacities.data(), ids.size(), &h));
+        return GetBatchAsync(h, ids.size());
+    }
+    /// The store's prefetch counters.
+    PrefetchStats prefetch_stats() const {
+        PrefetchStats stats{};
+        detail::throw_if_failed(cascade_get_prefetch_stats(handle_, &stats));
+        return stats;
     }
 
     // ---- prefix lookups, device memory --------------------------------------------------

@@ -1,6 +1,7 @@
 // C++ tests of include/cascade.hpp: round trip, a batch with a missing id, bad arguments,
-// a full tier, two threads. Built by CMake (CMakeLists.txt here) and run by .ci/run;
-// prints "N passed, N failed" and exits non-zero on any failure.
+// a full tier, two threads, prefetch and asynchronous batch gets. Built by CMake
+// (CMakeLists.txt here) and run by .ci/run; prints "N passed, N failed" and exits
+// non-zero on any failure.
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -205,6 +206,77 @@ static void test_two_threads() {
     CHECK(store.get_stats().blocks == 800);
 }
 
+// Two memory tiers: the fast one holds 4 of the 8 blocks, so the oldest 4 start below.
+static const char* kTwoTierToml =
+    "promote_on_read = false\n"
+    "[[tiers]]\nkind = \"memory\"\nname = \"fast\"\ncapacity = \"256 KiB\"\n"
+    "[[tiers]]\nkind = \"memory\"\nname = \"slow\"\ncapacity = \"8 MiB\"\n";
+
+static void test_prefetch_and_async_get() {
+    auto store = cascade::CascadeStore::from_toml_string(kTwoTierToml);
+    const size_t n = 8, len = 64 * 1024;
+    std::vector<std::vector<uint8_t>> blocks;
+    std::vector<cascade::BlockId> ids;
+    for (unsigned i = 0; i < n; i++) {
+        blocks.push_back(pattern(len, 700 + i));
+        ids.push_back(cascade::compute_block_id(blocks[i].data(), len));
+        CHECK(store.put(ids[i], blocks[i].data(), len));
+    }
+    std::vector<cascade::BlockId> asked(ids.begin(), ids.begin() + 4);
+    auto absent = pattern(len, 9999);
+    asked.push_back(cascade::compute_block_id(absent.data(), len));
+
+    cascade::Prefetch prefetch = store.prefetch(asked, 0);
+    CHECK(prefetch.wait(-1));
+    cascade::PrefetchProgress p = prefetch.progress();
+    CHECK(p.blocks == 5 && p.missing == 1 && p.pending == 0);
+    CHECK(p.ready + p.failed + p.cancelled == 4 && p.ready >= 1);
+    CHECK(store.prefetch_stats().prefetched >= 1);
+    // A moved-from handle is inert: its destructor frees nothing twice.
+    cascade::Prefetch moved = std::move(prefetch);
+    CHECK(moved.wait(0));
+
+    // A cancelled prefetch settles: nothing is left pending.
+    cascade::Prefetch cancelled = store.prefetch(ids);
+    cancelled.cancel();
+    CHECK(cancelled.wait(-1) && cancelled.progress().pending == 0);
+    bool threw = false;
+    try {
+        (void)store.prefetch(ids, 7);
+    } catch (const cascade::Exception& ex) {
+        threw = ex.error().code() == cascade::ErrorCode::invalid_input;
+    }
+    CHECK(threw);
+
+    // The asynchronous get reads what the synchronous one reads, into the same bytes.
+    std::vector<cascade::BlockId> wanted(ids);
+    wanted.push_back(asked.back());
+    std::vector<std::vector<uint8_t>> outs(wanted.size(), std::vector<uint8_t>(len, 0xAA));
+    std::vector<uint8_t*> out_ptrs;
+    for (auto& o : outs) out_ptrs.push_back(o.data());
+    std::vector<size_t> capacities(wanted.size(), len);
+    std::vector<size_t> sizes;
+    std::vector<cascade::ErrorCode> statuses;
+    std::optional<size_t> found;
+    {
+        cascade::GetBatchAsync pending = store.get_batch_async(wanted, out_ptrs, capacities);
+        found = pending.wait(-1, sizes, &statuses);
+    }
+    CHECK(found.has_value() && *found == n);
+    CHECK(sizes.size() == n + 1 && statuses.size() == n + 1);
+    CHECK(statuses[n] == cascade::ErrorCode::not_found && sizes[n] == 0);
+    for (size_t i = 0; i < n; i++) {
+        CHECK(statuses[i] == cascade::ErrorCode::ok && sizes[i] == len && outs[i] == blocks[i]);
+    }
+    threw = false;
+    try {
+        (void)store.get_batch_async(wanted, out_ptrs, std::vector<size_t>(1, len));
+    } catch (const cascade::Exception& ex) {
+        threw = ex.error().code() == cascade::ErrorCode::invalid_input;
+    }
+    CHECK(threw);
+}
+
 int main(int argc, char** argv) {
     std::string dir = argc > 1 ? argv[1] : "/tmp";
     try {
@@ -213,6 +285,7 @@ int main(int argc, char** argv) {
         test_bad_arguments();
         test_full_tier(dir);
         test_two_threads();
+        test_prefetch_and_async_get();
     } catch (const cascade::Exception& ex) {
         failed++;
         std::fprintf(stderr, "unexpected exception: %s\n", ex.what());
