@@ -163,19 +163,20 @@ fn verify_runs(
                 ));
             };
             let (buf, got) = read?;
-            check_run(run, &buf.as_slice()[..got], &mut report);
-            progress(run.iter().map(|e| e.record.len).sum());
+            progress(check_run(run, &buf.as_slice()[..got], &mut report));
             let _ = free_tx.send(buf);
         }
         Ok(report)
     })
 }
 
-/// Checks the records of one run against `bytes`, read from the run's first record on.
-fn check_run(run: &[Entry], bytes: &[u8], report: &mut VerifyReport) {
+/// Checks the records of one run against `bytes`, read from the run's first record on;
+/// returns the payload bytes checked.
+fn check_run(run: &[Entry], bytes: &[u8], report: &mut VerifyReport) -> u64 {
     let first = run[0].record.offset;
     let segment = &run[0].segment;
     report.read_bytes += bytes.len() as u64;
+    let mut payload = 0;
     for entry in run {
         let at = (entry.record.offset - first) as usize;
         let len = entry.record.len as usize;
@@ -191,6 +192,7 @@ fn check_run(run: &[Entry], bytes: &[u8], report: &mut VerifyReport) {
         };
         report.blocks += 1;
         report.bytes += entry.record.len;
+        payload += entry.record.len;
         if let Some(reason) = reason {
             report.damaged.push(DamagedBlock {
                 id: entry.record.id,
@@ -200,4 +202,5 @@ fn check_run(run: &[Entry], bytes: &[u8], report: &mut VerifyReport) {
             });
         }
     }
+    payload
 }
