@@ -208,12 +208,15 @@ pub trait Tier: Send + Sync {
         let mut results: Vec<Result<()>> = Vec::with_capacity(ids.len());
         let mut buffers: Vec<(usize, Vec<u8>)> = Vec::with_capacity(ids.len());
         for (i, &id) in ids.iter().enumerate() {
-            let len = self.len_of(id).ok_or_else(|| Error::not_found(id)).and_then(|len| {
-                usize::try_from(len).map_err(|_| {
-                    Error::new(ErrorKind::TooLarge, "block larger than the address space")
-                        .with_context("id", id)
-                })
-            });
+            let len = self
+                .len_of(id)
+                .ok_or_else(|| Error::not_found(id))
+                .and_then(|len| {
+                    usize::try_from(len).map_err(|_| {
+                        Error::new(ErrorKind::TooLarge, "block larger than the address space")
+                            .with_context("id", id)
+                    })
+                });
             match len {
                 Ok(len) => {
                     buffers.push((i, vec![0u8; len]));
@@ -539,7 +542,11 @@ mod tests {
             Ok(())
         }
         fn ids(&self) -> Vec<(BlockId, u64)> {
-            self.blocks.lock().iter().map(|(id, b)| (*id, b.len() as u64)).collect()
+            self.blocks
+                .lock()
+                .iter()
+                .map(|(id, b)| (*id, b.len() as u64))
+                .collect()
         }
     }
 
@@ -547,7 +554,10 @@ mod tests {
         BlockId::from_bytes([n; 16])
     }
 
-    fn lend_all(tier: &Plain, ids: &[BlockId]) -> (Vec<Result<()>>, Vec<(usize, Vec<u8>)>) {
+    /// What a batch lend visited: (position in the ids, the bytes lent).
+    type Lent = Vec<(usize, Vec<u8>)>;
+
+    fn lend_all(tier: &Plain, ids: &[BlockId]) -> (Vec<Result<()>>, Lent) {
         let mut seen = Vec::new();
         let results = tier.get_with_batch(ids, &mut |lent| {
             seen.extend(lent.iter().map(|(i, bytes)| (*i, bytes.to_vec())));
@@ -565,7 +575,11 @@ mod tests {
         assert!(results[0].is_ok() && results[2].is_ok());
         assert_eq!(results[1].as_ref().unwrap_err().kind(), ErrorKind::NotFound);
         assert_eq!(seen, vec![(0, vec![1; 100]), (2, vec![3; 7000])]);
-        assert_eq!(*tier.batch_reads.lock(), vec![2], "one batch read of the two found");
+        assert_eq!(
+            *tier.batch_reads.lock(),
+            vec![2],
+            "one batch read of the two found"
+        );
         assert_eq!(*tier.single_reads.lock(), 0);
     }
 

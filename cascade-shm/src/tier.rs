@@ -12,6 +12,7 @@ use cascade_core::tier::{
 };
 use cascade_core::{BlockId, Error, ErrorKind, Extent, ExtentAllocator, Result, ShardedIndex};
 use parking_lot::Mutex;
+use rayon::prelude::*;
 
 use crate::commit::{CommitQueue, Pending};
 use crate::config::ShmTierConfig;
@@ -22,6 +23,10 @@ use crate::slots::SlotTable;
 
 /// The kind string of this tier.
 pub const KIND: &str = "shm";
+
+/// Batches of at least this many bytes are hashed on the rayon pool before they are
+/// published; smaller ones are still in cache and hashed at publish on the caller's thread.
+const PARALLEL_HASH_BYTES: usize = 8 << 20;
 
 /// Where a stored block lives.
 #[derive(Debug, Clone, Copy)]
@@ -290,8 +295,9 @@ impl Inner {
     }
 
     /// Makes a reserved, filled extent the block `id`: checksum and slot record (now,
-    /// or queued for the committer), then the block map.
-    fn publish(&self, id: BlockId, slot: u32, extent: Extent, len: usize) {
+    /// or queued for the committer), then the block map. `checksum`: the extent's, when
+    /// the caller already hashed it.
+    fn publish(&self, id: BlockId, slot: u32, extent: Extent, len: usize, checksum: Option<u64>) {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let mut entry = Entry {
             extent,
@@ -301,10 +307,12 @@ impl Inner {
             checksum: None,
         };
         if self.commits.is_none() {
-            // SAFETY: the extent is still owned by this put (not published yet).
-            let bytes = unsafe { self.extent_ref(extent, len) };
-            // Hashing right after the copy reads the bytes back from cache.
-            let checksum = cascade_hash::checksum(bytes);
+            let checksum = checksum.unwrap_or_else(|| {
+                // SAFETY: the extent is still owned by this put (not published yet).
+                let bytes = unsafe { self.extent_ref(extent, len) };
+                // Hashing right after the copy reads the bytes back from cache.
+                cascade_hash::checksum(bytes)
+            });
             self.commit(id, &entry, checksum);
             entry.checksum = Some(checksum);
         }
@@ -333,7 +341,7 @@ impl Inner {
             self.release(slot, extent);
             return Err(err);
         }
-        self.publish(id, slot, extent, len);
+        self.publish(id, slot, extent, len, None);
         Ok(())
     }
 
@@ -358,9 +366,12 @@ impl Inner {
             .collect();
         let filled = fill_results(fill, &mut targets);
         drop(targets);
-        for ((i, slot, extent), outcome) in reserved.into_iter().zip(filled) {
+        let checksums = self.batch_checksums(items, &reserved, &filled);
+        for (((i, slot, extent), outcome), checksum) in
+            reserved.into_iter().zip(filled).zip(checksums)
+        {
             match outcome {
-                Ok(()) => self.publish(items[i].0, slot, extent, items[i].1),
+                Ok(()) => self.publish(items[i].0, slot, extent, items[i].1, checksum),
                 Err(e) => {
                     self.release(slot, extent);
                     results[i] = Err(e);
@@ -368,6 +379,35 @@ impl Inner {
             }
         }
         results
+    }
+
+    /// The checksums of a batch's filled extents, hashed on the rayon pool when the batch
+    /// is large enough to pay for it; `None` where the block is hashed at publish.
+    ///
+    /// A batch filled by DMA (device memory) or by one large copy is no longer in cache
+    /// when it is published, so one thread hashing it reads every byte from memory at a
+    /// few GB/s; spread over the cores the hash keeps up with the DMA (docs/benchmarks.md).
+    fn batch_checksums(
+        &self,
+        items: &[(BlockId, usize)],
+        reserved: &[(usize, u32, Extent)],
+        filled: &[Result<()>],
+    ) -> Vec<Option<u64>> {
+        let bytes: usize = reserved.iter().map(|&(i, _, _)| items[i].1).sum();
+        if self.commits.is_some() || reserved.len() < 2 || bytes < PARALLEL_HASH_BYTES {
+            return vec![None; reserved.len()];
+        }
+        reserved
+            .par_iter()
+            .zip(filled)
+            .map(|(&(i, _, extent), outcome)| {
+                outcome.is_ok().then(|| {
+                    // SAFETY: the extent was filled for this put and is not published yet;
+                    // nothing else writes it while it is hashed.
+                    cascade_hash::checksum(unsafe { self.extent_ref(extent, items[i].1) })
+                })
+            })
+            .collect()
     }
 
     /// The committer thread: hashes each queued block and commits its slot, unless the
