@@ -547,8 +547,9 @@ def cuda_store(tmp_path, kind):
     )
 
 
+@pytest.mark.parametrize("read_threads", [1, 2])
 @pytest.mark.parametrize("kind", ["shm", "file", "gpu"])
-def test_cuda_kv_goes_to_every_store_as_cuda_tensors(tmp_path, model, monkeypatch, kind):
+def test_cuda_kv_goes_to_every_store_as_cuda_tensors(tmp_path, model, monkeypatch, kind, read_threads):
     need_cuda()
     gpu_model = tiny_llama().cuda()  # noqa: F821
     ids = prompt(5 * BT + 3).cuda()  # noqa: F821
@@ -558,7 +559,9 @@ def test_cuda_kv_goes_to_every_store_as_cuda_tensors(tmp_path, model, monkeypatc
     with cuda_store(tmp_path, kind) as store:
         assert store.tiers[0] == "gpu" if kind == "gpu" else len(store.tiers) == 1
         recording = Recording(store)
-        cache = kv.KVCache(recording, layout, MODEL, read_threads=2)
+        # Batches of 2 blocks: groups of 2 or 4, so the two staging tensors take turns
+        # (with one reader the first is refilled for the third group).
+        cache = kv.KVCache(recording, layout, MODEL, read_threads=read_threads)
         assert cache.save(ids, original).stored == 5
         restored = cache.restore(ids, device="cuda", max_tokens=ids.shape[1] - 1)
         assert (restored.tokens, restored.cut) == (5 * BT, None)
@@ -577,9 +580,11 @@ def test_cuda_kv_goes_to_every_store_as_cuda_tensors(tmp_path, model, monkeypatc
             assert bytes(out) == block_bytes_of(host_original, block, layout), block
 
 
-def test_cuda_paged_pools_round_trip(tmp_path, model):
+def test_cuda_paged_pools_round_trip(tmp_path, model, monkeypatch):
     need_cuda()
     layout = layout_of(model, kind=kv.PAGED, kv_stacked=True, stack_dim=1)
+    # One block a batch: four groups, scattered on the side stream while the next is read.
+    monkeypatch.setattr(kv, "_CHUNK_BYTES", layout.block_bytes)
     ids = prompt(4 * BT + 3)  # noqa: F821
     _, original = prefill(model, ids)  # noqa: F821
     source = make_pools(layout, 16, True, float("nan"))

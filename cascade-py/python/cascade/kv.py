@@ -370,7 +370,7 @@ class KVCache:
         transformers 5.x cache pick each layer's kind. A block that is missing or fails
         its checksum ends the prefix there. The blocks pass through a staging tensor of
         ``read_threads`` batches of about 256 MiB on ``device``, each group permuted into
-        the cache's tensors before the next is read.
+        the cache's tensors (on a GPU, while the next is read: two staging tensors).
         """
         torch = _torch()
         layout = self.layout
@@ -414,7 +414,8 @@ class KVCache:
         Returns the tokens covered (whole blocks; ``max_tokens`` rounds down to one).
         Pool blocks the table does not name are left as they are. The blocks pass
         through a staging tensor on the pool's device of ``read_threads`` batches of about
-        256 MiB, reused for each group of batches, so a restore needs that much spare
+        256 MiB, reused for each group of batches (two that take turns on a GPU, so one
+        group's scatter overlaps the next one's read), so a restore needs that much spare
         memory there, not the prefix's whole KV.
         """
         layout = self.layout
@@ -475,25 +476,59 @@ class KVCache:
         return keys[: self.store.lookup_prefix(keys)]
 
     def _read_groups(self, keys: list[str], device, consume) -> tuple[int, Optional[str]]:
-        """Reads ``keys`` in groups of ``read_threads`` batches into one staging tensor on
-        ``device``, handing each group's whole leading blocks to ``consume(start, rows)``
-        before the next group is read; how many leading blocks were read, and why the run
-        ended early."""
+        """Reads ``keys`` in groups of ``read_threads`` batches into a staging tensor on
+        ``device``, handing each group's whole leading blocks to ``consume(start, rows)``;
+        how many leading blocks were read, and why the run ended early.
+
+        On a GPU with more than one group, two staging tensors take turns and ``consume``
+        runs on a side stream, so one group's permute or scatter overlaps the next group's
+        read (the store orders its copies after the caller's current stream, not the side
+        one); the current stream waits for the side stream before this returns."""
         torch = _torch()
         group = _blocks_per_batch(self.layout) * self.read_threads
-        staging = torch.empty((min(len(keys), group), self.layout.block_bytes), dtype=torch.uint8, device=device)
+        spans = [(start, min(len(keys), start + group)) for start in range(0, len(keys), group)]
+        overlap = device.type == "cuda" and len(spans) > 1
+        rows = min(len(keys), group)
+        stagings = [
+            torch.empty((rows, self.layout.block_bytes), dtype=torch.uint8, device=device)
+            for _ in range(2 if overlap else 1)
+        ]
+        if not overlap:
+            done, cut = 0, None
+            for start, end in spans:
+                # What consume queued on this thread's stream for the group before is
+                # finished before the reads overwrite the staging tensor (their copies
+                # wait for that stream).
+                got, cut = self._read_into(keys[start:end], stagings[0][: end - start])
+                if got:
+                    consume(start, stagings[0][:got])
+                done += got
+                if cut is not None:
+                    break
+            return done, cut
+        main = torch.cuda.current_stream(device)
+        side = torch.cuda.Stream(device)
+        consumed = [None, None]
         done, cut = 0, None
-        for start in range(0, len(keys), group):
-            end = min(len(keys), start + group)
-            # What consume queued on this thread's stream for the group before is
-            # finished before the reads overwrite the staging tensor (their copies wait
-            # for that stream).
-            got, cut = self._read_into(keys[start:end], staging[: end - start])
-            if got:
-                consume(start, staging[:got])
-            done += got
-            if cut is not None:
-                break
+        try:
+            for turn, (start, end) in enumerate(spans):
+                staging = stagings[turn % 2]
+                if consumed[turn % 2] is not None:
+                    # The side stream's work on this staging tensor two groups ago.
+                    consumed[turn % 2].synchronize()
+                got, cut = self._read_into(keys[start:end], staging[: end - start])
+                if got:
+                    # Orders consume after anything _read_into queued on the current
+                    # stream (the copy up from host memory on the fallback path).
+                    side.wait_stream(main)
+                    with torch.cuda.stream(side):
+                        consume(start, staging[:got])
+                        consumed[turn % 2] = side.record_event()
+                done += got
+                if cut is not None:
+                    break
+        finally:
+            main.wait_stream(side)
         return done, cut
 
     def _read_into(self, keys: list[str], rows) -> tuple[int, Optional[str]]:
