@@ -12,7 +12,6 @@ use cascade_core::tier::{
 };
 use cascade_core::{BlockId, Error, ErrorKind, Extent, ExtentAllocator, Result, ShardedIndex};
 use parking_lot::Mutex;
-use rayon::prelude::*;
 
 use crate::commit::{CommitQueue, Pending};
 use crate::config::ShmTierConfig;
@@ -24,9 +23,15 @@ use crate::slots::SlotTable;
 /// The kind string of this tier.
 pub const KIND: &str = "shm";
 
-/// Batches of at least this many bytes are hashed on the rayon pool before they are
-/// published; smaller ones are still in cache and hashed at publish on the caller's thread.
-const PARALLEL_HASH_BYTES: usize = 8 << 20;
+/// A batch is hashed on one more thread for each this many bytes before it is published
+/// (smaller ones are still in cache and hashed at publish on the caller's thread).
+const PARALLEL_HASH_BYTES: usize = 4 << 20;
+
+/// Threads that hash one batch at most.
+const MAX_HASH_THREADS: usize = 8;
+
+/// Room reserved for one item of a batch put: its position in the batch, slot, extent.
+type Reserved = (usize, u32, Extent);
 
 /// Where a stored block lives.
 #[derive(Debug, Clone, Copy)]
@@ -349,7 +354,7 @@ impl Inner {
     /// DMA when the source is device memory), then publishes those filled.
     fn store_batch(&self, items: &[(BlockId, usize)], fill: &mut BatchFill<'_>) -> Vec<Result<()>> {
         let mut results: Vec<Result<()>> = Vec::with_capacity(items.len());
-        let mut reserved: Vec<(usize, u32, Extent)> = Vec::with_capacity(items.len());
+        let mut reserved: Vec<Reserved> = Vec::with_capacity(items.len());
         for (i, &(_, len)) in items.iter().enumerate() {
             match self.reserve(len as u64) {
                 Ok((slot, extent)) => {
@@ -381,33 +386,58 @@ impl Inner {
         results
     }
 
-    /// The checksums of a batch's filled extents, hashed on the rayon pool when the batch
-    /// is large enough to pay for it; `None` where the block is hashed at publish.
+    /// The checksums of a batch's filled extents, hashed on a few scoped threads when the
+    /// batch is large enough to pay for them; `None` where the block is hashed at publish.
     ///
     /// A batch filled by DMA (device memory) or by one large copy is no longer in cache
     /// when it is published, so one thread hashing it reads every byte from memory at a
     /// few GB/s; spread over the cores the hash keeps up with the DMA (docs/benchmarks.md).
+    /// Scoped OS threads, not the rayon pool: a caller may hold the store's stripe locks,
+    /// and a rayon worker waiting for its hashes could pick up a job that waits for them.
     fn batch_checksums(
         &self,
         items: &[(BlockId, usize)],
-        reserved: &[(usize, u32, Extent)],
+        reserved: &[Reserved],
         filled: &[Result<()>],
     ) -> Vec<Option<u64>> {
         let bytes: usize = reserved.iter().map(|&(i, _, _)| items[i].1).sum();
-        if self.commits.is_some() || reserved.len() < 2 || bytes < PARALLEL_HASH_BYTES {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let threads = (bytes / PARALLEL_HASH_BYTES)
+            .min(MAX_HASH_THREADS)
+            .min(cores)
+            .min(reserved.len());
+        if self.commits.is_some() || threads < 2 {
             return vec![None; reserved.len()];
         }
-        reserved
-            .par_iter()
-            .zip(filled)
-            .map(|(&(i, _, extent), outcome)| {
-                outcome.is_ok().then(|| {
-                    // SAFETY: the extent was filled for this put and is not published yet;
-                    // nothing else writes it while it is hashed.
-                    cascade_hash::checksum(unsafe { self.extent_ref(extent, items[i].1) })
+        let hash = |part: &[Reserved], outcomes: &[Result<()>]| -> Vec<Option<u64>> {
+            part.iter()
+                .zip(outcomes)
+                .map(|(&(i, _, extent), outcome)| {
+                    outcome.is_ok().then(|| {
+                        // SAFETY: the extent was filled for this put and is not published
+                        // yet; nothing writes it while it is hashed.
+                        cascade_hash::checksum(unsafe { self.extent_ref(extent, items[i].1) })
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        };
+        let per_thread = reserved.len().div_ceil(threads);
+        let parts: Vec<(&[Reserved], &[Result<()>])> = reserved
+            .chunks(per_thread)
+            .zip(filled.chunks(per_thread))
+            .collect();
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = parts[1..]
+                .iter()
+                .map(|&(part, outcomes)| scope.spawn(move || hash(part, outcomes)))
+                .collect();
+            let mut checksums = hash(parts[0].0, parts[0].1);
+            for (handle, (part, _)) in handles.into_iter().zip(&parts[1..]) {
+                // A thread that could not hash its share leaves it to publish.
+                checksums.extend(handle.join().unwrap_or_else(|_| vec![None; part.len()]));
+            }
+            checksums
+        })
     }
 
     /// The committer thread: hashes each queued block and commits its slot, unless the
