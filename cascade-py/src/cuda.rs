@@ -80,13 +80,17 @@ fn sync_streams(device_id: usize, items: &[(BlockId, DeviceRange)]) -> Result<()
     sync_ranges(device_id, items.iter().map(|(_, d)| d))
 }
 
-/// Synchronizes each distinct producer stream of `ranges` once.
+/// Checks that every range lives on `device_id` (the store's device: the copies run in
+/// its context, where another GPU's address would be read as this one's), then
+/// synchronizes each distinct producer stream of `ranges` once.
 pub fn sync_ranges<'a>(
     device_id: usize,
     ranges: impl IntoIterator<Item = &'a DeviceRange>,
 ) -> Result<()> {
+    let ranges: Vec<&DeviceRange> = ranges.into_iter().collect();
+    check_devices(device_id, &ranges, pointer_device)?;
     let mut done: Vec<u64> = Vec::new();
-    for stream in ranges.into_iter().filter_map(|d| d.stream) {
+    for stream in ranges.iter().filter_map(|d| d.stream) {
         if !done.contains(&stream) {
             synchronize(device_id, stream)?;
             done.push(stream);
@@ -95,11 +99,127 @@ pub fn sync_ranges<'a>(
     Ok(())
 }
 
+/// An error for the first range not on `device_id`: its device as the producer named
+/// it, else as `locate` (the driver) finds it from the address.
+fn check_devices(
+    device_id: usize,
+    ranges: &[&DeviceRange],
+    locate: impl Fn(usize, u64) -> Result<usize>,
+) -> Result<()> {
+    // The rows of one tensor share its device: look each address up only when the
+    // producer named no device, and remember the ranges already found on it.
+    let mut known: Vec<(u64, u64)> = Vec::new();
+    for range in ranges {
+        let device = match range.device {
+            Some(device) => device,
+            None if known.iter().any(|&(a, b)| a <= range.ptr && range.ptr < b) => device_id,
+            None => locate(device_id, range.ptr)?,
+        };
+        if device != device_id {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "the tensor is on cuda:{device}, but this store copies on cuda:{device_id} \
+                     (its GPU tier's device, or device 0 without one); move it there first \
+                     (tensor.to('cuda:{device_id}'))"
+                ),
+            )
+            .with_context("tensor_device", device)
+            .with_context("store_device", device_id));
+        }
+        if range.device.is_none() {
+            // One driver query per allocation-sized span: later rows inside it are known.
+            known.push((range.ptr, range.ptr.saturating_add(range.len as u64)));
+        }
+    }
+    Ok(())
+}
+
+/// The device ordinal of the allocation holding `ptr`, as the driver reports it.
+fn pointer_device(device_id: usize, ptr: u64) -> Result<usize> {
+    let ctx = context(device_id)?;
+    ctx.bind_to_thread()
+        .map_err(|e| Error::new(ErrorKind::Io, format!("cannot bind the CUDA context: {e}")))?;
+    let mut ordinal: i32 = -1;
+    // SAFETY: the attribute is a 32-bit int written into `ordinal`; the driver only reads
+    // the address to look up its allocation.
+    let status = unsafe {
+        sys::cuPointerGetAttribute(
+            (&mut ordinal as *mut i32).cast(),
+            sys::CUpointer_attribute::CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL,
+            ptr as sys::CUdeviceptr,
+        )
+    };
+    if status != sys::CUresult::CUDA_SUCCESS {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "the tensor's address {ptr:#x} is not CUDA device memory the driver knows \
+                 ({status:?})"
+            ),
+        ));
+    }
+    usize::try_from(ordinal).map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!("the driver names no device for address {ptr:#x}"),
+        )
+    })
+}
+
 /// Why a GPU tier could not open, for the warning that names the missing GPU.
 pub fn missing_gpu_reason() -> &'static str {
     if cascade_gpu::driver_present() {
         "the CUDA driver is present but the device could not be opened"
     } else {
         "no CUDA driver: libcuda.so could not be loaded"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(ptr: u64, len: usize, device: Option<usize>) -> DeviceRange {
+        DeviceRange {
+            ptr,
+            len,
+            stream: None,
+            device,
+        }
+    }
+
+    fn never(_: usize, ptr: u64) -> Result<usize> {
+        panic!("the driver was asked about {ptr:#x}")
+    }
+
+    #[test]
+    fn ranges_on_the_stores_device_pass_and_another_device_is_invalid_input() {
+        let ok = [range(0x1000, 64, Some(0)), range(0x2000, 64, Some(0))];
+        check_devices(0, &ok.iter().collect::<Vec<_>>(), never).unwrap();
+        let other = [range(0x1000, 64, Some(0)), range(0x9000, 64, Some(1))];
+        let err = check_devices(0, &other.iter().collect::<Vec<_>>(), never).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("cuda:1"), "{err}");
+    }
+
+    #[test]
+    fn unnamed_devices_are_looked_up_once_per_span() {
+        let asked = std::cell::Cell::new(0);
+        let locate = |_: usize, ptr: u64| {
+            asked.set(asked.get() + 1);
+            Ok(if ptr >= 0x10_000 { 2 } else { 0 })
+        };
+        // A range that spans the next two: one lookup covers all three.
+        let rows = [
+            range(0x1000, 0x3000, None),
+            range(0x2000, 64, None),
+            range(0x3000, 64, None),
+        ];
+        check_devices(0, &rows.iter().collect::<Vec<_>>(), locate).unwrap();
+        assert_eq!(asked.get(), 1);
+        let far = [range(0x1000, 64, None), range(0x10_000, 64, None)];
+        let err = check_devices(0, &far.iter().collect::<Vec<_>>(), locate).unwrap_err();
+        assert!(err.to_string().contains("cuda:2"), "{err}");
     }
 }

@@ -56,6 +56,10 @@ pub struct DeviceRange {
     /// its own work before; None when the producer says no sync is needed.
     #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
     pub stream: Option<u64>,
+    /// The CUDA device the memory is on, where the producer says (DLPack); None for
+    /// `__cuda_array_interface__`, which names none (the driver is asked instead).
+    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+    pub device: Option<usize>,
 }
 
 /// Device memory named by a Python object, kept alive while the range is in use.
@@ -248,7 +252,12 @@ fn cuda_array_interface(
         None => Some(LEGACY_DEFAULT_STREAM),
     };
     Ok(Some(Device {
-        range: DeviceRange { ptr, len, stream },
+        range: DeviceRange {
+            ptr,
+            len,
+            stream,
+            device: None,
+        },
         _owner: obj.clone().unbind(),
     }))
 }
@@ -374,7 +383,7 @@ fn dlpack(obj: &Bound<'_, PyAny>, access: Access, what: &dyn Display) -> PyResul
     let Ok(device_fn) = obj.getattr("__dlpack_device__") else {
         return Ok(None);
     };
-    let (device_type, _device_id): (i32, i32) = device_fn.call0()?.extract()?;
+    let (device_type, device_id): (i32, i32) = device_fn.call0()?.extract()?;
     let py = obj.py();
     let (capsule, stream) = match device_type {
         DL_CPU | DL_CUDA_HOST => (obj.call_method0("__dlpack__")?, None),
@@ -430,14 +439,19 @@ fn dlpack(obj: &Bound<'_, PyAny>, access: Access, what: &dyn Display) -> PyResul
     let _ = access;
     let owner = capsule.clone().into_any().unbind();
     Ok(Some(match device_type {
-        DL_CUDA => Data::Device(Device {
-            range: DeviceRange {
-                ptr: address,
-                len,
-                stream,
-            },
-            _owner: owner,
-        }),
+        DL_CUDA => {
+            Data::Device(Device {
+                range: DeviceRange {
+                    ptr: address,
+                    len,
+                    stream,
+                    device: Some(usize::try_from(device_id).map_err(|_| {
+                        invalid_input(format!("{what} names CUDA device {device_id}"))
+                    })?),
+                },
+                _owner: owner,
+            })
+        }
         _ => {
             if address == 0 && len > 0 {
                 return Err(invalid_input(format!(
@@ -679,5 +693,6 @@ fn rows(range: DeviceRange, count: usize) -> impl Iterator<Item = DeviceRange> {
         ptr: range.ptr + (i * row) as u64,
         len: row,
         stream: range.stream,
+        device: range.device,
     })
 }

@@ -134,6 +134,42 @@ def test_cuda_errors_are_typed(gpu_store, tmp_path):
     assert not gpu_store.contains(ident(3))
 
 
+class InterfaceOnly:
+    """Exports only ``__cuda_array_interface__`` (as CuPy or Numba arrays do): no DLPack,
+    so no device id; the store asks the driver where the address lives."""
+
+    def __init__(self, ptr, nbytes):
+        self.__cuda_array_interface__ = {
+            "shape": (nbytes,),
+            "typestr": "|u1",
+            "data": (ptr, False),
+            "version": 3,
+            "strides": None,
+            "stream": None,
+        }
+
+
+def test_device_of_cuda_memory_is_checked(gpu_store):
+    block = cuda_blocks(1, seed=8)[0]
+    torch.cuda.synchronize()
+    gpu_store.put(ident(70), InterfaceOnly(block.data_ptr(), BLOCK))
+    out = torch.zeros(BLOCK, dtype=torch.uint8, device="cuda")
+    torch.cuda.synchronize()
+    assert gpu_store.get(ident(70), InterfaceOnly(out.data_ptr(), BLOCK)) == (True, BLOCK)
+    assert torch.equal(out, block)
+    # An address that is no CUDA memory, named as if it were, is refused before a copy.
+    host = np.zeros(BLOCK, np.uint8)
+    with pytest.raises(cascade.InvalidInputError, match="not CUDA device memory"):
+        gpu_store.put(ident(71), InterfaceOnly(host.ctypes.data, BLOCK))
+    assert not gpu_store.contains(ident(71))
+    if torch.cuda.device_count() > 1:
+        other = torch.ones(BLOCK, dtype=torch.uint8, device="cuda:1")
+        for named in (other, InterfaceOnly(other.data_ptr(), BLOCK)):
+            with pytest.raises(cascade.InvalidInputError, match="cuda:1"):
+                gpu_store.put(ident(72), named)
+        assert not gpu_store.contains(ident(72))
+
+
 @pytest.fixture
 def shm_store(tmp_path):
     """A store with no GPU tier: 64 MiB of shared memory."""

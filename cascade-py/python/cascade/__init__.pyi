@@ -188,8 +188,9 @@ class CascadeStore:
     def put(self, block_id: _BlockId, data: _Block) -> bool:
         """Stores `data`; True once stored (dedup: an id already stored copies nothing).
         A CUDA tensor is copied device to device into a GPU tier, by DMA into a host
-        tier (UnavailableError where no CUDA driver loads). A list of buffers or of CUDA
-        tensors is the block's pieces, concatenated in order."""
+        tier (UnavailableError where no CUDA driver loads; InvalidInputError for a
+        tensor on another GPU than the store's). A list of buffers or of CUDA tensors is
+        the block's pieces, concatenated in order."""
     def put_content(self, data: _Buffer) -> _BlockId:
         """Hashes `data` with the configured hasher, stores it, returns the id."""
     def get(self, block_id: _BlockId, out: _Block) -> tuple[bool, int]:
