@@ -13,7 +13,7 @@
 use crate::{Error, ErrorKind, Result};
 
 /// Bytes each thread takes at least.
-const CHUNK_BYTES: u64 = 4 << 20;
+const CHUNK_BYTES: u64 = 8 << 20;
 /// Threads one move uses at most.
 const MAX_THREADS: usize = 8;
 
