@@ -201,53 +201,29 @@ pub trait Tier: Send + Sync {
     /// `visit` gets `(position in ids, bytes)` for every block found and returns one
     /// result per block it was given, in order. One result per id, in order
     /// ([`ErrorKind::NotFound`] for a missing block, [`ErrorKind::Corrupt`] for one that
-    /// failed its checksum). The default reads the blocks into temporary buffers with one
-    /// [`Tier::get_batch`], so a tier whose batch read is parallel or planned (the file
-    /// tier's runs) keeps that when its blocks go to device memory, then lends them all.
+    /// failed its checksum). The default reads each block into a temporary buffer first.
     fn get_with_batch(&self, ids: &[BlockId], visit: &mut BatchVisit<'_>) -> Vec<Result<()>> {
         let mut results: Vec<Result<()>> = Vec::with_capacity(ids.len());
-        let mut buffers: Vec<(usize, Vec<u8>)> = Vec::with_capacity(ids.len());
+        let mut buffers: Vec<(usize, Vec<u8>)> = Vec::new();
         for (i, &id) in ids.iter().enumerate() {
-            let len = self
+            let read = self
                 .len_of(id)
                 .ok_or_else(|| Error::not_found(id))
                 .and_then(|len| {
-                    usize::try_from(len).map_err(|_| {
-                        Error::new(ErrorKind::TooLarge, "block larger than the address space")
-                            .with_context("id", id)
-                    })
+                    let mut buffer = vec![0u8; len as usize];
+                    let n = self.get(id, &mut buffer)?;
+                    buffer.truncate(n);
+                    Ok(buffer)
                 });
-            match len {
-                Ok(len) => {
-                    buffers.push((i, vec![0u8; len]));
+            match read {
+                Ok(buffer) => {
+                    buffers.push((i, buffer));
                     results.push(Ok(()));
                 }
                 Err(e) => results.push(Err(e)),
             }
         }
-        let mut items: Vec<(BlockId, &mut [u8])> = buffers
-            .iter_mut()
-            .map(|(i, buffer)| (ids[*i], buffer.as_mut_slice()))
-            .collect();
-        let mut outcomes = self.get_batch(&mut items);
-        drop(items);
-        if outcomes.len() != buffers.len() {
-            let error = Error::new(
-                ErrorKind::Plugin,
-                "a batch read returned a different number of results than blocks",
-            )
-            .with_context("tier", self.name())
-            .with_context("blocks", buffers.len())
-            .with_context("results", outcomes.len());
-            outcomes = buffers.iter().map(|_| Err(error.clone())).collect();
-        }
-        let mut lent: Vec<(usize, &[u8])> = Vec::with_capacity(buffers.len());
-        for ((i, buffer), outcome) in buffers.iter().zip(outcomes) {
-            match outcome {
-                Ok(got) => lent.push((*i, &buffer[..got.min(buffer.len())])),
-                Err(e) => results[*i] = Err(e),
-            }
-        }
+        let lent: Vec<(usize, &[u8])> = buffers.iter().map(|(i, b)| (*i, b.as_slice())).collect();
         apply_visits(visit, &lent, &mut results);
         results
     }
@@ -467,134 +443,4 @@ fn no_device_path(tier: &str) -> Error {
         "this tier holds host memory and cannot copy to or from device memory",
     )
     .with_context("tier", tier)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use parking_lot::Mutex;
-    use std::collections::HashMap;
-
-    /// A tier with only the required methods and its own batch read, which counts the
-    /// blocks each path read; `short_batch` makes that read answer one result too few.
-    #[derive(Default)]
-    struct Plain {
-        blocks: Mutex<HashMap<BlockId, Vec<u8>>>,
-        single_reads: Mutex<usize>,
-        batch_reads: Mutex<Vec<usize>>,
-        short_batch: bool,
-    }
-
-    impl Tier for Plain {
-        fn kind(&self) -> &str {
-            "plain"
-        }
-        fn name(&self) -> &str {
-            "plain"
-        }
-        fn capability(&self) -> Capability {
-            Capability::default()
-        }
-        fn capacity(&self) -> u64 {
-            u64::MAX
-        }
-        fn used(&self) -> u64 {
-            self.blocks.lock().values().map(|b| b.len() as u64).sum()
-        }
-        fn put(&self, id: BlockId, data: &[u8]) -> Result<()> {
-            self.blocks.lock().insert(id, data.to_vec());
-            Ok(())
-        }
-        fn get(&self, id: BlockId, out: &mut [u8]) -> Result<usize> {
-            *self.single_reads.lock() += 1;
-            let blocks = self.blocks.lock();
-            let block = blocks.get(&id).ok_or_else(|| Error::not_found(id))?;
-            out[..block.len()].copy_from_slice(block);
-            Ok(block.len())
-        }
-        fn get_batch(&self, items: &mut [(BlockId, &mut [u8])]) -> Vec<Result<usize>> {
-            self.batch_reads.lock().push(items.len());
-            let blocks = self.blocks.lock();
-            let mut results: Vec<Result<usize>> = items
-                .iter_mut()
-                .map(|(id, out)| {
-                    let block = blocks.get(id).ok_or_else(|| Error::not_found(*id))?;
-                    out[..block.len()].copy_from_slice(block);
-                    Ok(block.len())
-                })
-                .collect();
-            if self.short_batch {
-                results.pop();
-            }
-            results
-        }
-        fn len_of(&self, id: BlockId) -> Option<u64> {
-            self.blocks.lock().get(&id).map(|b| b.len() as u64)
-        }
-        fn remove(&self, id: BlockId) -> Result<bool> {
-            Ok(self.blocks.lock().remove(&id).is_some())
-        }
-        fn flush(&self) -> Result<()> {
-            Ok(())
-        }
-        fn clear(&self) -> Result<()> {
-            self.blocks.lock().clear();
-            Ok(())
-        }
-        fn ids(&self) -> Vec<(BlockId, u64)> {
-            self.blocks
-                .lock()
-                .iter()
-                .map(|(id, b)| (*id, b.len() as u64))
-                .collect()
-        }
-    }
-
-    fn id(n: u8) -> BlockId {
-        BlockId::from_bytes([n; 16])
-    }
-
-    /// What a batch lend visited: (position in the ids, the bytes lent).
-    type Lent = Vec<(usize, Vec<u8>)>;
-
-    fn lend_all(tier: &Plain, ids: &[BlockId]) -> (Vec<Result<()>>, Lent) {
-        let mut seen = Vec::new();
-        let results = tier.get_with_batch(ids, &mut |lent| {
-            seen.extend(lent.iter().map(|(i, bytes)| (*i, bytes.to_vec())));
-            lent.iter().map(|_| Ok(())).collect()
-        });
-        (results, seen)
-    }
-
-    #[test]
-    fn the_default_batch_lend_reads_through_the_tiers_own_batch_read() {
-        let tier = Plain::default();
-        tier.put(id(1), &[1; 100]).unwrap();
-        tier.put(id(3), &[3; 7000]).unwrap();
-        let (results, seen) = lend_all(&tier, &[id(1), id(2), id(3)]);
-        assert!(results[0].is_ok() && results[2].is_ok());
-        assert_eq!(results[1].as_ref().unwrap_err().kind(), ErrorKind::NotFound);
-        assert_eq!(seen, vec![(0, vec![1; 100]), (2, vec![3; 7000])]);
-        assert_eq!(
-            *tier.batch_reads.lock(),
-            vec![2],
-            "one batch read of the two found"
-        );
-        assert_eq!(*tier.single_reads.lock(), 0);
-    }
-
-    #[test]
-    fn a_batch_read_with_the_wrong_result_count_fails_every_block_and_lends_none() {
-        let tier = Plain {
-            short_batch: true,
-            ..Plain::default()
-        };
-        tier.put(id(1), &[1; 10]).unwrap();
-        tier.put(id(2), &[2; 10]).unwrap();
-        let (results, seen) = lend_all(&tier, &[id(1), id(2)]);
-        assert!(seen.is_empty(), "no bytes lent from an unchecked read");
-        for r in results {
-            assert_eq!(r.unwrap_err().kind(), ErrorKind::Plugin);
-        }
-    }
 }
