@@ -99,21 +99,35 @@ pub fn sync_ranges<'a>(
     Ok(())
 }
 
+/// Where the driver finds an address: the device and the allocation around it.
+struct Located {
+    device: usize,
+    start: u64,
+    end: u64,
+}
+
 /// An error for the first range not on `device_id`: its device as the producer named
 /// it, else as `locate` (the driver) finds it from the address.
 fn check_devices(
     device_id: usize,
     ranges: &[&DeviceRange],
-    locate: impl Fn(usize, u64) -> Result<usize>,
+    locate: impl Fn(usize, u64) -> Result<Located>,
 ) -> Result<()> {
-    // The rows of one tensor share its device: look each address up only when the
-    // producer named no device, and remember the ranges already found on it.
-    let mut known: Vec<(u64, u64)> = Vec::new();
+    // Pieces and rows are mostly views of a few allocations (an engine's per-layer
+    // pools): one driver query per allocation answers for every range inside it.
+    let mut allocations: Vec<(u64, u64)> = Vec::new();
     for range in ranges {
+        let inside = |&(start, end): &(u64, u64)| start <= range.ptr && range.ptr < end;
         let device = match range.device {
             Some(device) => device,
-            None if known.iter().any(|&(a, b)| a <= range.ptr && range.ptr < b) => device_id,
-            None => locate(device_id, range.ptr)?,
+            None if allocations.iter().any(inside) => device_id,
+            None => {
+                let found = locate(device_id, range.ptr)?;
+                if found.device == device_id {
+                    allocations.push((found.start, found.end));
+                }
+                found.device
+            }
         };
         if device != device_id {
             return Err(Error::new(
@@ -127,43 +141,68 @@ fn check_devices(
             .with_context("tensor_device", device)
             .with_context("store_device", device_id));
         }
-        if range.device.is_none() {
-            // One driver query per allocation-sized span: later rows inside it are known.
-            known.push((range.ptr, range.ptr.saturating_add(range.len as u64)));
-        }
     }
     Ok(())
 }
 
-/// The device ordinal of the allocation holding `ptr`, as the driver reports it.
-fn pointer_device(device_id: usize, ptr: u64) -> Result<usize> {
-    let ctx = context(device_id)?;
-    ctx.bind_to_thread()
-        .map_err(|e| Error::new(ErrorKind::Io, format!("cannot bind the CUDA context: {e}")))?;
-    let mut ordinal: i32 = -1;
-    // SAFETY: the attribute is a 32-bit int written into `ordinal`; the driver only reads
-    // the address to look up its allocation.
+/// One pointer attribute of `ptr` that the driver writes as a value of type `T`.
+///
+/// # Safety
+/// `attribute` must be one the driver writes as exactly a `T`.
+unsafe fn pointer_attribute<T: Default>(
+    ptr: u64,
+    attribute: sys::CUpointer_attribute,
+) -> Result<T> {
+    let mut value = T::default();
+    // SAFETY: the caller's contract: the driver writes one `T` into `value`; it only
+    // reads the address to look up its allocation.
     let status = unsafe {
         sys::cuPointerGetAttribute(
-            (&mut ordinal as *mut i32).cast(),
-            sys::CUpointer_attribute::CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL,
+            (&mut value as *mut T).cast(),
+            attribute,
             ptr as sys::CUdeviceptr,
         )
     };
-    if status != sys::CUresult::CUDA_SUCCESS {
-        return Err(Error::new(
+    if status == sys::CUresult::CUDA_SUCCESS {
+        Ok(value)
+    } else {
+        Err(Error::new(
             ErrorKind::InvalidInput,
             format!(
                 "the tensor's address {ptr:#x} is not CUDA device memory the driver knows \
                  ({status:?})"
             ),
-        ));
+        ))
     }
-    usize::try_from(ordinal).map_err(|_| {
+}
+
+/// The device of the allocation holding `ptr`, and that allocation's span.
+fn pointer_device(device_id: usize, ptr: u64) -> Result<Located> {
+    let ctx = context(device_id)?;
+    ctx.bind_to_thread()
+        .map_err(|e| Error::new(ErrorKind::Io, format!("cannot bind the CUDA context: {e}")))?;
+    use sys::CUpointer_attribute::{
+        CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, CU_POINTER_ATTRIBUTE_RANGE_SIZE,
+        CU_POINTER_ATTRIBUTE_RANGE_START_ADDR,
+    };
+    // SAFETY: the ordinal is an int, the range start a CUdeviceptr, its size a size_t.
+    let (ordinal, start, size) = unsafe {
+        (
+            pointer_attribute::<i32>(ptr, CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL)?,
+            pointer_attribute::<sys::CUdeviceptr>(ptr, CU_POINTER_ATTRIBUTE_RANGE_START_ADDR)?,
+            pointer_attribute::<usize>(ptr, CU_POINTER_ATTRIBUTE_RANGE_SIZE)?,
+        )
+    };
+    let device = usize::try_from(ordinal).map_err(|_| {
         Error::new(
             ErrorKind::InvalidInput,
             format!("the driver names no device for address {ptr:#x}"),
         )
+    })?;
+    Ok(Located {
+        device,
+        start,
+        end: start.saturating_add(size as u64),
     })
 }
 
@@ -189,7 +228,7 @@ mod tests {
         }
     }
 
-    fn never(_: usize, ptr: u64) -> Result<usize> {
+    fn never(_: usize, ptr: u64) -> Result<Located> {
         panic!("the driver was asked about {ptr:#x}")
     }
 
@@ -204,19 +243,32 @@ mod tests {
     }
 
     #[test]
-    fn unnamed_devices_are_looked_up_once_per_span() {
+    fn unnamed_devices_are_looked_up_once_per_allocation() {
         let asked = std::cell::Cell::new(0);
+        // Two allocations: [0x1000, 0x5000) on device 0, [0x10_000, 0x20_000) on device 2.
         let locate = |_: usize, ptr: u64| {
             asked.set(asked.get() + 1);
-            Ok(if ptr >= 0x10_000 { 2 } else { 0 })
+            Ok(if ptr >= 0x10_000 {
+                Located {
+                    device: 2,
+                    start: 0x10_000,
+                    end: 0x20_000,
+                }
+            } else {
+                Located {
+                    device: 0,
+                    start: 0x1000,
+                    end: 0x5000,
+                }
+            })
         };
-        // A range that spans the next two: one lookup covers all three.
-        let rows = [
-            range(0x1000, 0x3000, None),
+        // Three pieces of one allocation: one lookup answers for all three.
+        let pieces = [
+            range(0x1000, 64, None),
             range(0x2000, 64, None),
-            range(0x3000, 64, None),
+            range(0x4fc0, 64, None),
         ];
-        check_devices(0, &rows.iter().collect::<Vec<_>>(), locate).unwrap();
+        check_devices(0, &pieces.iter().collect::<Vec<_>>(), locate).unwrap();
         assert_eq!(asked.get(), 1);
         let far = [range(0x1000, 64, None), range(0x10_000, 64, None)];
         let err = check_devices(0, &far.iter().collect::<Vec<_>>(), locate).unwrap_err();

@@ -493,42 +493,36 @@ class KVCache:
             torch.empty((rows, self.layout.block_bytes), dtype=torch.uint8, device=device)
             for _ in range(2 if overlap else 1)
         ]
-        if not overlap:
-            done, cut = 0, None
-            for start, end in spans:
-                # What consume queued on this thread's stream for the group before is
-                # finished before the reads overwrite the staging tensor (their copies
-                # wait for that stream).
-                got, cut = self._read_into(keys[start:end], stagings[0][: end - start])
-                if got:
-                    consume(start, stagings[0][:got])
-                done += got
-                if cut is not None:
-                    break
-            return done, cut
-        main = torch.cuda.current_stream(device)
-        side = torch.cuda.Stream(device)
-        consumed = [None, None]
+        # Without overlap, what consume queued on this thread's stream for the group
+        # before is finished before the reads overwrite the staging tensor (their copies
+        # wait for that stream).
+        main = torch.cuda.current_stream(device) if overlap else None
+        side = torch.cuda.Stream(device) if overlap else None
+        consumed = [None] * len(stagings)
         done, cut = 0, None
         try:
             for turn, (start, end) in enumerate(spans):
-                staging = stagings[turn % 2]
-                if consumed[turn % 2] is not None:
+                slot = turn % len(stagings)
+                if consumed[slot] is not None:
                     # The side stream's work on this staging tensor two groups ago.
-                    consumed[turn % 2].synchronize()
+                    consumed[slot].synchronize()
+                staging = stagings[slot]
                 got, cut = self._read_into(keys[start:end], staging[: end - start])
-                if got:
+                if got and side is None:
+                    consume(start, staging[:got])
+                elif got:
                     # Orders consume after anything _read_into queued on the current
                     # stream (the copy up from host memory on the fallback path).
                     side.wait_stream(main)
                     with torch.cuda.stream(side):
                         consume(start, staging[:got])
-                        consumed[turn % 2] = side.record_event()
+                        consumed[slot] = side.record_event()
                 done += got
                 if cut is not None:
                     break
         finally:
-            main.wait_stream(side)
+            if side is not None:
+                main.wait_stream(side)
         return done, cut
 
     def _read_into(self, keys: list[str], rows) -> tuple[int, Optional[str]]:
