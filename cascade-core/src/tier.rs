@@ -199,7 +199,9 @@ pub trait Tier: Send + Sync {
     /// batched DMA reads them all straight from the tier's memory.
     ///
     /// `visit` gets `(position in ids, bytes)` for every block found and returns one
-    /// result per block it was given, in order. One result per id, in order
+    /// result per block it was given, in order. A tier may call it more than once, each
+    /// time with other blocks (the file tier lends a large batch chunk by chunk, reading
+    /// the next while the visit copies one out). One result per id, in order
     /// ([`ErrorKind::NotFound`] for a missing block, [`ErrorKind::Corrupt`] for one that
     /// failed its checksum). The default reads each block into a temporary buffer first.
     fn get_with_batch(&self, ids: &[BlockId], visit: &mut BatchVisit<'_>) -> Vec<Result<()>> {

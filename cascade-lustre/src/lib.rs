@@ -63,6 +63,7 @@ mod engine;
 pub mod format;
 mod io;
 mod lane;
+mod lend;
 mod lustre;
 mod readers;
 mod recover;

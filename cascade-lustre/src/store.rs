@@ -35,7 +35,7 @@ const MIN_DIRECT_READ_RUN: u64 = 4 << 20;
 /// that continues where the previous read of the file ended is what the kernel's
 /// readahead recognises as a stream (large requests, the next window read while the
 /// caller verifies this one); parts of one run read in parallel look random to it.
-const MAX_READ_RUN: u64 = 16 << 20;
+pub(crate) const MAX_READ_RUN: u64 = 16 << 20;
 /// Bytes appended to a segment before their writeback is started without waiting (as
 /// RocksDB's `bytes_per_sync` does): large enough that the device gets large requests,
 /// small enough that it works while the next runs are copied into the page cache, so a
@@ -719,6 +719,17 @@ impl Inner {
             Some(problems) => self.finish_run(run, problems),
             // Short or failed: let each record report its own outcome.
             None => self.read_each(run),
+        }
+    }
+
+    /// Reads the records `found` (position, where it lives, a buffer of exactly its
+    /// length) with planned runs on the I/O threads, through the tier's engine; each
+    /// position's outcome, in no particular order.
+    pub fn read_found(&self, found: Vec<(usize, Entry, &mut [u8])>) -> Vec<(usize, Result<usize>)> {
+        let runs = Self::plan_runs(found, self.io_pool.current_num_threads(), self.direct);
+        match self.engine {
+            EngineInUse::IoUring => self.read_runs_uring(runs),
+            EngineInUse::Psync => self.read_runs_psync(runs),
         }
     }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use cascade_core::tier::check_block_fits;
+use cascade_core::tier::{BatchVisit, check_block_fits};
 use cascade_core::{BlockId, Capability, Error, ErrorKind, Result, Tier};
 use parking_lot::{Mutex, RwLock};
 use rayon::prelude::*;
@@ -18,6 +18,7 @@ use crate::directory::{check_format, io_error, list, take_writer};
 use crate::engine::{self, EngineInUse};
 use crate::format::{HEADER_LEN, PAGE};
 use crate::io::{self, AlignedBuf};
+use crate::lend::LendBuffers;
 use crate::lustre;
 use crate::readers::{READ_HANDLES, ReadHandles};
 use crate::recover::{self, OpenReport};
@@ -31,6 +32,7 @@ pub struct FileTier {
     pub(crate) inner: Arc<Inner>,
     compactor: Option<Compactor>,
     report: OpenReport,
+    lend_buffers: LendBuffers,
 }
 
 impl FileTier {
@@ -150,6 +152,7 @@ impl FileTier {
             inner,
             compactor,
             report,
+            lend_buffers: LendBuffers::default(),
         })
     }
 
@@ -354,22 +357,17 @@ impl Tier for FileTier {
                 }
             }
         }
-        let runs = Inner::plan_runs(
-            found,
-            self.inner.io_pool.current_num_threads(),
-            self.inner.direct,
-        );
-        let outcomes = match self.inner.engine {
-            EngineInUse::IoUring => self.inner.read_runs_uring(runs),
-            EngineInUse::Psync => self.inner.read_runs_psync(runs),
-        };
-        for (position, outcome) in outcomes {
+        for (position, outcome) in self.inner.read_found(found) {
             results[position] = Some(outcome);
         }
         results
             .into_iter()
             .map(|r| r.unwrap_or_else(|| Err(Error::new(ErrorKind::Io, "get was not attempted"))))
             .collect()
+    }
+
+    fn get_with_batch(&self, ids: &[BlockId], visit: &mut BatchVisit<'_>) -> Vec<Result<()>> {
+        self.inner.lend_batch(&self.lend_buffers, ids, visit)
     }
 
     fn len_of(&self, id: BlockId) -> Option<u64> {
