@@ -41,11 +41,20 @@ impl LendBuffers {
         reused.unwrap_or_else(|| vec![0u8; len])
     }
 
-    /// Keeps `buffer` for a later lend, unless enough are kept already.
-    fn give_back(&self, buffer: Vec<u8>) {
+    /// Keeps `buffer` for a later lend when it is no larger than `limit` (one chunk: a
+    /// record larger than a chunk does not pin its buffer): the largest buffers are
+    /// kept, so one small lend does not make every later large one allocate again.
+    fn give_back(&self, buffer: Vec<u8>, limit: usize) {
+        if buffer.len() > limit {
+            return;
+        }
         let mut kept = self.kept.lock();
         if kept.len() < KEPT_BUFFERS {
             kept.push(buffer);
+        } else if let Some(smallest) = kept.iter_mut().min_by_key(|b| b.len()) {
+            if smallest.len() < buffer.len() {
+                *smallest = buffer;
+            }
         }
     }
 }
@@ -108,7 +117,8 @@ impl Inner {
             }
         }
         found.sort_by_key(|(_, e)| (Arc::as_ptr(&e.segment) as usize, e.record.offset));
-        let mut pending = chunks(found, chunk_bytes(self.io_pool.current_num_threads()));
+        let limit = chunk_bytes(self.io_pool.current_num_threads());
+        let mut pending = chunks(found, limit);
         pending.reverse();
         let Some(first) = pending.pop() else {
             return results;
@@ -130,7 +140,7 @@ impl Inner {
                     receiver
                 });
                 lend_chunk(&current, visit, &mut results);
-                buffers.give_back(std::mem::take(&mut current.buffer));
+                buffers.give_back(std::mem::take(&mut current.buffer), limit as usize);
                 let Some(receiver) = next else {
                     break;
                 };
@@ -198,4 +208,42 @@ fn lend_chunk(chunk: &ReadChunk, visit: &mut BatchVisit<'_>, results: &mut [Resu
     }
     // apply_visits indexes results by position in the batch, as lent does.
     apply_visits(visit, &lent, results);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kept_lens(buffers: &LendBuffers) -> Vec<usize> {
+        let mut lens: Vec<usize> = buffers.kept.lock().iter().map(Vec::len).collect();
+        lens.sort_unstable();
+        lens
+    }
+
+    #[test]
+    fn the_largest_buffers_up_to_a_chunk_are_kept() {
+        let buffers = LendBuffers::default();
+        buffers.give_back(vec![0; 10], 100);
+        buffers.give_back(vec![0; 50], 100);
+        assert_eq!(kept_lens(&buffers), [10, 50]);
+        // A third replaces the smallest only when larger.
+        buffers.give_back(vec![0; 5], 100);
+        assert_eq!(kept_lens(&buffers), [10, 50]);
+        buffers.give_back(vec![0; 80], 100);
+        assert_eq!(kept_lens(&buffers), [50, 80]);
+        // Larger than a chunk: never kept.
+        buffers.give_back(vec![0; 101], 100);
+        assert_eq!(kept_lens(&buffers), [50, 80]);
+    }
+
+    #[test]
+    fn a_kept_buffer_serves_any_request_it_covers() {
+        let buffers = LendBuffers::default();
+        buffers.give_back(vec![7; 64], 100);
+        let reused = buffers.take(40);
+        assert_eq!(reused.len(), 64, "the kept buffer, not a new one");
+        assert!(kept_lens(&buffers).is_empty());
+        let fresh = buffers.take(90);
+        assert_eq!(fresh.len(), 90);
+    }
 }
