@@ -187,12 +187,7 @@ pub trait Tier: Send + Sync {
     ///
     /// The default copies into a temporary buffer first.
     fn get_with(&self, id: BlockId, visit: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
-        let len = self.len_of(id).ok_or_else(|| Error::not_found(id))?;
-        let len = usize::try_from(len)
-            .map_err(|_| Error::new(ErrorKind::TooLarge, "block larger than the address space"))?;
-        let mut buffer = vec![0u8; len];
-        let got = self.get(id, &mut buffer)?;
-        visit(&buffer[..got])
+        visit(&read_whole(self, id)?)
     }
 
     /// Lends the bytes of many blocks to `visit` at once, where the tier can, so that one
@@ -208,16 +203,7 @@ pub trait Tier: Send + Sync {
         let mut results: Vec<Result<()>> = Vec::with_capacity(ids.len());
         let mut buffers: Vec<(usize, Vec<u8>)> = Vec::new();
         for (i, &id) in ids.iter().enumerate() {
-            let read = self
-                .len_of(id)
-                .ok_or_else(|| Error::not_found(id))
-                .and_then(|len| {
-                    let mut buffer = vec![0u8; len as usize];
-                    let n = self.get(id, &mut buffer)?;
-                    buffer.truncate(n);
-                    Ok(buffer)
-                });
-            match read {
+            match read_whole(self, id) {
                 Ok(buffer) => {
                     buffers.push((i, buffer));
                     results.push(Ok(()));
@@ -437,6 +423,20 @@ pub fn tier_full(tier: &str, need: u64, used: u64, capacity: u64) -> Error {
         .with_context("need_bytes", need)
         .with_context("used_bytes", used)
         .with_context("capacity_bytes", capacity)
+}
+
+/// A block read whole into a new buffer of its stored length (the defaults' way to lend
+/// from a tier that has no memory of its own to lend).
+fn read_whole<T: Tier + ?Sized>(tier: &T, id: BlockId) -> Result<Vec<u8>> {
+    let len = tier.len_of(id).ok_or_else(|| Error::not_found(id))?;
+    let len = usize::try_from(len).map_err(|_| {
+        Error::new(ErrorKind::TooLarge, "block larger than the address space")
+            .with_context("id", id)
+    })?;
+    let mut buffer = vec![0u8; len];
+    let got = tier.get(id, &mut buffer)?;
+    buffer.truncate(got);
+    Ok(buffer)
 }
 
 fn no_device_path(tier: &str) -> Error {

@@ -70,8 +70,8 @@ struct ReadChunk {
     outcomes: Vec<Result<usize>>,
 }
 
-/// Bytes of KV read per chunk: enough runs for several I/O threads, never fewer than one
-/// record.
+/// Bytes read per chunk: one buffered run (the longest) per I/O thread, for up to
+/// `RUNS_PER_CHUNK` threads.
 pub fn chunk_bytes(io_threads: usize) -> u64 {
     MAX_READ_RUN * RUNS_PER_CHUNK.min(io_threads.max(1) as u64)
 }
@@ -144,18 +144,12 @@ impl Inner {
                 let Some(receiver) = next else {
                     break;
                 };
-                match receiver.recv() {
-                    Ok(chunk) => current = chunk,
-                    Err(_) => {
-                        // The reading task ended without an answer (it panicked): the
-                        // records it had are not served.
-                        let error = Error::new(ErrorKind::Io, "a chunk of a batch read was lost");
-                        for result in results.iter_mut().filter(|r| r.is_ok()) {
-                            *result = Err(error.clone());
-                        }
-                        break;
-                    }
-                }
+                // No answer only when the reading task panicked; the scope then raises
+                // that panic as it ends.
+                let Ok(chunk) = receiver.recv() else {
+                    break;
+                };
+                current = chunk;
             }
         });
         results
