@@ -5,9 +5,9 @@
 //! one-sided component (osc rdma) does not run over its TCP transport, a block's place in
 //! a pool moves with evictions (a window read would need the holder's cooperation anyway),
 //! and MPI's RMA locks are per process, so threads of one rank would serialize on one
-//! epoch. A holder answering a fetch reads the blocks in steps into a small ring of
-//! buffers and hands each step to MPI before reading the next; the reader receives each
-//! block straight into the caller's buffer.
+//! epoch. A holder answering a fetch has the store lend it the blocks in steps and hands
+//! each block to MPI where it lies (in its shm pool); the reader receives each block
+//! straight into the caller's buffer.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,7 +67,6 @@ impl Shared {
 
 /// Runs until this rank's own `Stop` arrives.
 pub(crate) fn serve(shared: Arc<Shared>) {
-    let mut scratch = Scratch::default();
     let mut idle: u32 = 0;
     loop {
         let matched = match shared.requests.probe_any(REQUEST_TAG) {
@@ -96,7 +95,7 @@ pub(crate) fn serve(shared: Arc<Shared>) {
                 continue;
             }
         };
-        if serve_one(&shared, source, &message, &mut scratch) == Flow::Stop {
+        if serve_one(&shared, source, &message) == Flow::Stop {
             break;
         }
     }
@@ -108,7 +107,7 @@ enum Flow {
     Stop,
 }
 
-fn serve_one(shared: &Shared, source: i32, message: &[u8], scratch: &mut Scratch) -> Flow {
+fn serve_one(shared: &Shared, source: i32, message: &[u8]) -> Flow {
     let mut reader = Reader::new(message);
     let (op, tag, items) = match reader.request() {
         Ok(header) => header,
@@ -125,7 +124,7 @@ fn serve_one(shared: &Shared, source: i32, message: &[u8], scratch: &mut Scratch
         return Flow::Continue;
     }
     let sent = if op == Op::Fetch {
-        serve_fetch(shared, source, tag, &mut reader, items, scratch)
+        serve_fetch(shared, source, tag, &mut reader, items)
     } else {
         let reply = handle(shared, source as u32, op, &mut reader, items)
             .unwrap_or_else(|e| wire::error_reply(&e));
@@ -204,31 +203,25 @@ pub(crate) fn handle(
     Ok(reply.finish())
 }
 
-/// Blocks read from the store per step of a fetch: each step's blocks are handed to MPI
-/// before the next step reads, so the holder's copy out of its tiers overlaps the
-/// transfer of the blocks before.
-const FETCH_STEP: usize = 8;
-/// Step buffers in the ring: steps whose sends may be in flight at once.
-const RING: usize = 4;
-
-/// The progress thread's step buffers, used in turn and kept between requests: small
-/// enough to stay in cache, and never left untouched long enough for this kind of VM to
-/// take their pages back.
-#[derive(Default)]
-pub(crate) struct Scratch {
-    buffers: [Vec<u8>; RING],
-}
+/// Blocks lent by the store per step of a fetch. A step's blocks stay lent (the shm
+/// tier holds their shards' read locks) until their sends complete, so a step bounds how
+/// long this rank's writers to those shards may wait; the one block per step whose
+/// transfer does not overlap the next one's is the price of a step.
+const FETCH_STEP: usize = 16;
 
 /// Answers a fetch: one message per requested block, in order (its bytes, or an empty
 /// message when it is absent, failed to read, or no longer has the length the requester
 /// expects), then a trailer with each block's state and checksum.
+///
+/// The blocks are sent from where the store lends them (the shm pool itself), so over
+/// shared memory the requester's single copy is the whole transfer; each block's
+/// checksum is computed while the requester copies it.
 fn serve_fetch(
     shared: &Shared,
     source: i32,
     tag: i32,
     reader: &mut Reader<'_>,
     items: usize,
-    scratch: &mut Scratch,
 ) -> Result<()> {
     let parsed: Result<Vec<(BlockId, usize)>> = reader.items(items, 24).and_then(|n| {
         (0..n)
@@ -247,67 +240,105 @@ fn serve_fetch(
             return shared.replies.send(&wire::error_reply(&e), source, tag);
         }
     };
+    let mut states: Vec<(FetchState, u64)> = Vec::with_capacity(wanted.len());
+    for step in wanted.chunks(FETCH_STEP) {
+        states.extend(serve_step(shared, source, tag, step)?);
+    }
     let mut trailer = Writer::reply();
-    // The sends of the step that last used each buffer: waited for before it is reused.
-    let mut in_flight: [Sends; RING] = Default::default();
     let mut served = (0u64, 0u64);
-    for (k, step) in wanted.chunks(FETCH_STEP).enumerate() {
-        let slot = k % RING;
-        in_flight[slot].wait()?;
-        let buffer = &mut scratch.buffers[slot];
-        let readable = |len: usize| len <= MAX_BLOCK_BYTES;
-        let step_bytes: usize = step
-            .iter()
-            .map(|(_, len)| *len)
-            .filter(|l| readable(*l))
-            .sum();
-        if buffer.len() < step_bytes {
-            buffer.resize(step_bytes, 0);
-        }
-        let mut outs: Vec<(BlockId, &mut [u8])> = Vec::with_capacity(step.len());
-        let mut rest = &mut buffer[..step_bytes];
-        for (id, len) in step {
-            let len = if readable(*len) { *len } else { 0 };
-            let (head, tail) = rest.split_at_mut(len);
-            outs.push((*id, head));
-            rest = tail;
-        }
-        let results = shared.store.get_batch(&mut outs);
-        for (((id, out), (_, expected)), result) in outs.into_iter().zip(step).zip(results) {
-            let (state, bytes): (FetchState, &[u8]) = match result {
-                Ok(Some(n)) if n == *expected => (FetchState::Found, out),
-                Ok(Some(_)) => (FetchState::Failed, &[]),
-                Ok(None) => (FetchState::Absent, &[]),
-                Err(e) => {
-                    tracing::warn!(%id, error = %e, source, "a block asked by another rank failed to read");
-                    (FetchState::Failed, &[])
-                }
-            };
-            trailer.u8(state as u8);
-            trailer.u64(if state == FetchState::Found {
-                crate::checksum(bytes)
-            } else {
-                0
-            });
-            if state == FetchState::Found {
-                served.0 += 1;
-                served.1 += bytes.len() as u64;
-            }
-            // SAFETY: `bytes` lies in `scratch.buffers[slot]` (or is empty), which is not
-            // touched again until `in_flight[slot]` is waited for: when the ring comes
-            // round to this buffer again, or below, before this function returns.
-            unsafe {
-                shared
-                    .replies
-                    .isend(&mut in_flight[slot], bytes, source, tag)?
-            };
+    for ((state, checksum), (_, len)) in states.iter().zip(&wanted) {
+        trailer.u8(*state as u8);
+        trailer.u64(*checksum);
+        if *state == FetchState::Found {
+            served.0 += 1;
+            served.1 += *len as u64;
         }
     }
-    let sent = shared.replies.send(&trailer.finish(), source, tag);
-    let waited = in_flight.iter_mut().try_for_each(Sends::wait);
     bump(&shared.counters.blocks_served, served.0);
     bump(&shared.counters.bytes_served, served.1);
-    sent.and(waited)
+    shared.replies.send(&trailer.finish(), source, tag)
+}
+
+/// Sends one step's blocks in order, each from where the store lends it; returns each
+/// block's state and checksum (zero unless found).
+fn serve_step(
+    shared: &Shared,
+    source: i32,
+    tag: i32,
+    step: &[(BlockId, usize)],
+) -> Result<Vec<(FetchState, u64)>> {
+    let ids: Vec<BlockId> = step.iter().map(|(id, _)| *id).collect();
+    let mut states = vec![(FetchState::Failed, 0u64); step.len()];
+    let mut found = vec![false; step.len()];
+    // The next position to answer: blocks are answered in order, and one lent after its
+    // turn (it moved between tiers while being lent) was answered empty already.
+    let mut next = 0usize;
+    let mut failure: Option<cascade_core::Error> = None;
+    let replies = &shared.replies;
+    let outcomes = shared.store.get_with_batch(&ids, &mut |lent| {
+        let mut sends = Sends::default();
+        let mut sent: Vec<(usize, &[u8])> = Vec::with_capacity(lent.len());
+        let mut posted = Ok(());
+        for &(pos, bytes) in lent {
+            if pos < next || posted.is_err() {
+                continue;
+            }
+            posted = (next..pos).try_for_each(|_| send_empty(replies, &mut sends, source, tag));
+            if posted.is_ok() {
+                if bytes.len() == step[pos].1 && bytes.len() <= MAX_BLOCK_BYTES {
+                    // SAFETY: a lent block stays lent, unchanged, until this visit
+                    // returns, and `sends` is waited for before it does.
+                    posted = unsafe { replies.isend(&mut sends, bytes, source, tag) };
+                    sent.push((pos, bytes));
+                } else {
+                    posted = send_empty(replies, &mut sends, source, tag);
+                }
+            }
+            next = pos + 1;
+        }
+        for &(pos, bytes) in &sent {
+            states[pos] = (FetchState::Found, crate::checksum(bytes));
+            found[pos] = true;
+        }
+        let done = posted.and(sends.wait());
+        lent.iter()
+            .map(|_| match &done {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    failure.get_or_insert_with(|| e.clone());
+                    Err(e.clone())
+                }
+            })
+            .collect()
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let mut sends = Sends::default();
+    for _ in next..step.len() {
+        send_empty(replies, &mut sends, source, tag)?;
+    }
+    sends.wait()?;
+    for (pos, outcome) in outcomes.into_iter().enumerate() {
+        if found[pos] {
+            continue;
+        }
+        states[pos].0 = match outcome {
+            Ok(false) => FetchState::Absent,
+            Ok(true) => FetchState::Failed,
+            Err(e) => {
+                tracing::warn!(id = %step[pos].0, error = %e, source, "a block asked by another rank failed to read");
+                FetchState::Failed
+            }
+        };
+    }
+    Ok(states)
+}
+
+/// Starts the empty message that answers a block the holder does not send.
+fn send_empty(replies: &Comm, sends: &mut Sends, source: i32, tag: i32) -> Result<()> {
+    // SAFETY: an empty message reads no memory.
+    unsafe { replies.isend(sends, &[], source, tag) }
 }
 
 /// The most bytes one fetch asks of a holder (the client splits larger batches).

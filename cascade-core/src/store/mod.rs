@@ -17,7 +17,8 @@
 //! (`batches.rs`) group blocks by tier and use the tiers' batch paths, and promote what
 //! they read in batches too (`promotion.rs`); large demotions run on a few threads
 //! (`parallel.rs`); device memory
-//! (`device.rs`) goes through the tiers that hold device memory; `refresh.rs` rebuilds
+//! (`device.rs`) goes through the tiers that hold device memory; lending (`lend.rs`) hands
+//! blocks to a caller where they lie, without a copy out; `refresh.rs` rebuilds
 //! and refreshes the ledger from the tiers; `write_through.rs` writes puts placed in
 //! non-persistent tiers to the first persistent tier below.
 //!
@@ -28,6 +29,7 @@ mod async_get;
 mod batches;
 mod device;
 mod ledger;
+mod lend;
 mod parallel;
 mod placement;
 mod prefetch;
