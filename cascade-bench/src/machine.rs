@@ -7,8 +7,10 @@ use serde::Serialize;
 pub struct Machine {
     /// CPU model name.
     pub cpu: String,
-    /// Logical CPUs.
+    /// Logical CPUs of the machine.
     pub cpus: usize,
+    /// Logical CPUs this process may run on (fewer under `mpirun`'s binding or taskset).
+    pub usable_cpus: usize,
     /// Memory in GiB.
     pub memory_gib: u64,
     /// Whether the CPU reports running under a hypervisor.
@@ -37,9 +39,15 @@ impl Machine {
             .find_map(|l| l.strip_prefix("MemTotal:"))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap_or(0);
+        let usable_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let listed = cpuinfo
+            .lines()
+            .filter(|l| l.starts_with("processor"))
+            .count();
         Self {
             cpu,
-            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpus: listed.max(usable_cpus),
+            usable_cpus,
             memory_gib: (kib + (1 << 19)) >> 20,
             virtualized,
         }
@@ -53,8 +61,13 @@ impl Machine {
         } else {
             ""
         };
+        let bound = if self.usable_cpus < self.cpus {
+            format!(" (this process bound to {})", self.usable_cpus)
+        } else {
+            String::new()
+        };
         format!(
-            "{} {unit} {}{virt}, {} GiB",
+            "{} {unit} {}{virt}, {} GiB{bound}",
             self.cpus, self.cpu, self.memory_gib
         )
     }
