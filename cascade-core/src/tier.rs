@@ -139,10 +139,12 @@ pub trait Tier: Send + Sync {
     /// Stores several blocks whose bytes `fill` writes in place, in one call, so that a
     /// batch of moves (or of device copies) reaches the tier's memory as one batch.
     ///
-    /// `items` are `(id, length)`. `fill` is called once with a buffer of the item's
-    /// length for every item that got room, each with the item's position in `items`,
-    /// and returns one result per buffer it was given, in order; only buffers filled
-    /// with `Ok` are stored. One result per item, in order (a full tier answers
+    /// `items` are `(id, length)`. `fill` gets a buffer of the item's length for every
+    /// item that got room, each with the item's position in `items`, and returns one
+    /// result per buffer it was given, in order; only buffers filled with `Ok` are
+    /// stored. A tier may call it more than once, each time with other items (the shm
+    /// tier fills a large batch in chunks while it hashes the chunks before); each
+    /// buffer is handed out once. One result per item, in order (a full tier answers
     /// [`ErrorKind::TierFull`] for the items it found no room for).
     ///
     /// Tiers that own addressable host memory override this to reserve room for every

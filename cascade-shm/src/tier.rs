@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
@@ -23,12 +23,21 @@ use crate::slots::SlotTable;
 /// The kind string of this tier.
 pub const KIND: &str = "shm";
 
-/// A batch is hashed on one more thread for each this many bytes before it is published
-/// (smaller ones are still in cache and hashed at publish on the caller's thread).
-const PARALLEL_HASH_BYTES: usize = 4 << 20;
+/// A filled batch of at least this many bytes is hashed and published on the tier's
+/// hashing threads, chunk by chunk while the next chunk is filled; smaller ones are
+/// still in cache and are hashed at publish on the caller's thread.
+const PIPELINE_BYTES: usize = 8 << 20;
 
-/// Threads that hash one batch at most.
-const MAX_HASH_THREADS: usize = 8;
+/// Bytes filled per call of a pipelined batch's fill (one batched DMA, when the source
+/// is device memory): large enough that a DMA call's fixed cost stays small, small
+/// enough that hashing starts soon.
+const FILL_CHUNK_BYTES: usize = 4 << 20;
+
+/// Bytes one hashing job hashes and publishes.
+const HASH_JOB_BYTES: usize = 1 << 20;
+
+/// Hashing threads of one tier at most.
+const MAX_HASH_THREADS: usize = 16;
 
 /// Room reserved for one item of a batch put: its position in the batch, slot, extent.
 type Reserved = (usize, u32, Extent);
@@ -73,6 +82,9 @@ struct Inner {
     verify_on_read: bool,
     /// `None`: puts commit before they return.
     commits: Option<CommitQueue>,
+    /// The threads that hash and publish large batches, started by the first one
+    /// (`None` inside when they could not be started: the caller's thread does it).
+    hashers: OnceLock<Option<rayon::ThreadPool>>,
     recovered_blocks: usize,
     dropped_at_open: usize,
     // Last: the mapping and the file lock outlive every view of them above.
@@ -227,6 +239,7 @@ impl Inner {
             next_seq: AtomicU64::new(recovered.max_seq + 1),
             verify_on_read: config.verify_on_read,
             commits: config.background_commit.then(CommitQueue::default),
+            hashers: OnceLock::new(),
             recovered_blocks: recovered.blocks.len(),
             dropped_at_open: recovered.dropped,
             pool,
@@ -350,8 +363,8 @@ impl Inner {
         Ok(())
     }
 
-    /// Reserves room for every item, lets `fill` write them all in place (one batched
-    /// DMA when the source is device memory), then publishes those filled.
+    /// Reserves room for every item, lets `fill` write them in place (one batched DMA
+    /// per call when the source is device memory), then publishes those filled.
     fn store_batch(&self, items: &[(BlockId, usize)], fill: &mut BatchFill<'_>) -> Vec<Result<()>> {
         let mut results: Vec<Result<()>> = Vec::with_capacity(items.len());
         let mut reserved: Vec<Reserved> = Vec::with_capacity(items.len());
@@ -364,80 +377,119 @@ impl Inner {
                 Err(e) => results.push(Err(e)),
             }
         }
-        let mut targets: Vec<FillTarget<'_>> = reserved
-            .iter()
-            // SAFETY: each extent was just allocated for this item and is not published.
-            .map(|&(i, _, extent)| (i, unsafe { self.extent_mut(extent, items[i].1) }))
-            .collect();
-        let filled = fill_results(fill, &mut targets);
-        drop(targets);
-        let checksums = self.batch_checksums(items, &reserved, &filled);
-        for (((i, slot, extent), outcome), checksum) in
-            reserved.into_iter().zip(filled).zip(checksums)
-        {
-            match outcome {
-                Ok(()) => self.publish(items[i].0, slot, extent, items[i].1, checksum),
-                Err(e) => {
-                    self.release(slot, extent);
-                    results[i] = Err(e);
+        let bytes: usize = reserved.iter().map(|&(i, _, _)| items[i].1).sum();
+        match self.hashers_for(bytes) {
+            Some(hashers) => self.fill_pipelined(hashers, items, &reserved, fill, &mut results),
+            None => {
+                for (reserved, outcome) in self.fill_part(items, &reserved, fill) {
+                    self.settle(items, reserved, outcome, None, &mut results);
                 }
             }
         }
         results
     }
 
-    /// The checksums of a batch's filled extents, hashed on a few scoped threads when the
-    /// batch is large enough to pay for them; `None` where the block is hashed at publish.
+    /// Lets `fill` write the reserved extents of `part`; each item's outcome.
+    fn fill_part<'r>(
+        &self,
+        items: &[(BlockId, usize)],
+        part: &'r [Reserved],
+        fill: &mut BatchFill<'_>,
+    ) -> Vec<(&'r Reserved, Result<()>)> {
+        let mut targets: Vec<FillTarget<'_>> = part
+            .iter()
+            // SAFETY: each extent was just allocated for this item and is not published.
+            .map(|&(i, _, extent)| (i, unsafe { self.extent_mut(extent, items[i].1) }))
+            .collect();
+        let filled = fill_results(fill, &mut targets);
+        drop(targets);
+        part.iter().zip(filled).collect()
+    }
+
+    /// Publishes a filled item, or gives back the room of one its fill failed.
+    fn settle(
+        &self,
+        items: &[(BlockId, usize)],
+        &(i, slot, extent): &Reserved,
+        outcome: Result<()>,
+        checksum: Option<u64>,
+        results: &mut [Result<()>],
+    ) {
+        match outcome {
+            Ok(()) => self.publish(items[i].0, slot, extent, items[i].1, checksum),
+            Err(e) => {
+                self.release(slot, extent);
+                results[i] = Err(e);
+            }
+        }
+    }
+
+    /// The hashing threads, when a batch of `bytes` is worth them and they run.
     ///
     /// A batch filled by DMA (device memory) or by one large copy is no longer in cache
     /// when it is published, so one thread hashing it reads every byte from memory at a
-    /// few GB/s; spread over the cores the hash keeps up with the DMA (docs/benchmarks.md).
-    /// Scoped OS threads, not the rayon pool: a caller may hold the store's stripe locks,
-    /// and a rayon worker waiting for its hashes could pick up a job that waits for them.
-    fn batch_checksums(
+    /// few GB/s; spread over the cores, and started on each chunk as soon as it is
+    /// filled, the hash keeps pace with the DMA of the chunks after it. Threads of the
+    /// tier's own, not the store's rayon pool: the caller may hold the store's stripe
+    /// locks, and a store worker waiting for its hashes could pick up a job that waits
+    /// for them; these threads only hash and publish.
+    fn hashers_for(&self, bytes: usize) -> Option<&rayon::ThreadPool> {
+        if self.commits.is_some() || bytes < PIPELINE_BYTES {
+            return None;
+        }
+        self.hashers
+            .get_or_init(|| {
+                let threads = std::thread::available_parallelism()
+                    .map_or(1, usize::from)
+                    .min(MAX_HASH_THREADS);
+                let name = self.name.clone();
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .thread_name(move |k| format!("cascade-shm-hash-{name}-{k}"))
+                    .build()
+                    .map_err(|e| {
+                        tracing::warn!(tier = %self.name, error = %e,
+                            "cannot start the shm hashing threads; hashing on the caller's thread");
+                    })
+                    .ok()
+            })
+            .as_ref()
+    }
+
+    /// Fills a large batch chunk by chunk on the caller's thread while `hashers` hash
+    /// and publish the chunks already filled.
+    fn fill_pipelined(
         &self,
+        hashers: &rayon::ThreadPool,
         items: &[(BlockId, usize)],
         reserved: &[Reserved],
-        filled: &[Result<()>],
-    ) -> Vec<Option<u64>> {
-        let bytes: usize = reserved.iter().map(|&(i, _, _)| items[i].1).sum();
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        let threads = (bytes / PARALLEL_HASH_BYTES)
-            .min(MAX_HASH_THREADS)
-            .min(cores)
-            .min(reserved.len());
-        if self.commits.is_some() || threads < 2 {
-            return vec![None; reserved.len()];
-        }
-        let hash = |part: &[Reserved], outcomes: &[Result<()>]| -> Vec<Option<u64>> {
-            part.iter()
-                .zip(outcomes)
-                .map(|(&(i, _, extent), outcome)| {
-                    outcome.is_ok().then(|| {
-                        // SAFETY: the extent was filled for this put and is not published
-                        // yet; nothing writes it while it is hashed.
-                        cascade_hash::checksum(unsafe { self.extent_ref(extent, items[i].1) })
-                    })
-                })
-                .collect()
-        };
-        let per_thread = reserved.len().div_ceil(threads);
-        let parts: Vec<(&[Reserved], &[Result<()>])> = reserved
-            .chunks(per_thread)
-            .zip(filled.chunks(per_thread))
-            .collect();
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = parts[1..]
-                .iter()
-                .map(|&(part, outcomes)| scope.spawn(move || hash(part, outcomes)))
-                .collect();
-            let mut checksums = hash(parts[0].0, parts[0].1);
-            for (handle, (part, _)) in handles.into_iter().zip(&parts[1..]) {
-                // A thread that could not hash its share leaves it to publish.
-                checksums.extend(handle.join().unwrap_or_else(|_| vec![None; part.len()]));
+        fill: &mut BatchFill<'_>,
+        results: &mut [Result<()>],
+    ) {
+        hashers.in_place_scope(|scope| {
+            for chunk in by_bytes(reserved, items, FILL_CHUNK_BYTES) {
+                let mut filled: Vec<Reserved> = Vec::with_capacity(chunk.len());
+                for (reserved, outcome) in self.fill_part(items, chunk, fill) {
+                    if outcome.is_ok() {
+                        filled.push(*reserved);
+                    } else {
+                        self.settle(items, reserved, outcome, None, results);
+                    }
+                }
+                for job in by_bytes(&filled, items, HASH_JOB_BYTES) {
+                    let job = job.to_vec();
+                    scope.spawn(move |_| {
+                        for &(i, slot, extent) in &job {
+                            // SAFETY: the extent was filled for this put and is not
+                            // published yet; nothing writes it while it is hashed.
+                            let bytes = unsafe { self.extent_ref(extent, items[i].1) };
+                            let checksum = cascade_hash::checksum(bytes);
+                            self.publish(items[i].0, slot, extent, items[i].1, Some(checksum));
+                        }
+                    });
+                }
             }
-            checksums
-        })
+        });
     }
 
     /// The committer thread: hashes each queued block and commits its slot, unless the
@@ -552,6 +604,28 @@ impl Inner {
             None => false,
         }
     }
+}
+
+/// Splits `reserved` into runs of whole items of about `bytes` bytes each (an item
+/// larger than that is a run of its own).
+fn by_bytes<'r>(
+    reserved: &'r [Reserved],
+    items: &[(BlockId, usize)],
+    bytes: usize,
+) -> Vec<&'r [Reserved]> {
+    let mut runs = Vec::new();
+    let (mut start, mut filled) = (0, 0);
+    for (k, &(i, _, _)) in reserved.iter().enumerate() {
+        if filled > 0 && filled + items[i].1 > bytes {
+            runs.push(&reserved[start..k]);
+            (start, filled) = (k, 0);
+        }
+        filled += items[i].1;
+    }
+    if start < reserved.len() {
+        runs.push(&reserved[start..]);
+    }
+    runs
 }
 
 impl Tier for ShmTier {

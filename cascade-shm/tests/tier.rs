@@ -378,6 +378,58 @@ fn stats_report_fragmentation_and_slots() {
 /// stored checksum is its own (a reopen that verifies keeps all of them, and later damage
 /// to one is caught by that block's checksum alone).
 #[test]
+fn a_large_batch_is_filled_in_chunks_and_keeps_only_what_its_fill_wrote() {
+    let dir = pool_dir();
+    let mut config = config(dir.path(), 64);
+    config.verify_on_read = true;
+    // 24 blocks of 512 KiB: 12 MiB, filled in chunks while earlier chunks are hashed.
+    let len = 512 << 10;
+    let items: Vec<(BlockId, usize)> = (0..24).map(|n| (id(n), len)).collect();
+    let refused = [3usize, 17];
+    let (used, calls) = {
+        let tier = ShmTier::open("shm0", &config).unwrap();
+        let mut calls = 0;
+        let mut seen = Vec::new();
+        let results = tier.put_with_batch(&items, &mut |targets| {
+            calls += 1;
+            targets
+                .iter_mut()
+                .map(|(i, out)| {
+                    seen.push(*i);
+                    if refused.contains(i) {
+                        return Err(cascade_core::Error::new(
+                            ErrorKind::InvalidInput,
+                            "refused by the fill",
+                        ));
+                    }
+                    out.copy_from_slice(&tagged_block(*i as u64, 1, out.len()));
+                    Ok(())
+                })
+                .collect()
+        });
+        seen.sort_unstable();
+        assert_eq!(seen, (0..24).collect::<Vec<_>>(), "each buffer handed out once");
+        for (n, result) in results.iter().enumerate() {
+            assert_eq!(result.is_err(), refused.contains(&n), "{n}: {result:?}");
+        }
+        for n in 0..24u64 {
+            assert_eq!(tier.contains(id(n)), !refused.contains(&(n as usize)));
+        }
+        (tier.used(), calls)
+    };
+    assert!(calls > 1, "a 12 MiB batch is filled in more than one call");
+    let tier = ShmTier::open("shm0", &config).unwrap();
+    assert_eq!(tier.recovered_blocks(), 22);
+    assert_eq!(tier.dropped_at_open(), 0, "every block was committed with its checksum");
+    assert_eq!(tier.used(), used, "refused items gave their room back");
+    for n in (0..24u64).filter(|n| !refused.contains(&(*n as usize))) {
+        let mut out = vec![0u8; len];
+        assert_eq!(tier.get(id(n), &mut out).unwrap(), len);
+        check_tagged(n, &out);
+    }
+}
+
+#[test]
 fn a_large_batch_is_checksummed_block_by_block() {
     let dir = pool_dir();
     let mut config = config(dir.path(), 64);
