@@ -408,7 +408,11 @@ fn a_large_batch_is_filled_in_chunks_and_keeps_only_what_its_fill_wrote() {
                 .collect()
         });
         seen.sort_unstable();
-        assert_eq!(seen, (0..24).collect::<Vec<_>>(), "each buffer handed out once");
+        assert_eq!(
+            seen,
+            (0..24).collect::<Vec<_>>(),
+            "each buffer handed out once"
+        );
         for (n, result) in results.iter().enumerate() {
             assert_eq!(result.is_err(), refused.contains(&n), "{n}: {result:?}");
         }
@@ -420,7 +424,11 @@ fn a_large_batch_is_filled_in_chunks_and_keeps_only_what_its_fill_wrote() {
     assert!(calls > 1, "a 12 MiB batch is filled in more than one call");
     let tier = ShmTier::open("shm0", &config).unwrap();
     assert_eq!(tier.recovered_blocks(), 22);
-    assert_eq!(tier.dropped_at_open(), 0, "every block was committed with its checksum");
+    assert_eq!(
+        tier.dropped_at_open(),
+        0,
+        "every block was committed with its checksum"
+    );
     assert_eq!(tier.used(), used, "refused items gave their room back");
     for n in (0..24u64).filter(|n| !refused.contains(&(*n as usize))) {
         let mut out = vec![0u8; len];
