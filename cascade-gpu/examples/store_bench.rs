@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo build --release -p cascade-gpu --example store_bench
-//! LD_LIBRARY_PATH=/usr/local/nvidia/lib64 target/release/examples/store_bench [--reps 5] [--spill-gib 8]
+//! LD_LIBRARY_PATH=/usr/local/nvidia/lib64 target/release/examples/store_bench [--reps 5] [--spill-gib 8] [--only PART,...]
 //! ```
 //!
 //! In one process, medians of `--reps`:
@@ -22,6 +22,12 @@
 //!   and scattered into 32 device pieces each (128 KiB blocks of 4 KiB pieces, and 1 MiB
 //!   blocks of 32 KiB pieces: one 16-token block of a 16-layer model's K and V).
 //!
+//! - where a device put into shm spends its time ("shm put parts"): the DMA alone, the
+//!   shm tier's batch put with that DMA as its fill, and with a fill that writes nothing.
+//!
+//! `--only` runs the parts whose names start with one of the given words (the ceiling
+//! is always measured).
+//!
 //! Every read lands in device memory poisoned before it and is compared byte for byte
 //! with what was put (copied back to pinned host memory for the comparison, untimed).
 //! GB/s are 1e9 bytes/s.
@@ -32,7 +38,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cascade_core::config::ByteSize;
-use cascade_core::device::{Dest, DeviceRegion, Source};
+use cascade_core::device::{Dest, DeviceRegion, HostDeviceCopy, Source};
 use cascade_core::store::StorePolicy;
 use cascade_core::{BlockId, CascadeStore, Tier};
 use cascade_gpu::{DeviceContext, GpuTier, GpuTierConfig, device_access, measure_pinned_copy};
@@ -47,15 +53,23 @@ const BATCH: usize = 256;
 struct Args {
     reps: usize,
     spill: usize,
+    /// Parts to run (names starting with one of these); all when empty.
+    only: Vec<String>,
 }
 
 fn args() -> Args {
     let mut a = Args {
         reps: 5,
         spill: 8 * GIB,
+        only: Vec::new(),
     };
     let argv: Vec<String> = std::env::args().collect();
     for pair in argv[1..].chunks(2) {
+        if pair[0] == "--only" {
+            let parts = pair.get(1).expect("--only PART[,PART...]");
+            a.only = parts.split(',').map(str::to_string).collect();
+            continue;
+        }
         let value: usize = pair
             .get(1)
             .and_then(|v| v.parse().ok())
@@ -584,6 +598,72 @@ fn demotion_parts(a: &Args, b: &mut Buffers) -> (f64, f64) {
     (gbps(GIB, median(dma)), gbps(GIB, median(fill)))
 }
 
+/// Where a device put into shm spends its time, on 1 GiB of `block`-byte blocks in
+/// batches of [`BATCH`]: the DMA alone into the registered pool in calls of 4 MiB (the
+/// tier's fill chunk), the shm tier's `put_with_batch` with that DMA as its fill (no
+/// store around it), and the same with a fill that writes nothing (the tier's own work:
+/// reserve, hash from memory, slot record, index). GB/s of each, in this order.
+fn shm_put_parts(a: &Args, b: &mut Buffers, block: usize) -> (f64, f64, f64) {
+    let count = GIB / block;
+    let (shm, path) = shm_tier("parts-put", GIB + GIB / 4);
+    let region = shm.host_region().expect("the shm tier lends its pool");
+    let copier = device_access()
+        .copier(0, &[region])
+        .expect("a copier with the pool registered");
+    let per_call = ((4 << 20) / block).max(1);
+    let copies: Vec<HostDeviceCopy> = (0..count)
+        .map(|n| HostDeviceCopy {
+            host: region.base as usize + n * block,
+            device: b.src.ptr + (n * block) as u64,
+            len: block,
+        })
+        .collect();
+    let ids: Vec<BlockId> = (0..count).map(id).collect();
+    let src = b.src.ptr;
+    let (mut dma, mut tier_dma, mut tier_only) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..a.reps {
+        let t = Instant::now();
+        for call in copies.chunks(per_call) {
+            // SAFETY: device ranges inside b.src; host ranges inside the registered pool,
+            // which no block uses yet (the tier is empty).
+            unsafe { copier.to_host(call) }.unwrap();
+        }
+        dma.push(t.elapsed().as_secs_f64());
+        for (times, with_dma) in [(&mut tier_dma, true), (&mut tier_only, false)] {
+            shm.clear().unwrap();
+            let t = Instant::now();
+            for (k, batch) in ids.chunks(BATCH).enumerate() {
+                let items: Vec<(BlockId, usize)> = batch.iter().map(|&i| (i, block)).collect();
+                let done = shm.put_with_batch(&items, &mut |targets| {
+                    if with_dma {
+                        let call: Vec<HostDeviceCopy> = targets
+                            .iter_mut()
+                            .map(|(i, buf)| HostDeviceCopy {
+                                host: buf.as_mut_ptr() as usize,
+                                device: src + ((k * BATCH + *i) * block) as u64,
+                                len: block,
+                            })
+                            .collect();
+                        // SAFETY: as above; the targets are this batch's reserved room.
+                        unsafe { copier.to_host(&call) }.unwrap();
+                    }
+                    targets.iter().map(|_| Ok(())).collect()
+                });
+                assert!(done.iter().all(Result::is_ok));
+            }
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    drop(copier);
+    drop(shm);
+    let _ = std::fs::remove_file(path);
+    (
+        gbps(GIB, median(dma)),
+        gbps(GIB, median(tier_dma)),
+        gbps(GIB, median(tier_only)),
+    )
+}
+
 fn main() {
     let a = args();
     let context = DeviceContext::get(0).expect("a CUDA device");
@@ -628,7 +708,11 @@ fn main() {
         )
     };
     // Each part runs on its own: one that fails is reported and the others still run.
+    let only = a.only.clone();
     let mut part = |name: &str, run: &mut dyn FnMut(&mut Buffers) -> Vec<String>| {
+        if !only.is_empty() && !only.iter().any(|o| name.starts_with(o.as_str())) {
+            return;
+        }
         let t = Instant::now();
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&mut b))) {
             Ok(rows) => {
@@ -703,6 +787,25 @@ fn main() {
             ),
         ]
     });
+    for block in [128usize << 10, 1 << 20] {
+        part("shm put parts", &mut |b| {
+            let (dma, tier_dma, tier_only) = shm_put_parts(&a, b, block);
+            let kib = block >> 10;
+            [
+                ("DMA alone into the pool, 4 MiB a call", dma),
+                ("shm put_with_batch, DMA fill (no store)", tier_dma),
+                ("shm put_with_batch, fill writes nothing", tier_only),
+            ]
+            .iter()
+            .map(|(what, d)| {
+                format!(
+                    "| shm put parts, {kib} KiB blocks: {what} | - | - | {d:.1} | {:.0} | |",
+                    pct(*d, d2h)
+                )
+            })
+            .collect()
+        });
+    }
     for (block, label) in [
         (128usize << 10, "128 KiB blocks"),
         (1 << 20, "1 MiB blocks"),
