@@ -850,6 +850,50 @@ pub fn in_place_batches(subject: &Subject) {
             tier.name()
         );
     }
+    // The checked lend: the same blocks and bytes, and a checksum, where the tier hands
+    // one, that is the XXH3-64 of what was written.
+    let mut checked: Vec<(usize, Vec<u8>, Option<u64>)> = Vec::new();
+    let results = tier.get_with_batch_checked(&ids, &mut |lent| {
+        lent.iter()
+            .map(|&(i, bytes, checksum)| {
+                checked.push((i, bytes.to_vec(), checksum));
+                Ok(())
+            })
+            .collect()
+    });
+    let kinds = |r: &[crate::Result<()>]| -> Vec<Option<ErrorKind>> {
+        r.iter()
+            .map(|r| r.as_ref().err().map(|e| e.kind()))
+            .collect()
+    };
+    assert_eq!(
+        kinds(&results),
+        (0..ids.len())
+            .map(|i| (i == REFUSED || i == ids.len() - 1).then_some(ErrorKind::NotFound))
+            .collect::<Vec<_>>(),
+        "{}: get_with_batch_checked results",
+        tier.name()
+    );
+    checked.sort_by_key(|(i, _, _)| *i);
+    assert_eq!(
+        checked
+            .iter()
+            .map(|(i, b, _)| (*i, b.clone()))
+            .collect::<Vec<_>>(),
+        seen,
+        "{}: get_with_batch_checked lends what get_with_batch lends",
+        tier.name()
+    );
+    for (i, bytes, checksum) in &checked {
+        if let Some(sum) = checksum {
+            assert_eq!(
+                *sum,
+                twox_hash::XxHash3_64::oneshot(bytes),
+                "{}: the stored checksum of item {i} is not the XXH3-64 of its bytes",
+                tier.name()
+            );
+        }
+    }
 }
 
 fn open_peer(subject: &Subject) -> Arc<dyn Tier> {

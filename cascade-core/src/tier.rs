@@ -218,6 +218,28 @@ pub trait Tier: Send + Sync {
         results
     }
 
+    /// [`Tier::get_with_batch`] that also hands each lent block's stored checksum, where
+    /// the tier keeps one: the XXH3-64 (seed 0, as `cascade_hash::checksum`) of the
+    /// bytes as they were written, not of the bytes now lent. A caller that must send a
+    /// checksum with the bytes (a cluster holder) takes it instead of hashing them, and
+    /// bytes damaged since the write then fail the receiver's check rather than being
+    /// certified by a fresh hash.
+    ///
+    /// `visit` gets `(position in ids, bytes, checksum)`; otherwise as
+    /// [`Tier::get_with_batch`]. The default lends through [`Tier::get_with_batch`] with
+    /// no checksums.
+    fn get_with_batch_checked(
+        &self,
+        ids: &[BlockId],
+        visit: &mut CheckedVisit<'_>,
+    ) -> Vec<Result<()>> {
+        self.get_with_batch(ids, &mut |lent| {
+            let blocks: Vec<(usize, &[u8], Option<u64>)> =
+                lent.iter().map(|&(i, bytes)| (i, bytes, None)).collect();
+            visit(&blocks)
+        })
+    }
+
     /// Stores a block of `len` bytes copied from device (GPU) memory at address `src`.
     ///
     /// Only tiers whose [`Capability::device_memory`] is set implement this; the default
@@ -320,6 +342,10 @@ pub type BatchFill<'f> = dyn FnMut(&mut [FillTarget<'_>]) -> Vec<Result<()>> + '
 /// one result each.
 pub type BatchVisit<'f> = dyn FnMut(&[(usize, &[u8])]) -> Vec<Result<()>> + 'f;
 
+/// The visit of [`Tier::get_with_batch_checked`]: reads the `(position, bytes, stored
+/// checksum)` blocks it is lent, one result each.
+pub type CheckedVisit<'f> = dyn FnMut(&[(usize, &[u8], Option<u64>)]) -> Vec<Result<()>> + 'f;
+
 /// One destination of [`Tier::put_with_batch`]'s fill: the item's position in the batch
 /// and the room for its bytes.
 pub type FillTarget<'a> = (usize, &'a mut [u8]);
@@ -350,20 +376,38 @@ pub fn apply_visits(
     results: &mut [Result<()>],
 ) {
     let visited = visit(lent);
-    if visited.len() != lent.len() {
+    record_visits(visited, lent.iter().map(|&(i, _)| i), results);
+}
+
+/// [`apply_visits`] for a [`CheckedVisit`].
+pub fn apply_checked_visits(
+    visit: &mut CheckedVisit<'_>,
+    lent: &[(usize, &[u8], Option<u64>)],
+    results: &mut [Result<()>],
+) {
+    let visited = visit(lent);
+    record_visits(visited, lent.iter().map(|&(i, _, _)| i), results);
+}
+
+fn record_visits(
+    visited: Vec<Result<()>>,
+    positions: impl ExactSizeIterator<Item = usize> + Clone,
+    results: &mut [Result<()>],
+) {
+    if visited.len() != positions.len() {
         let error = Error::new(
             ErrorKind::Plugin,
             "a batch visit returned a different number of results than blocks",
         )
-        .with_context("blocks", lent.len())
+        .with_context("blocks", positions.len())
         .with_context("results", visited.len());
-        for (i, _) in lent {
-            results[*i] = Err(error.clone());
+        for i in positions {
+            results[i] = Err(error.clone());
         }
         return;
     }
-    for ((i, _), outcome) in lent.iter().zip(visited) {
-        results[*i] = outcome;
+    for (i, outcome) in positions.zip(visited) {
+        results[i] = outcome;
     }
 }
 

@@ -66,12 +66,13 @@ impl Mpi {
         let inner = Arc::new(Inner {
             rank: world.rank(),
             size: world.size(),
+            // Some libraries (MPICH) count the C string's NUL in the version's length.
             library: mpi::environment::library_version()
                 .unwrap_or_default()
                 .lines()
                 .next()
                 .unwrap_or_default()
-                .trim()
+                .trim_matches(|c: char| c.is_whitespace() || c == '\0')
                 .to_string(),
             _universe: universe,
         });

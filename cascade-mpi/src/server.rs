@@ -214,8 +214,9 @@ const FETCH_STEP: usize = 16;
 /// expects), then a trailer with each block's state and checksum.
 ///
 /// The blocks are sent from where the store lends them (the shm pool itself), so over
-/// shared memory the requester's single copy is the whole transfer; each block's
-/// checksum is computed while the requester copies it.
+/// shared memory the requester's single copy is the whole transfer. Each block's
+/// checksum is the one its tier stored (the shm tier keeps one per block); a block lent
+/// without one is hashed while the requester copies it.
 fn serve_fetch(
     shared: &Shared,
     source: i32,
@@ -275,11 +276,11 @@ fn serve_step(
     let mut next = 0usize;
     let mut failure: Option<cascade_core::Error> = None;
     let replies = &shared.replies;
-    let outcomes = shared.store.get_with_batch(&ids, &mut |lent| {
+    let outcomes = shared.store.get_with_batch_checked(&ids, &mut |lent| {
         let mut sends = Sends::default();
-        let mut sent: Vec<(usize, &[u8])> = Vec::with_capacity(lent.len());
+        let mut sent: Vec<(usize, &[u8], Option<u64>)> = Vec::with_capacity(lent.len());
         let mut posted = Ok(());
-        for &(pos, bytes) in lent {
+        for &(pos, bytes, stored) in lent {
             if pos < next || posted.is_err() {
                 continue;
             }
@@ -289,15 +290,19 @@ fn serve_step(
                     // SAFETY: a lent block stays lent, unchanged, until this visit
                     // returns, and `sends` is waited for before it does.
                     posted = unsafe { replies.isend(&mut sends, bytes, source, tag) };
-                    sent.push((pos, bytes));
+                    sent.push((pos, bytes, stored));
                 } else {
                     posted = send_empty(replies, &mut sends, source, tag);
                 }
             }
             next = pos + 1;
         }
-        for &(pos, bytes) in &sent {
-            states[pos] = (FetchState::Found, crate::checksum(bytes));
+        // The checksum the shm tier stored at write time is the wire's (both XXH3-64):
+        // taking it saves the holder a pass over the bytes, and bytes damaged in the
+        // pool since then fail the requester's check instead of being hashed anew.
+        for &(pos, bytes, stored) in &sent {
+            let checksum = stored.unwrap_or_else(|| crate::checksum(bytes));
+            states[pos] = (FetchState::Found, checksum);
             found[pos] = true;
         }
         let done = posted.and(sends.wait());

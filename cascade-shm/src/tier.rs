@@ -7,8 +7,8 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use cascade_core::tier::{
-    BatchFill, BatchVisit, Capability, FillTarget, HostRegion, Tier, apply_visits,
-    buffer_too_small, check_block_fits, fill_results, tier_full,
+    BatchFill, BatchVisit, Capability, CheckedVisit, FillTarget, HostRegion, Tier,
+    apply_checked_visits, buffer_too_small, check_block_fits, fill_results, tier_full,
 };
 use cascade_core::{BlockId, Error, ErrorKind, Extent, ExtentAllocator, Result, ShardedIndex};
 use parking_lot::Mutex;
@@ -559,11 +559,12 @@ impl Inner {
     /// Lends many blocks to `visit` at once under their shards' read locks, after
     /// checking each as [`Inner::read`] does; blocks failing their checksum are dropped
     /// once the locks are released and answered [`ErrorKind::Corrupt`].
-    fn read_batch(&self, ids: &[BlockId], visit: &mut BatchVisit<'_>) -> Vec<Result<()>> {
+    /// Each block is lent with its stored checksum (`None` while its commit is queued).
+    fn read_batch(&self, ids: &[BlockId], visit: &mut CheckedVisit<'_>) -> Vec<Result<()>> {
         let mut corrupt: Vec<usize> = Vec::new();
         let mut results = self.blocks.with_many(ids, |found| {
             let mut results: Vec<Result<()>> = ids.iter().map(|_| Ok(())).collect();
-            let mut lent: Vec<(usize, &[u8])> = Vec::with_capacity(ids.len());
+            let mut lent: Vec<(usize, &[u8], Option<u64>)> = Vec::with_capacity(ids.len());
             for (i, entry) in found.iter().enumerate() {
                 let Some(entry) = entry else {
                     results[i] = Err(Error::not_found(ids[i]));
@@ -577,9 +578,9 @@ impl Inner {
                     corrupt.push(i);
                     continue;
                 }
-                lent.push((i, bytes));
+                lent.push((i, bytes, entry.checksum));
             }
-            apply_visits(visit, &lent, &mut results);
+            apply_checked_visits(visit, &lent, &mut results);
             results
         });
         for i in corrupt {
@@ -680,6 +681,18 @@ impl Tier for ShmTier {
     }
 
     fn get_with_batch(&self, ids: &[BlockId], visit: &mut BatchVisit<'_>) -> Vec<Result<()>> {
+        self.inner.read_batch(ids, &mut |lent| {
+            let blocks: Vec<(usize, &[u8])> =
+                lent.iter().map(|&(i, bytes, _)| (i, bytes)).collect();
+            visit(&blocks)
+        })
+    }
+
+    fn get_with_batch_checked(
+        &self,
+        ids: &[BlockId],
+        visit: &mut CheckedVisit<'_>,
+    ) -> Vec<Result<()>> {
         self.inner.read_batch(ids, visit)
     }
 

@@ -243,6 +243,48 @@ fn damaged_bytes_are_never_served() {
 }
 
 #[test]
+fn a_checked_lend_hands_the_write_time_checksum_not_one_of_damaged_bytes() {
+    let dir = pool_dir();
+    let config = config(dir.path(), 4);
+    let path = config.path.clone().unwrap();
+    let tier = ShmTier::open("shm0", &config).unwrap();
+    for n in 0..3 {
+        tier.put(id(n), &tagged_block(n, 1, 8192)).unwrap();
+    }
+    tier.wait_committed();
+    corrupt_payload(&tier, &path, 1);
+    let ids = [id(0), id(1), id(2), id(9)];
+    let mut seen = Vec::new();
+    let results = tier.get_with_batch_checked(&ids, &mut |lent| {
+        for &(i, bytes, stored) in lent {
+            seen.push((i, cascade_hash::checksum(bytes), stored));
+        }
+        vec![Ok(()); lent.len()]
+    });
+    assert!(results[..3].iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(
+        results[3].as_ref().err().map(|e| e.kind()),
+        Some(ErrorKind::NotFound)
+    );
+    seen.sort_by_key(|&(i, _, _)| i);
+    assert_eq!(seen.len(), 3, "only stored blocks are lent");
+    for (i, now, stored) in seen {
+        let stored = stored.expect("the shm tier keeps a checksum for every committed block");
+        if i == 1 {
+            assert_ne!(
+                stored, now,
+                "the damaged block carries its write-time checksum"
+            );
+        } else {
+            assert_eq!(
+                stored, now,
+                "an intact block's stored checksum is its bytes' hash"
+            );
+        }
+    }
+}
+
+#[test]
 fn get_with_lends_bytes_inside_the_host_region_and_put_with_writes_in_place() {
     let dir = pool_dir();
     let tier = ShmTier::open("shm0", &config(dir.path(), 4)).unwrap();

@@ -4,7 +4,7 @@
 
 use super::CascadeStore;
 use super::reads::GET_ATTEMPTS;
-use crate::tier::{BatchVisit, apply_visits};
+use crate::tier::{BatchVisit, CheckedVisit, apply_checked_visits};
 use crate::{BlockId, Result};
 
 impl CascadeStore {
@@ -25,6 +25,22 @@ impl CascadeStore {
     /// Lending counts as a read of the block (hits, recency) but does not promote it: the
     /// caller holds no copy to promote from.
     pub fn get_with_batch(&self, ids: &[BlockId], visit: &mut BatchVisit<'_>) -> Vec<Result<bool>> {
+        self.get_with_batch_checked(ids, &mut |lent| {
+            let blocks: Vec<(usize, &[u8])> =
+                lent.iter().map(|&(i, bytes, _)| (i, bytes)).collect();
+            visit(&blocks)
+        })
+    }
+
+    /// [`CascadeStore::get_with_batch`] that also hands each block's checksum as its tier
+    /// stored it (XXH3-64 of the bytes as written; `None` where the tier keeps none, or
+    /// has not committed it yet): see [`Tier::get_with_batch_checked`](crate::Tier::get_with_batch_checked).
+    /// `visit` gets `(position in ids, bytes, checksum)`.
+    pub fn get_with_batch_checked(
+        &self,
+        ids: &[BlockId],
+        visit: &mut CheckedVisit<'_>,
+    ) -> Vec<Result<bool>> {
         for id in ids {
             self.prefetcher.wait_for(id);
         }
@@ -59,7 +75,7 @@ impl CascadeStore {
         &self,
         ids: &[BlockId],
         run: &[(usize, super::Entry)],
-        visit: &mut BatchVisit<'_>,
+        visit: &mut CheckedVisit<'_>,
         results: &mut [Option<Result<bool>>],
         retry: &mut Vec<usize>,
     ) {
@@ -68,12 +84,12 @@ impl CascadeStore {
         // Which blocks reached the visit: their outcome is the visit's, never a read
         // failure to act on (a visit's error must not get a block dropped).
         let mut lent = vec![false; run.len()];
-        let outcomes = self.core.tiers[tier].get_with_batch(&run_ids, &mut |blocks| {
-            let mapped: Vec<(usize, &[u8])> = blocks
+        let outcomes = self.core.tiers[tier].get_with_batch_checked(&run_ids, &mut |blocks| {
+            let mapped: Vec<(usize, &[u8], Option<u64>)> = blocks
                 .iter()
-                .map(|&(k, bytes)| {
+                .map(|&(k, bytes, checksum)| {
                     lent[k] = true;
-                    (run[k].0, bytes)
+                    (run[k].0, bytes, checksum)
                 })
                 .collect();
             visit(&mapped)
@@ -101,7 +117,12 @@ impl CascadeStore {
     }
 
     /// Lends one block at `position` wherever it is now, following it while it moves.
-    fn lend_block(&self, id: BlockId, position: usize, visit: &mut BatchVisit<'_>) -> Result<bool> {
+    fn lend_block(
+        &self,
+        id: BlockId,
+        position: usize,
+        visit: &mut CheckedVisit<'_>,
+    ) -> Result<bool> {
         for _ in 0..GET_ATTEMPTS {
             let Some(at) = self.core.ledger.get(&id) else {
                 break;
@@ -110,7 +131,8 @@ impl CascadeStore {
             let outcome = self.core.tiers[at.tier].get_with(id, &mut |bytes| {
                 lent = true;
                 let mut results = vec![Ok(())];
-                apply_visits(visit, &[(position, bytes)], &mut results);
+                // A block that moved meanwhile is rare: lent without its checksum.
+                apply_checked_visits(visit, &[(position, bytes, None)], &mut results);
                 results.pop().unwrap_or(Ok(()))
             });
             match outcome {
