@@ -3,7 +3,9 @@ it from its config (storage_plugins + module_path/class_name), allocates chunks 
 LocalCPUBackend, and stores and retrieves them through the plugin."""
 
 import time
+from types import SimpleNamespace
 
+import cascade
 import pytest
 import torch
 from helpers import corrupt_block, write_toml
@@ -20,13 +22,17 @@ SHAPE = torch.Size([2, 2, 256, 64])  # [K/V, layers, tokens, hidden]: 128 KiB of
 NAME = "cascade"
 
 
-def manager(toml, model="llama", namespace=None, async_put=False, local_cpu_gb=0.25):
+def manager(
+    toml, model="llama", namespace=None, async_put=False, local_cpu_gb=0.25, readahead_mib=None
+):
     extra = {
         f"storage_plugin.{NAME}.module_path": "cascade.integrations.lmcache",
         f"storage_plugin.{NAME}.class_name": "CascadeBackend",
         f"storage_plugin.{NAME}.config": str(toml),
         f"storage_plugin.{NAME}.async_put": async_put,
     }
+    if readahead_mib is not None:
+        extra[f"storage_plugin.{NAME}.readahead_mib"] = readahead_mib
     if namespace is not None:
         extra[f"storage_plugin.{NAME}.namespace"] = namespace
     config = LMCacheEngineConfig.from_dict(
@@ -218,3 +224,161 @@ def test_without_a_local_cpu_backend_the_plugin_says_why(tmp_path, monkeypatch):
             backend.get_allocator_backend()
     finally:
         backend.close()
+
+
+def free_chunks(sm):
+    """How many chunks of SHAPE LMCache's CPU pool can hand out now (without evicting)."""
+    held = []
+    while True:
+        objs = sm.batched_allocate(
+            SHAPE, torch.bfloat16, 1, MemoryFormat.KV_2LTD, eviction=False, busy_loop=False
+        )
+        if not objs:
+            break
+        held += objs
+    for obj in held:
+        obj.ref_count_down()
+    return len(held)
+
+
+def read_ahead_chunks(backend):
+    """The chunks the plugin is reading ahead (white-box: to watch their release)."""
+    return [step.objs[i] for step, i in backend._readahead._ahead.values()]
+
+
+def wait_released(backend, objs):
+    """Waits until the plugin gave every chunk of objs back (ref count 0)."""
+    deadline = time.monotonic() + 30
+    while any(o.get_ref_count() > 0 for o in objs) and time.monotonic() < deadline:
+        backend._readahead.start()  # a later call gives back what finished reading
+        time.sleep(0.01)
+    assert [o.get_ref_count() for o in objs] == [0] * len(objs)
+
+
+def stored(sm, n, seed=0):
+    """n chunks stored in Cascade (and released by the caller); their keys and bytes."""
+    keys = [key(i) for i in range(n)]
+    objs, expected = chunks(sm, n, seed=seed)
+    put(sm, keys, objs)
+    for obj in objs:
+        obj.ref_count_down()
+    return keys, expected
+
+
+def test_a_pinned_lookup_reads_ahead_and_retrieval_returns_the_same_bytes(tmp_path):
+    sm = manager(write_toml(tmp_path, shm=False), local_cpu_gb=0.05)
+    try:
+        backend = sm.storage_backends[NAME]
+        keys, expected = stored(sm, 40)
+        free = free_chunks(sm)
+        hits, mapping = sm.batched_contains(keys, search_range=[NAME], pin=True)
+        assert hits == 40 and mapping[NAME] == keys
+        # The 40 chunks are being read into LMCache's pool before it asks for them.
+        assert free_chunks(sm) == free - 40
+        got = []
+        for s in range(0, 40, 16):  # LMCache retrieves in batches
+            got += sm.batched_get(keys[s : s + 16], location=NAME)
+        assert [bytes(o.byte_array) for o in got] == expected
+        assert backend.readahead_served == 40
+        sm.batched_unpin(keys, [NAME])
+    finally:
+        sm.close()
+
+
+def test_read_ahead_stays_within_its_limit_and_follows_the_retrieval(tmp_path):
+    sm = manager(write_toml(tmp_path, shm=False), local_cpu_gb=0.05, readahead_mib=1)
+    try:
+        backend = sm.storage_backends[NAME]
+        keys, expected = stored(sm, 40)
+        free = free_chunks(sm)
+        assert sm.batched_contains(keys, search_range=[NAME], pin=True)[0] == 40
+        assert free_chunks(sm) == free - 8  # 1 MiB of 128 KiB chunks
+        got = []
+        for s in range(0, 40, 8):
+            got += sm.batched_get(keys[s : s + 8], location=NAME)
+        assert [bytes(o.byte_array) for o in got] == expected
+        assert backend.readahead_served == 40  # each retrieval started the next window
+        sm.batched_unpin(keys, [NAME])
+    finally:
+        sm.close()
+
+
+def test_chunks_read_ahead_but_not_retrieved_go_back_to_lmcache_pool(tmp_path):
+    sm = manager(write_toml(tmp_path, shm=False), local_cpu_gb=0.05)
+    try:
+        backend = sm.storage_backends[NAME]
+        keys, expected = stored(sm, 24)
+        free = free_chunks(sm)
+        assert sm.batched_contains(keys, search_range=[NAME], pin=True)[0] == 24
+        assert free_chunks(sm) == free - 24
+        # Held here so that only the plugin's release, not garbage collection, frees them.
+        ahead = read_ahead_chunks(backend)
+        assert len(ahead) == 24
+        # The request is dropped: LMCache unpins without retrieving.
+        sm.batched_unpin(keys, [NAME])
+        wait_released(backend, ahead)
+        assert free_chunks(sm) == free
+        # A retrieval that asks for chunks other than the ones looked up reads them itself.
+        assert sm.batched_contains(keys[:8], search_range=[NAME], pin=True)[0] == 8
+        got = sm.batched_get(keys[8:16], location=NAME)
+        assert [bytes(o.byte_array) for o in got] == expected[8:16]
+        assert backend.readahead_served == 0
+        sm.batched_unpin(keys[:8], [NAME])
+        for obj in got:
+            obj.ref_count_down()
+    finally:
+        sm.close()
+
+
+def test_a_chunk_corrupt_on_disk_is_a_miss_when_read_ahead(tmp_path):
+    toml = write_toml(tmp_path, shm=False)
+    sm = manager(toml, local_cpu_gb=0.05)
+    try:
+        keys, expected = stored(sm, 6)
+    finally:
+        sm.close()
+    assert corrupt_block(tmp_path / "files", expected[3]) == 1
+    sm = manager(toml, local_cpu_gb=0.05)
+    try:
+        free = free_chunks(sm)
+        backend = sm.storage_backends[NAME]
+        assert sm.batched_contains(keys, search_range=[NAME], pin=True)[0] == 6
+        ahead = read_ahead_chunks(backend)
+        got = sm.batched_get(keys, location=NAME)
+        assert [bytes(o.byte_array) for o in got[:3]] == expected[:3]
+        assert got[3:] == [None, None, None]  # the prefix ends at the corrupt chunk
+        sm.batched_unpin(keys, [NAME])
+        for obj in got[:3]:
+            obj.ref_count_down()
+        # LMCache's CPU backend kept nothing (a batch with a miss is not written back),
+        # and the chunks read ahead from the corrupt one on went back to the pool.
+        wait_released(backend, ahead)
+        assert free_chunks(sm) == free
+        assert sm.batched_contains(keys, search_range=[NAME])[0] == 3  # dropped
+    finally:
+        sm.close()
+
+
+def test_read_ahead_can_be_turned_off_and_a_bad_setting_is_a_config_error(tmp_path):
+    toml = write_toml(tmp_path, shm=False)
+    sm = manager(toml, readahead_mib=0)
+    try:
+        keys, expected = stored(sm, 8)
+        assert sm.batched_contains(keys, search_range=[NAME], pin=True)[0] == 8
+        got = sm.batched_get(keys, location=NAME)
+        assert [bytes(o.byte_array) for o in got] == expected
+        assert sm.storage_backends[NAME].readahead_served == 0
+    finally:
+        sm.close()
+    for bad in (-1, "lots", True):
+        config = SimpleNamespace(
+            storage_plugins=[NAME],
+            extra_config={
+                f"storage_plugin.{NAME}.module_path": "cascade.integrations.lmcache",
+                f"storage_plugin.{NAME}.class_name": "CascadeBackend",
+                f"storage_plugin.{NAME}.config": str(toml),
+                f"storage_plugin.{NAME}.readahead_mib": bad,
+            },
+        )
+        with pytest.raises(cascade.ConfigError, match="readahead_mib"):
+            CascadeBackend(dst_device="cpu", config=config, metadata=None, local_cpu_backend=None)

@@ -152,10 +152,42 @@ def load_blocks(
     try:
         got = store.get_batch(list(ids), batch)
     except cascade.CascadeError as e:
-        # The batch raises its first failure after reading every other block; read one
-        # by one to learn which blocks failed.
-        logger.warning("Cascade batch read failed (%s); reading block by block", e)
-        got = [_load_one(store, i, o) for i, o in zip(ids, outs)]
+        got = _reread(store, ids, outs, e)
+    return _hits(got, outs, sizes)
+
+
+def start_loads(store: cascade.CascadeStore, ids: Sequence[str], outs: Sequence[Any]) -> Any:
+    """Starts :func:`load_blocks` in the background (``store.get_batch_async``); hand the
+    handle to :func:`finish_loads`. ``outs`` must not be touched until then."""
+    return store.get_batch_async(list(ids), list(outs))
+
+
+def finish_loads(
+    handle: Any,
+    store: cascade.CascadeStore,
+    ids: Sequence[str],
+    outs: Sequence[Any],
+    sizes: Optional[Sequence[int]] = None,
+) -> list[bool]:
+    """Waits for a read from :func:`start_loads`; per block, whether it is a hit (as
+    :func:`load_blocks`)."""
+    try:
+        got = handle.result()
+    except cascade.CascadeError as e:
+        got = _reread(store, ids, outs, e)
+    return _hits(got, outs, sizes)
+
+
+def _reread(
+    store: cascade.CascadeStore, ids: Sequence[str], outs: Any, error: Exception
+) -> list[Optional[int]]:
+    # A batch raises its first failure after reading every other block; read one by one
+    # to learn which blocks failed.
+    logger.warning("Cascade batch read failed (%s); reading block by block", error)
+    return [_load_one(store, i, o) for i, o in zip(ids, outs)]
+
+
+def _hits(got: Sequence[Optional[int]], outs: Any, sizes: Optional[Sequence[int]]) -> list[bool]:
     if sizes is None:
         sizes = [_nbytes(o) for o in outs]
     return [g is not None and g == s for g, s in zip(got, sizes)]

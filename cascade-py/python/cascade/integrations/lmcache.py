@@ -11,10 +11,16 @@ LMCache's YAML turns it on::
       storage_plugin.cascade.class_name: CascadeBackend
       storage_plugin.cascade.config: /etc/cascade/lmcache.toml   # a Cascade TOML
       storage_plugin.cascade.namespace: tenant-a                 # optional salt
+      storage_plugin.cascade.readahead_mib: 256                  # 0: no read-ahead
 
 LMCache keeps its LocalCPUBackend as the allocator of every chunk it hands around: a put
 gives this plugin chunks that live in that pool and a get fills chunks allocated there,
 so Cascade copies straight between LMCache's pool and its own tiers.
+
+A lookup that pins chunks (vLLM's scheduler looks every request up with ``pin=True``
+before its worker retrieves the chunks) starts reading them into LMCache's pool in the
+background, up to ``readahead_mib`` MiB ahead of the retrieval, so the tier's reads
+overlap LMCache's handling of the batches before them (see :class:`_ReadAhead`).
 
 Each chunk is two Cascade blocks: its bytes, and a small record of its shape, dtype and
 memory format, so a restarted LMCache (or another process on the same file tier) can
@@ -29,6 +35,7 @@ import asyncio
 import functools
 import json
 import threading
+import weakref
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, List, Optional
@@ -43,7 +50,15 @@ from lmcache.v1.storage_backend.abstract_backend import (
 
 import cascade
 
-from .common import KeySpace, close_store, load_blocks, logger, open_store
+from .common import (
+    KeySpace,
+    close_store,
+    finish_loads,
+    load_blocks,
+    logger,
+    open_store,
+    start_loads,
+)
 
 #: Version of the chunk record's encoding; a record of another version is a miss.
 RECORD_VERSION = 1
@@ -98,6 +113,15 @@ _encode = functools.lru_cache(maxsize=256)(_Record._encode)
 #: Largest encoded record (a shape of many dimensions still fits).
 _RECORD_MAX = 1024
 
+#: Default of ``readahead_mib``: how far (MiB of chunks) read-ahead runs before the
+#: retrieval that consumes it.
+READAHEAD_MIB = 256
+
+# One background read takes at most this many chunks or bytes, so the first chunks of a
+# long lookup are ready before the whole window is read.
+_STEP_CHUNKS = 64
+_STEP_BYTES = 16 << 20
+
 
 class CascadeBackend(StoragePluginInterface):
     """An LMCache storage backend whose chunks live in a Cascade store.
@@ -124,6 +148,7 @@ class CascadeBackend(StoragePluginInterface):
             loop=loop,
         )
         settings = _plugin_settings(config, type(self))
+        readahead_mib = _readahead_mib(settings.get("readahead_mib", READAHEAD_MIB))
         worker = int(getattr(metadata, "worker_id", 0) or 0)
         world = int(getattr(metadata, "world_size", 1) or 1)
         self.name: str = settings.get("_name", "cascade")
@@ -149,6 +174,9 @@ class CascadeBackend(StoragePluginInterface):
             if self._async_put
             else None
         )
+        self._readahead: Optional[_ReadAhead] = (
+            _ReadAhead(self, readahead_mib << 20) if readahead_mib > 0 else None
+        )
 
     def __str__(self) -> str:
         return self.name
@@ -166,14 +194,25 @@ class CascadeBackend(StoragePluginInterface):
         found = self.store.contains(data_id)
         if found and pin:
             self._pinned.add(key)
+            self._read_ahead([key])
         return found
 
     def batched_contains(self, keys: List[CacheEngineKey], pin: bool = False) -> int:
         ids = [self._ids(k)[0] for k in keys]
         hits = self.store.lookup_prefix(ids) if ids else 0
-        if pin:
+        if pin and hits:
             self._pinned.update(keys[:hits])
+            self._read_ahead(keys[:hits])
         return hits
+
+    def _read_ahead(self, keys: Sequence[CacheEngineKey]) -> None:
+        if self._readahead is not None:
+            self._readahead.queue(keys)
+
+    @property
+    def readahead_served(self) -> int:
+        """Chunks a retrieval took from read-ahead (read before LMCache asked)."""
+        return self._readahead.served if self._readahead is not None else 0
 
     async def batched_async_contains(
         self, lookup_id: str, keys: List[CacheEngineKey], pin: bool = False
@@ -288,9 +327,10 @@ class CascadeBackend(StoragePluginInterface):
                 self._records[data_id] = record
         return record
 
-    def _load_prefix(self, keys: Sequence[CacheEngineKey]) -> list[MemoryObj]:
-        """Loads the leading chunks of ``keys`` that Cascade holds whole."""
-        allocator = self.get_allocator_backend()
+    def _resolve(
+        self, keys: Sequence[CacheEngineKey]
+    ) -> tuple[list[str], list[_Record]]:
+        """Ids and records of the leading chunks of ``keys`` whose record is known."""
         ids: list[str] = []
         records: list[_Record] = []
         for key in keys:
@@ -300,18 +340,56 @@ class CascadeBackend(StoragePluginInterface):
                 break
             ids.append(data_id)
             records.append(record)
-        if not records:
-            return []
-        objs = _allocate(allocator, records)
+        return ids, records
+
+    def _chunks_for(
+        self, ids: list[str], records: list[_Record], wait_for_room: bool
+    ) -> tuple[list[str], list[MemoryObj]]:
+        """Chunks from LMCache's pool for the leading ``records`` of the right size,
+        and their ids. ``wait_for_room=False`` neither evicts LMCache's chunks nor
+        waits for space (read-ahead's allocation)."""
+        objs = _allocate(self.get_allocator_backend(), records, wait_for_room)
         if len(objs) < len(records):
-            logger.warning("LMCache could not allocate %d chunks", len(records) - len(objs))
+            if wait_for_room:
+                logger.warning(
+                    "LMCache could not allocate %d chunks", len(records) - len(objs)
+                )
             ids = ids[: len(objs)]
         for i, (obj, record) in enumerate(zip(objs, records)):
             if obj.get_size() != record.size:
                 for extra in objs[i:]:
                     extra.ref_count_down()
-                objs, ids = objs[:i], ids[:i]
-                break
+                return ids[:i], objs[:i]
+        return ids, objs
+
+    def _load_prefix(self, keys: Sequence[CacheEngineKey]) -> list[MemoryObj]:
+        """Loads the leading chunks of ``keys`` that Cascade holds whole."""
+        if self._readahead is None:
+            return self._load_now(keys)
+        taken = self._readahead.take(keys)
+        # Keep the next pinned chunks coming while these are handed to LMCache.
+        self._readahead.start()
+        loaded: list[MemoryObj] = []
+        for n, (obj, step, i) in enumerate(taken):
+            if step.hits(self.store)[i]:
+                loaded.append(obj)
+                continue
+            with self._records_lock:
+                self._records.pop(step.ids[i], None)
+            for later, later_step, _ in taken[n:]:
+                self._readahead.release_when_read(later, later_step)
+            return loaded
+        self._readahead.served += len(loaded)
+        if len(loaded) < len(keys):
+            loaded += self._load_now(keys[len(loaded) :])
+        return loaded
+
+    def _load_now(self, keys: Sequence[CacheEngineKey]) -> list[MemoryObj]:
+        """Reads the leading chunks of ``keys`` that Cascade holds whole, in the call."""
+        ids, records = self._resolve(keys)
+        if not records:
+            return []
+        ids, objs = self._chunks_for(ids, records, wait_for_room=True)
         if not objs:
             return []
         hits = load_blocks(self.store, ids, [o.byte_array for o in objs])
@@ -351,12 +429,16 @@ class CascadeBackend(StoragePluginInterface):
 
     def unpin(self, key: CacheEngineKey) -> bool:
         self._pinned.discard(key)
+        if self._readahead is not None:
+            self._readahead.drop(key)
         return self.contains(key)
 
     def remove(self, key: CacheEngineKey, force: bool = True) -> bool:
         if not force and key in self._pinned:
             return False
         data_id, meta_id = self._ids(key)
+        if self._readahead is not None:
+            self._readahead.drop(key)
         with self._records_lock:
             self._records.pop(data_id, None)
         removed = self.store.remove(data_id)
@@ -379,23 +461,227 @@ class CascadeBackend(StoragePluginInterface):
     def close(self) -> None:
         if self._writer is not None:
             self._writer.shutdown(wait=True)
+        if self._readahead is not None:
+            self._readahead.close()
         close_store(self.store)
 
 
-def _allocate(allocator: Any, records: list[_Record]) -> list[MemoryObj]:
+class _Step:
+    """One background read of read-ahead chunks; its outcome is learnt once."""
+
+    __slots__ = ("_handle", "_hits", "_lock", "ids", "objs")
+
+    def __init__(self, handle: Any, ids: list[str], objs: list[MemoryObj]) -> None:
+        self._handle = handle
+        self._hits: Optional[list[bool]] = None
+        self._lock = threading.Lock()
+        self.ids = ids
+        self.objs = objs
+
+    def done(self) -> bool:
+        """Whether the read no longer writes into the chunks."""
+        return self._hits is not None or self._handle.done()
+
+    def hits(self, store: cascade.CascadeStore) -> list[bool]:
+        """Per chunk, whether it was read whole (waits for the read)."""
+        with self._lock:
+            if self._hits is None:
+                self._hits = finish_loads(
+                    self._handle, store, self.ids, [o.byte_array for o in self.objs]
+                )
+                self._handle = None
+            return self._hits
+
+
+class _ReadAhead:
+    """Pinned chunks read into LMCache's CPU pool before LMCache asks for them.
+
+    LMCache's lookup pins the chunks it found, then retrieves them in batches (64 chunks
+    at a time in its StorageManager) and unpins them. It waits for each batch before
+    handling it and asking for the next, so a cold read from the file tier leaves the
+    disk idle while LMCache copies the previous batch out; reading the pinned chunks
+    ahead keeps it busy. At most ``limit`` bytes of chunks are read ahead and not yet
+    taken; allocation never evicts LMCache's chunks or waits for room (a full pool just
+    means those chunks are read when asked for). A chunk that is unpinned, removed or
+    skipped by its retrieval goes back to LMCache's pool once its read is over, never
+    while Cascade may still write into it.
+    """
+
+    def __init__(self, backend: CascadeBackend, limit: int) -> None:
+        # A proxy, not a reference: the backend owns this and is collected as before.
+        self._backend = weakref.proxy(backend)
+        self._limit = limit
+        # One lock for the queue, the chunks ahead and their byte count, which must
+        # stay in step; starting reads happens under it too, so an unpin never misses a
+        # chunk that is being started.
+        self._lock = threading.Lock()
+        self._queued: dict[CacheEngineKey, None] = {}  # in lookup order
+        self._ahead: dict[CacheEngineKey, tuple[_Step, int]] = {}
+        self._bytes = 0
+        self._released_later: list[tuple[MemoryObj, _Step]] = []
+        #: Chunks retrievals took from read-ahead.
+        self.served = 0
+
+    def queue(self, keys: Sequence[CacheEngineKey]) -> None:
+        """Adds pinned chunks to read ahead, in order, and starts reading."""
+        with self._lock:
+            for key in keys:
+                if key not in self._ahead:
+                    self._queued[key] = None
+        self.start()
+
+    def start(self) -> None:
+        """Starts reads of queued chunks while less than the limit is read ahead."""
+        with self._lock:
+            self._release_read()
+            while self._queued and self._bytes < self._limit:
+                if not self._start_step():
+                    return
+
+    def _start_step(self) -> bool:
+        keys: list[CacheEngineKey] = []
+        while self._queued and len(keys) < _STEP_CHUNKS:
+            key = next(iter(self._queued))
+            del self._queued[key]
+            keys.append(key)
+        backend = self._backend
+        ids, records = backend._resolve(keys)
+        # Within the limit, but a chunk larger than the whole limit still goes alone.
+        room = min(_STEP_BYTES, self._limit - self._bytes)
+        step_bytes, n = 0, 0
+        for record in records:
+            if step_bytes + record.size > room and (n or self._bytes):
+                break
+            step_bytes += record.size
+            n += 1
+        # Chunks past this step go back to the head of the queue; chunks without a
+        # record are misses, read (and found missing) when asked for.
+        rest = keys[n:len(records)]
+        if rest:
+            self._queued = {**dict.fromkeys(rest), **self._queued}
+        if not records:
+            return bool(self._queued)
+        if n == 0:
+            return False  # the window is full
+        try:
+            ids, objs = backend._chunks_for(ids[:n], records[:n], wait_for_room=False)
+        except Exception as e:  # LMCache's allocator failing is not the engine's error
+            logger.warning("Cascade read-ahead could not allocate chunks: %s", e)
+            return False
+        if not objs:
+            return False  # LMCache's pool is full: read when asked for
+        try:
+            handle = start_loads(backend.store, ids, [o.byte_array for o in objs])
+        except cascade.CascadeError as e:
+            logger.warning("Cascade read-ahead could not start: %s", e)
+            for obj in objs:
+                obj.ref_count_down()
+            return False
+        step = _Step(handle, ids, objs)
+        for i, (key, obj) in enumerate(zip(keys, objs)):
+            self._ahead[key] = (step, i)
+            self._bytes += obj.get_size()
+        return len(objs) == n
+
+    def take(
+        self, keys: Sequence[CacheEngineKey]
+    ) -> list[tuple[MemoryObj, _Step, int]]:
+        """The leading chunks of ``keys`` read ahead, now the caller's: each to be
+        used only after ``step.hits()``. The retrieval reads the others itself, so their
+        read-ahead stops."""
+        taken: list[tuple[MemoryObj, _Step, int]] = []
+        with self._lock:
+            for key in keys:
+                entry = self._ahead.pop(key, None)
+                if entry is None:
+                    break
+                step, i = entry
+                obj = step.objs[i]
+                self._bytes -= obj.get_size()
+                taken.append((obj, step, i))
+            for key in keys[len(taken) :]:
+                self._drop(key)
+        return taken
+
+    def drop(self, key: CacheEngineKey) -> None:
+        """Stops reading ``key`` ahead (unpinned or removed)."""
+        with self._lock:
+            self._drop(key)
+            self._release_read()
+
+    def release_when_read(self, obj: MemoryObj, step: _Step) -> None:
+        """Gives a taken chunk back to LMCache's pool once its read is over."""
+        with self._lock:
+            self._released_later.append((obj, step))
+            self._release_read()
+
+    def _drop(self, key: CacheEngineKey) -> None:
+        self._queued.pop(key, None)
+        entry = self._ahead.pop(key, None)
+        if entry is not None:
+            step, i = entry
+            obj = step.objs[i]
+            self._bytes -= obj.get_size()
+            self._released_later.append((obj, step))
+
+    def _release_read(self) -> None:
+        still: list[tuple[MemoryObj, _Step]] = []
+        for obj, step in self._released_later:
+            if step.done():
+                obj.ref_count_down()
+            else:
+                still.append((obj, step))
+        self._released_later = still
+
+    def close(self) -> None:
+        """Waits for every read and gives all chunks back."""
+        with self._lock:
+            self._queued.clear()
+            for key in list(self._ahead):
+                self._drop(key)
+            pending = self._released_later
+            self._released_later = []
+        for obj, step in pending:
+            step.hits(self._backend.store)
+            obj.ref_count_down()
+
+
+def _readahead_mib(value: Any) -> int:
+    try:
+        mib = int(value)
+    except (TypeError, ValueError):
+        mib = -1
+    if mib < 0 or isinstance(value, bool):
+        raise cascade.ConfigError(
+            f"storage_plugin readahead_mib must be a whole number of MiB >= 0 (0: off), "
+            f"not {value!r}"
+        )
+    return mib
+
+
+def _allocate(
+    allocator: Any, records: list[_Record], wait_for_room: bool = True
+) -> list[MemoryObj]:
     """Chunks for ``records`` from LMCache's CPU pool, in one batch when they are alike
-    (the common case: full chunks of one model); fewer when the pool runs out."""
+    (the common case: full chunks of one model); fewer when the pool runs out.
+    ``wait_for_room=False`` neither evicts nor waits (LocalCPUBackend's ``eviction`` and
+    ``busy_loop``)."""
+    room = {} if wait_for_room else {"eviction": False, "busy_loop": False}
     first = records[0]
     if all(
         r.shape == first.shape and r.dtype == first.dtype and r.fmt == first.fmt
         for r in records
     ):
-        objs = allocator.batched_allocate(first.shape, first.dtype, len(records), first.fmt)
+        objs = allocator.batched_allocate(
+            first.shape, first.dtype, len(records), first.fmt, **room
+        )
         if objs is not None:
             return list(objs)
+        if not wait_for_room:
+            return []
     objs = []
     for r in records:
-        obj = allocator.allocate(r.shape, r.dtype, r.fmt)
+        obj = allocator.allocate(r.shape, r.dtype, r.fmt, **room)
         if obj is None:
             break
         objs.append(obj)
