@@ -367,8 +367,6 @@ class CascadeBackend(StoragePluginInterface):
         if self._readahead is None:
             return self._load_now(keys)
         taken = self._readahead.take(keys)
-        # Keep the next pinned chunks coming while these are handed to LMCache.
-        self._readahead.start()
         loaded: list[MemoryObj] = []
         for n, (obj, step, i) in enumerate(taken):
             if step.hits(self.store)[i]:
@@ -378,10 +376,15 @@ class CascadeBackend(StoragePluginInterface):
                 self._records.pop(step.ids[i], None)
             for later, later_step, _ in taken[n:]:
                 self._readahead.release_when_read(later, later_step)
-            return loaded
-        self._readahead.served += len(loaded)
-        if len(loaded) < len(keys):
-            loaded += self._load_now(keys[len(loaded) :])
+            break
+        else:
+            self._readahead.served += len(loaded)
+            if len(loaded) < len(keys):
+                # Before the next window starts: this retrieval's own chunks come first
+                # in LMCache's pool, so read-ahead never keeps it waiting for room.
+                loaded += self._load_now(keys[len(loaded) :])
+        # Keep the next pinned chunks coming while LMCache handles these.
+        self._readahead.start()
         return loaded
 
     def _load_now(self, keys: Sequence[CacheEngineKey]) -> list[MemoryObj]:
@@ -502,7 +505,8 @@ class _ReadAhead:
     disk idle while LMCache copies the previous batch out; reading the pinned chunks
     ahead keeps it busy. At most ``limit`` bytes of chunks are read ahead and not yet
     taken; allocation never evicts LMCache's chunks or waits for room (a full pool just
-    means those chunks are read when asked for). A chunk that is unpinned, removed or
+    means those chunks are read when asked for), and a retrieval allocates its own chunks
+    before the next window starts. A chunk that is unpinned, removed or
     skipped by its retrieval goes back to LMCache's pool once its read is over, never
     while Cascade may still write into it.
     """
