@@ -11,7 +11,7 @@ LMCache's YAML turns it on::
       storage_plugin.cascade.class_name: CascadeBackend
       storage_plugin.cascade.config: /etc/cascade/lmcache.toml   # a Cascade TOML
       storage_plugin.cascade.namespace: tenant-a                 # optional salt
-      storage_plugin.cascade.readahead_mib: 256                  # 0: no read-ahead
+      storage_plugin.cascade.readahead_mib: 64                   # 0: no read-ahead
 
 LMCache keeps its LocalCPUBackend as the allocator of every chunk it hands around: a put
 gives this plugin chunks that live in that pool and a get fills chunks allocated there,
@@ -114,8 +114,14 @@ _encode = functools.lru_cache(maxsize=256)(_Record._encode)
 _RECORD_MAX = 1024
 
 #: Default of ``readahead_mib``: how far (MiB of chunks) read-ahead runs before the
-#: retrieval that consumes it.
-READAHEAD_MIB = 256
+#: retrieval that consumes it. The lookup that starts it is on the scheduler's path:
+#: 64 MiB kept the cold read's gain of 256 MiB while the lookup of 2000 chunks took 6 to
+#: 16 ms instead of 30 to 190 (docs/benchmarks.md).
+READAHEAD_MIB = 64
+
+# Chunks whose block ids are remembered (about 250 bytes each); the cache starts over
+# when full.
+_ID_CACHE_ENTRIES = 1 << 16
 
 # One background read takes at most this many chunks or bytes, so the first chunks of a
 # long lookup are ready before the whole window is read.
@@ -163,6 +169,7 @@ class CascadeBackend(StoragePluginInterface):
             settings.get("namespace"),
         )
         self._records: dict[str, _Record] = {}
+        self._id_cache: dict[CacheEngineKey, tuple[str, str]] = {}
         self._records_lock = threading.Lock()
         self._put_tasks: set[CacheEngineKey] = set()
         self._put_lock = threading.Lock()
@@ -184,8 +191,16 @@ class CascadeBackend(StoragePluginInterface):
     # -- ids -----------------------------------------------------------------------------
 
     def _ids(self, key: CacheEngineKey) -> tuple[str, str]:
-        text = key.to_string().encode()
-        return self.keys.block_id(text), self.keys.block_id(text + _META_SUFFIX)
+        # Each chunk's ids are needed at its put, its lookup and its read; two keyed
+        # BLAKE2b of its key string cost several times a dict lookup.
+        ids = self._id_cache.get(key)
+        if ids is None:
+            text = key.to_string().encode()
+            ids = (self.keys.block_id(text), self.keys.block_id(text + _META_SUFFIX))
+            if len(self._id_cache) >= _ID_CACHE_ENTRIES:
+                self._id_cache.clear()
+            self._id_cache[key] = ids
+        return ids
 
     # -- lookups -------------------------------------------------------------------------
 
@@ -472,12 +487,15 @@ class CascadeBackend(StoragePluginInterface):
 class _Step:
     """One background read of read-ahead chunks; its outcome is learnt once."""
 
-    __slots__ = ("_handle", "_hits", "_lock", "ids", "objs")
+    __slots__ = ("_buffers", "_handle", "_hits", "_lock", "ids", "objs")
 
-    def __init__(self, handle: Any, ids: list[str], objs: list[MemoryObj]) -> None:
+    def __init__(
+        self, handle: Any, ids: list[str], objs: list[MemoryObj], buffers: list[Any]
+    ) -> None:
         self._handle = handle
         self._hits: Optional[list[bool]] = None
         self._lock = threading.Lock()
+        self._buffers = buffers
         self.ids = ids
         self.objs = objs
 
@@ -489,10 +507,10 @@ class _Step:
         """Per chunk, whether it was read whole (waits for the read)."""
         with self._lock:
             if self._hits is None:
-                self._hits = finish_loads(
-                    self._handle, store, self.ids, [o.byte_array for o in self.objs]
-                )
+                sizes = [o.get_size() for o in self.objs]
+                self._hits = finish_loads(self._handle, store, self.ids, self._buffers, sizes)
                 self._handle = None
+                self._buffers = []
             return self._hits
 
 
@@ -574,14 +592,15 @@ class _ReadAhead:
             return False
         if not objs:
             return False  # LMCache's pool is full: read when asked for
+        buffers = [o.byte_array for o in objs]
         try:
-            handle = start_loads(backend.store, ids, [o.byte_array for o in objs])
+            handle = start_loads(backend.store, ids, buffers)
         except cascade.CascadeError as e:
             logger.warning("Cascade read-ahead could not start: %s", e)
             for obj in objs:
                 obj.ref_count_down()
             return False
-        step = _Step(handle, ids, objs)
+        step = _Step(handle, ids, objs, buffers)
         for i, (key, obj) in enumerate(zip(keys, objs)):
             self._ahead[key] = (step, i)
             self._bytes += obj.get_size()
