@@ -347,6 +347,7 @@ def test_a_chunk_corrupt_on_disk_is_a_miss_when_read_ahead(tmp_path):
         got = sm.batched_get(keys, location=NAME)
         assert [bytes(o.byte_array) for o in got[:3]] == expected[:3]
         assert got[3:] == [None, None, None]  # the prefix ends at the corrupt chunk
+        assert backend.readahead_served == 3
         sm.batched_unpin(keys, [NAME])
         for obj in got[:3]:
             obj.ref_count_down()

@@ -392,8 +392,8 @@ class CascadeBackend(StoragePluginInterface):
             for later, later_step, _ in taken[n:]:
                 self._readahead.release_when_read(later, later_step)
             break
-        else:
-            self._readahead.served += len(loaded)
+        self._readahead.served += len(loaded)
+        if len(loaded) == len(taken):
             if len(loaded) < len(keys):
                 # Before the next window starts: this retrieval's own chunks come first
                 # in LMCache's pool, so read-ahead never keeps it waiting for room.
