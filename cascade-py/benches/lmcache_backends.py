@@ -25,8 +25,11 @@ release; before the first batch, the read looks every chunk up with
 ``batched_contains(pin=True)`` and after the last it unpins them, as LMCache's engine
 does for each request (its lookup pins, its retrieval reads, then ``lookup_unpin``); the
 lookup is in the read's time. ``--no-lookup`` reads without it (the workload of the runs
-before 2026-12-04). Cold: before the read, every file of the layout is fsynced and dropped from the
-page cache (``posix_fadvise(DONTNEED)``). Each round uses new chunk keys, so nothing is
+before 2026-12-04); ``--readahead-mib`` sets the plugin's read-ahead window (its default
+otherwise). A second table splits each layout's read into the lookup, the time inside
+``batched_get`` and the copy out (medians over rounds, ms). Cold: before the read, every
+file of the layout is fsynced and dropped from the page cache
+(``posix_fadvise(DONTNEED)``). Each round uses new chunk keys, so nothing is
 deduplicated against an earlier round. Every chunk read is compared with what was
 written (outside the timing). ``--warmup`` untimed rounds come first (this VM runs
 memory untouched for a while at a fraction of its speed). torch uses one intra-op thread.
@@ -70,7 +73,12 @@ def metadata() -> LMCacheMetadata:
     )
 
 
-def manager(cpu_gb: float, disk: str | None = None, cascade_toml: str | None = None):
+def manager(
+    cpu_gb: float,
+    disk: str | None = None,
+    cascade_toml: str | None = None,
+    readahead_mib: int | None = None,
+):
     cfg: dict = {"chunk_size": 256, "local_cpu": True, "max_local_cpu_size": cpu_gb}
     if disk is not None:
         cfg.update(local_disk=disk, max_local_disk_size=8.0)
@@ -81,6 +89,8 @@ def manager(cpu_gb: float, disk: str | None = None, cascade_toml: str | None = N
             "storage_plugin.cascade.class_name": "CascadeBackend",
             "storage_plugin.cascade.config": cascade_toml,
         }
+        if readahead_mib is not None:
+            cfg["extra_config"]["storage_plugin.cascade.readahead_mib"] = readahead_mib
     config = LMCacheEngineConfig.from_dict(cfg)
     # LMCache's engine starts the monitor that pinned chunks register with; a
     # StorageManager alone does not.
@@ -141,6 +151,8 @@ class Layout:
         self.label, self.sm, self.location, self.files = label, sm, location, files
         self.write: list[float] = []
         self.read: list[float] = []
+        # Per round, seconds: the lookup, inside batched_get, the copy out.
+        self.phases: list[tuple[float, float, float]] = []
 
     @property
     def backend(self):
@@ -187,14 +199,20 @@ def run_round(
         hits, _ = sm.batched_contains(keys, [loc], pin=True)
         if hits != n:
             raise RuntimeError(f"{layout.label}: the lookup found {hits} of {n} chunks")
+    t_lookup = time.perf_counter() - t2
+    t_get = t_copy = 0.0
     for s in range(0, n, batch):
         ks = keys[s : s + batch]
+        a = time.perf_counter()
         objs = sm.batched_get(ks, location=loc)
+        b = time.perf_counter()
         for j, obj in enumerate(objs):
             if obj is None:
                 raise RuntimeError(f"{layout.label}: chunk {s + j} missing on read")
             dst[s + j].copy_(obj.tensor)
             obj.ref_count_down()
+        t_get += b - a
+        t_copy += time.perf_counter() - b
     t3 = time.perf_counter()
     if lookup:
         sm.batched_unpin(keys, [loc])
@@ -206,6 +224,7 @@ def run_round(
     sm.batched_remove(keys, locations=[loc, "LocalCPUBackend"])
     layout.write.append(n * CHUNK_BYTES / (t1 - t0) / 1e9)
     layout.read.append(n * CHUNK_BYTES / (t3 - t2) / 1e9)
+    layout.phases.append((t_lookup, t_get, t_copy))
 
 
 def main() -> int:
@@ -216,6 +235,12 @@ def main() -> int:
     ap.add_argument("--cpu-gb", type=float, default=0.75)
     ap.add_argument("--dir", default=None, help="where files go (default: a temp dir)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    ap.add_argument(
+        "--readahead-mib",
+        type=int,
+        default=None,
+        help="the Cascade plugin's read-ahead window (default: the plugin's own)",
+    )
     ap.add_argument(
         "--no-lookup",
         action="store_true",
@@ -244,7 +269,11 @@ def main() -> int:
         layouts.append(
             Layout(
                 "Cascade plugin, shm over files (read from shm)",
-                manager(args.cpu_gb, cascade_toml=cascade_toml(root / "c1", 2 * total + (64 << 20))),
+                manager(
+                    args.cpu_gb,
+                    cascade_toml=cascade_toml(root / "c1", 2 * total + (64 << 20)),
+                    readahead_mib=args.readahead_mib,
+                ),
                 "cascade",
             )
         )
@@ -252,7 +281,11 @@ def main() -> int:
         layouts.append(
             Layout(
                 "Cascade plugin, file tier (cold read)",
-                manager(args.cpu_gb, cascade_toml=cascade_toml(root / "c2", None)),
+                manager(
+                    args.cpu_gb,
+                    cascade_toml=cascade_toml(root / "c2", None),
+                    readahead_mib=args.readahead_mib,
+                ),
                 "cascade",
                 files=root / "c2" / "files",
             )
@@ -270,6 +303,7 @@ def main() -> int:
         for layout in layouts:
             layout.write.clear()
             layout.read.clear()
+            layout.phases.clear()
         for rnd in range(args.rounds):
             for layout in layouts:
                 run_round(layout, src, dst, args.batch, rnd, not args.no_lookup)
@@ -300,6 +334,12 @@ def main() -> int:
             r = statistics.median(x / y for x, y in zip(a, b))
             verdict = "" if goal is None else (f">= {goal:g}x: " + ("met" if r >= goal else "NOT met"))
             print(f"| {what} | {r:.2f}x | {verdict} |")
+        print("\n| layout | lookup ms | in batched_get ms | copy out ms | per round (lookup / get / copy) |")
+        print("|---|---|---|---|---|")
+        for l in layouts:
+            med = [statistics.median(p[k] for p in l.phases) * 1e3 for k in range(3)]
+            rounds = ", ".join(" / ".join(f"{x * 1e3:.0f}" for x in p) for p in l.phases)
+            print(f"| {l.label} | {med[0]:.0f} | {med[1]:.0f} | {med[2]:.0f} | {rounds} |")
     finally:
         for sm in OPEN:
             sm.close()

@@ -115,8 +115,9 @@ _RECORD_MAX = 1024
 
 #: Default of ``readahead_mib``: how far (MiB of chunks) read-ahead runs before the
 #: retrieval that consumes it. The lookup that starts it is on the scheduler's path:
-#: 64 MiB kept the cold read's gain of 256 MiB while the lookup of 2000 chunks took 6 to
-#: 16 ms instead of 30 to 190 (docs/benchmarks.md).
+#: 64 MiB kept the cold read's gain of 256 MiB while a lookup of 2000 chunks of 128 KiB
+#: took 7 to 16 ms instead of 19 to 47 (docs/benchmarks.md, "Read-ahead on LMCache's
+#: pinned lookup").
 READAHEAD_MIB = 64
 
 # Chunks whose block ids are remembered (about 250 bytes each); the cache starts over
@@ -501,7 +502,10 @@ class _Step:
 
     def done(self) -> bool:
         """Whether the read no longer writes into the chunks."""
-        return self._hits is not None or self._handle.done()
+        # Read once: hits() clears the handle (after setting the hits) without the
+        # caller's lock, and a cleared handle means the read is over.
+        handle = self._handle
+        return handle is None or handle.done()
 
     def hits(self, store: cascade.CascadeStore) -> list[bool]:
         """Per chunk, whether it was read whole (waits for the read)."""
