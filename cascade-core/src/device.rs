@@ -131,6 +131,24 @@ pub trait DeviceCopier: Send + Sync {
     /// and no two host ranges overlap.
     unsafe fn to_host(&self, copies: &[HostDeviceCopy]) -> Result<()>;
 
+    /// [`DeviceCopier::to_host`] that also answers the XXH3-64 (seed 0, as
+    /// `cascade_hash::checksum`) of each `(device address, length)` in `blocks`, computed
+    /// on the device while the copies run, so the host never reads the bytes back to
+    /// hash them; `None` for a block it cannot hash there. The default hashes none.
+    ///
+    /// # Safety
+    /// As [`DeviceCopier::to_host`]; each of `blocks` must also be a valid device range
+    /// whose bytes do not change until this returns.
+    unsafe fn to_host_hashed(
+        &self,
+        copies: &[HostDeviceCopy],
+        blocks: &[(u64, usize)],
+    ) -> Result<Vec<Option<u64>>> {
+        // SAFETY: the caller's contract is to_host's and more.
+        unsafe { self.to_host(copies) }?;
+        Ok(vec![None; blocks.len()])
+    }
+
     /// Copies each `host -> device` range; returns once every copy has landed.
     ///
     /// # Safety

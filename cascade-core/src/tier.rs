@@ -185,6 +185,45 @@ pub trait Tier: Send + Sync {
         results
     }
 
+    /// [`Tier::put_with_batch`] whose fill may also hand, with each buffer it filled, the
+    /// checksum of the bytes it wrote: the XXH3-64 (seed 0, as `cascade_hash::checksum`)
+    /// computed where the bytes came from (on the GPU, for a block copied from device
+    /// memory), so a tier that keeps checksums need not read the bytes back from memory
+    /// to hash them. `None` where the fill does not know it.
+    ///
+    /// The caller vouches for each checksum it hands: a wrong one makes the block fail its
+    /// check when the tier verifies it (on reopen, or on reads that verify), so it is
+    /// dropped, never served. The default ignores the checksums and calls
+    /// [`Tier::put_with_batch`]; otherwise as that method.
+    fn put_with_batch_checked(
+        &self,
+        items: &[(BlockId, usize)],
+        fill: &mut CheckedFill<'_>,
+    ) -> Vec<Result<()>> {
+        self.put_with_batch(items, &mut |targets| {
+            fill(targets)
+                .into_iter()
+                .map(|outcome| outcome.map(|_| ()))
+                .collect()
+        })
+    }
+
+    /// [`Tier::get_batch`] that also answers each block's checksum (as
+    /// [`Tier::put_with_batch_checked`] takes it) where the tier can compute it without
+    /// reading the bytes through host memory (the GPU tier hashes its blocks on the
+    /// device while they are copied out); `None` elsewhere. The store uses it to move
+    /// blocks out of a device tier into a tier that keeps checksums. The default answers
+    /// `None` for every block.
+    fn get_batch_checked(
+        &self,
+        items: &mut [(BlockId, &mut [u8])],
+    ) -> Vec<Result<(usize, Option<u64>)>> {
+        self.get_batch(items)
+            .into_iter()
+            .map(|got| got.map(|len| (len, None)))
+            .collect()
+    }
+
     /// Lends the block's bytes to `visit` without copying them out, where the tier can.
     ///
     /// The default copies into a temporary buffer first.
@@ -338,6 +377,10 @@ pub trait Tier: Send + Sync {
 /// The fill of [`Tier::put_with_batch`]: writes the buffers it is given, one result each.
 pub type BatchFill<'f> = dyn FnMut(&mut [FillTarget<'_>]) -> Vec<Result<()>> + 'f;
 
+/// The fill of [`Tier::put_with_batch_checked`]: writes the buffers it is given, one
+/// result each, with the checksum of the bytes it wrote where it knows it.
+pub type CheckedFill<'f> = dyn FnMut(&mut [FillTarget<'_>]) -> Vec<Result<Option<u64>>> + 'f;
+
 /// The visit of [`Tier::get_with_batch`]: reads the `(position, bytes)` blocks it is lent,
 /// one result each.
 pub type BatchVisit<'f> = dyn FnMut(&[(usize, &[u8])]) -> Vec<Result<()>> + 'f;
@@ -353,8 +396,19 @@ pub type FillTarget<'a> = (usize, &'a mut [u8]);
 /// Calls a batch fill and checks it answered once per buffer; a fill that answered a
 /// different count fails every buffer rather than storing unfilled bytes.
 pub fn fill_results(fill: &mut BatchFill<'_>, targets: &mut [FillTarget<'_>]) -> Vec<Result<()>> {
-    let count = targets.len();
-    let filled = fill(targets);
+    counted(fill(targets), targets.len())
+}
+
+/// [`fill_results`] for a [`CheckedFill`].
+pub fn checked_fill_results(
+    fill: &mut CheckedFill<'_>,
+    targets: &mut [FillTarget<'_>],
+) -> Vec<Result<Option<u64>>> {
+    counted(fill(targets), targets.len())
+}
+
+/// `filled`, or an error for each of `count` buffers when the fill answered another count.
+fn counted<T>(filled: Vec<Result<T>>, count: usize) -> Vec<Result<T>> {
     if filled.len() == count {
         return filled;
     }

@@ -40,6 +40,19 @@ impl DeviceCopier for Memcpy {
         }
         Ok(())
     }
+    /// "Hashes on the device": answers [`device_checksum`] for each block.
+    unsafe fn to_host_hashed(
+        &self,
+        copies: &[HostDeviceCopy],
+        blocks: &[(u64, usize)],
+    ) -> Result<Vec<Option<u64>>> {
+        // SAFETY: the caller's contract is to_host's.
+        unsafe { self.to_host(copies) }?;
+        Ok(blocks
+            .iter()
+            .map(|&(ptr, len)| Some(device_checksum(ptr, len)))
+            .collect())
+    }
     unsafe fn to_device(&self, copies: &[HostDeviceCopy]) -> Result<()> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.copies.fetch_add(copies.len(), Ordering::Relaxed);
@@ -51,6 +64,11 @@ impl DeviceCopier for Memcpy {
         }
         Ok(())
     }
+}
+
+/// The stand-in copier's "checksum" of the device range at `ptr` of `len` bytes.
+fn device_checksum(ptr: u64, len: usize) -> u64 {
+    ptr.rotate_left(17) ^ len as u64
 }
 
 struct Access(Arc<Memcpy>);
@@ -337,4 +355,118 @@ fn batches_of_blocks_in_many_pieces_laid_out_layer_major_round_trip() {
     }
     drop(dst);
     assert!(out == source, "scattered back into the same layout");
+}
+
+/// A memory tier that records the checksums its batch fills hand it.
+struct Recording {
+    inner: Arc<dyn Tier>,
+    handed: std::sync::Mutex<Vec<(BlockId, Option<u64>)>>,
+}
+
+impl Tier for Recording {
+    fn kind(&self) -> &str {
+        self.inner.kind()
+    }
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn capability(&self) -> cascade_core::Capability {
+        self.inner.capability()
+    }
+    fn capacity(&self) -> u64 {
+        self.inner.capacity()
+    }
+    fn used(&self) -> u64 {
+        self.inner.used()
+    }
+    fn put(&self, id: BlockId, data: &[u8]) -> Result<()> {
+        self.inner.put(id, data)
+    }
+    fn get(&self, id: BlockId, out: &mut [u8]) -> Result<usize> {
+        self.inner.get(id, out)
+    }
+    fn len_of(&self, id: BlockId) -> Option<u64> {
+        self.inner.len_of(id)
+    }
+    fn remove(&self, id: BlockId) -> Result<bool> {
+        self.inner.remove(id)
+    }
+    fn flush(&self) -> Result<()> {
+        self.inner.flush()
+    }
+    fn clear(&self) -> Result<()> {
+        self.inner.clear()
+    }
+    fn ids(&self) -> Vec<(BlockId, u64)> {
+        self.inner.ids()
+    }
+    fn host_region(&self) -> Option<HostRegion> {
+        self.inner.host_region()
+    }
+    fn put_with_batch_checked(
+        &self,
+        items: &[(BlockId, usize)],
+        fill: &mut cascade_core::tier::CheckedFill<'_>,
+    ) -> Vec<Result<()>> {
+        self.inner.put_with_batch(items, &mut |targets| {
+            let filled = fill(targets);
+            let mut handed = self.handed.lock().expect("lock");
+            for ((i, _), outcome) in targets.iter().zip(&filled) {
+                handed.push((items[*i].0, *outcome.as_ref().expect("fill")));
+            }
+            filled
+                .into_iter()
+                .map(|outcome| outcome.map(|_| ()))
+                .collect()
+        })
+    }
+}
+
+/// A batch of device blocks into a host tier takes the copier's device-side checksum
+/// of each block that comes whole from one device range to the tier with its bytes;
+/// blocks gathered from pieces and host blocks go without one (the tier hashes them).
+#[test]
+fn device_checksums_reach_the_host_tier_with_whole_device_blocks_only() {
+    let copier = Arc::new(Memcpy::default());
+    let recording = Arc::new(Recording {
+        inner: memory("m0", 1 << 20),
+        handed: std::sync::Mutex::new(Vec::new()),
+    });
+    let store = CascadeStore::new(
+        vec![Arc::clone(&recording) as Arc<dyn Tier>],
+        StorePolicy::default(),
+    )
+    .expect("store")
+    .with_device_access(Arc::new(Access(Arc::clone(&copier))));
+    let blocks: Vec<Vec<u8>> = (0..6).map(|n| block(n, 8192)).collect();
+    let whole: Vec<Vec<DeviceRegion>> = blocks.iter().map(|b| regions(b, 1)).collect();
+    let pieces: Vec<Vec<DeviceRegion>> = blocks.iter().map(|b| regions(b, 4)).collect();
+    let batch: Vec<(BlockId, Source<'_>)> = (0..6)
+        .map(|n| {
+            let source = match n % 3 {
+                0 => Source::Device(&whole[n]),
+                1 => Source::Device(&pieces[n]),
+                _ => Source::Host(&blocks[n]),
+            };
+            (id(n as u64), source)
+        })
+        .collect();
+    for r in store.put_from_batch(&batch) {
+        assert_eq!(r.expect("batch put"), PutOutcome::Stored);
+    }
+    let mut handed = recording.handed.lock().expect("lock").clone();
+    handed.sort_by_key(|(id, _)| *id);
+    let expected: Vec<(BlockId, Option<u64>)> = (0..6)
+        .map(|n| {
+            let checksum =
+                (n % 3 == 0).then(|| device_checksum(blocks[n].as_ptr() as u64, blocks[n].len()));
+            (id(n as u64), checksum)
+        })
+        .collect();
+    assert_eq!(handed, expected);
+    for (n, data) in blocks.iter().enumerate() {
+        let mut out = vec![0u8; data.len()];
+        assert_eq!(store.get(id(n as u64), &mut out).expect("get"), Some(8192));
+        assert_eq!(&out, data, "block {n}");
+    }
 }

@@ -601,9 +601,11 @@ fn demotion_parts(a: &Args, b: &mut Buffers) -> (f64, f64) {
 /// Where a device put into shm spends its time, on 1 GiB of `block`-byte blocks in
 /// batches of [`BATCH`]: the DMA alone into the registered pool in calls of 4 MiB (the
 /// tier's fill chunk), the shm tier's `put_with_batch` with that DMA as its fill (no
-/// store around it), and the same with a fill that writes nothing (the tier's own work:
-/// reserve, hash from memory, slot record, index). GB/s of each, in this order.
-fn shm_put_parts(a: &Args, b: &mut Buffers, block: usize) -> (f64, f64, f64) {
+/// store around it), the same with the blocks hashed on the GPU during the DMA (the tier
+/// stores those checksums instead of hashing), and with a fill that writes nothing (the
+/// tier's own work: reserve, hash from memory, slot record, index). GB/s of each, in
+/// this order.
+fn shm_put_parts(a: &Args, b: &mut Buffers, block: usize) -> (f64, f64, f64, f64) {
     let count = GIB / block;
     let (shm, path) = shm_tier("parts-put", GIB + GIB / 4);
     let region = shm.host_region().expect("the shm tier lends its pool");
@@ -620,7 +622,8 @@ fn shm_put_parts(a: &Args, b: &mut Buffers, block: usize) -> (f64, f64, f64) {
         .collect();
     let ids: Vec<BlockId> = (0..count).map(id).collect();
     let src = b.src.ptr;
-    let (mut dma, mut tier_dma, mut tier_only) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut dma, mut tier_dma, mut tier_hashed, mut tier_only) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..a.reps {
         let t = Instant::now();
         for call in copies.chunks(per_call) {
@@ -629,25 +632,37 @@ fn shm_put_parts(a: &Args, b: &mut Buffers, block: usize) -> (f64, f64, f64) {
             unsafe { copier.to_host(call) }.unwrap();
         }
         dma.push(t.elapsed().as_secs_f64());
-        for (times, with_dma) in [(&mut tier_dma, true), (&mut tier_only, false)] {
+        for (times, fill) in [
+            (&mut tier_dma, PartFill::Dma),
+            (&mut tier_hashed, PartFill::DmaHashed),
+            (&mut tier_only, PartFill::Nothing),
+        ] {
             shm.clear().unwrap();
             let t = Instant::now();
             for (k, batch) in ids.chunks(BATCH).enumerate() {
                 let items: Vec<(BlockId, usize)> = batch.iter().map(|&i| (i, block)).collect();
-                let done = shm.put_with_batch(&items, &mut |targets| {
-                    if with_dma {
-                        let call: Vec<HostDeviceCopy> = targets
-                            .iter_mut()
-                            .map(|(i, buf)| HostDeviceCopy {
-                                host: buf.as_mut_ptr() as usize,
-                                device: src + ((k * BATCH + *i) * block) as u64,
-                                len: block,
-                            })
-                            .collect();
+                let done = shm.put_with_batch_checked(&items, &mut |targets| {
+                    let call: Vec<HostDeviceCopy> = targets
+                        .iter_mut()
+                        .map(|(i, buf)| HostDeviceCopy {
+                            host: buf.as_mut_ptr() as usize,
+                            device: src + ((k * BATCH + *i) * block) as u64,
+                            len: block,
+                        })
+                        .collect();
+                    let blocks: Vec<(u64, usize)> =
+                        call.iter().map(|c| (c.device, c.len)).collect();
+                    match fill {
                         // SAFETY: as above; the targets are this batch's reserved room.
-                        unsafe { copier.to_host(&call) }.unwrap();
+                        PartFill::Dma => unsafe { copier.to_host(&call) }.unwrap(),
+                        PartFill::DmaHashed => {
+                            // SAFETY: as above; nothing writes b.src meanwhile.
+                            let sums = unsafe { copier.to_host_hashed(&call, &blocks) }.unwrap();
+                            return sums.into_iter().map(Ok).collect();
+                        }
+                        PartFill::Nothing => {}
                     }
-                    targets.iter().map(|_| Ok(())).collect()
+                    targets.iter().map(|_| Ok(None)).collect()
                 });
                 assert!(done.iter().all(Result::is_ok));
             }
@@ -660,8 +675,20 @@ fn shm_put_parts(a: &Args, b: &mut Buffers, block: usize) -> (f64, f64, f64) {
     (
         gbps(GIB, median(dma)),
         gbps(GIB, median(tier_dma)),
+        gbps(GIB, median(tier_hashed)),
         gbps(GIB, median(tier_only)),
     )
+}
+
+/// What the fill of a "shm put parts" round does.
+#[derive(Clone, Copy)]
+enum PartFill {
+    /// The DMA; the tier hashes every block from memory.
+    Dma,
+    /// The DMA with the blocks hashed on the GPU; the tier stores those checksums.
+    DmaHashed,
+    /// Nothing: the tier's own work alone.
+    Nothing,
 }
 
 fn main() {
@@ -789,11 +816,15 @@ fn main() {
     });
     for block in [128usize << 10, 1 << 20] {
         part("shm put parts", &mut |b| {
-            let (dma, tier_dma, tier_only) = shm_put_parts(&a, b, block);
+            let (dma, tier_dma, tier_hashed, tier_only) = shm_put_parts(&a, b, block);
             let kib = block >> 10;
             [
                 ("DMA alone into the pool, 4 MiB a call", dma),
                 ("shm put_with_batch, DMA fill (no store)", tier_dma),
+                (
+                    "shm put_with_batch_checked, DMA fill hashed on the GPU (no store)",
+                    tier_hashed,
+                ),
                 ("shm put_with_batch, fill writes nothing", tier_only),
             ]
             .iter()

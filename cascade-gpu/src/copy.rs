@@ -13,6 +13,7 @@ use cascade_core::Result;
 use cudarc::driver::{CudaContext, CudaEvent, CudaStream, sys};
 use parking_lot::Mutex;
 
+use crate::checksum::ChecksumKernel;
 pub use crate::dma::DmaCopy;
 use crate::driver::{check, cuda_error, has_batch_copy};
 use crate::kernel::CopyKernel;
@@ -25,6 +26,7 @@ pub struct CopyEngine {
     events: Mutex<Vec<CudaEvent>>,
     batch_copy: bool,
     kernel: Option<CopyKernel>,
+    checksums: Option<ChecksumKernel>,
     group: usize,
 }
 
@@ -40,6 +42,9 @@ impl CopyEngine {
         let kernel = CopyKernel::load(ctx)
             .inspect_err(|e| tracing::warn!(error = %e, "device copy kernel not loaded; device-to-device copies use the driver's copies"))
             .ok();
+        let checksums = ChecksumKernel::load(ctx)
+            .inspect_err(|e| tracing::warn!(error = %e, "checksum kernel not loaded; host tiers hash blocks copied from the GPU themselves"))
+            .ok();
         Ok(Self {
             ctx: Arc::clone(ctx),
             streams,
@@ -47,6 +52,7 @@ impl CopyEngine {
             events: Mutex::new(Vec::new()),
             batch_copy: has_batch_copy(),
             kernel,
+            checksums,
             group: group.max(1),
         })
     }
@@ -59,6 +65,11 @@ impl CopyEngine {
     /// Whether device-to-device copies run in the tier's own kernel.
     pub fn uses_copy_kernel(&self) -> bool {
         self.kernel.is_some()
+    }
+
+    /// The kernel that hashes device blocks, where it loaded.
+    pub fn checksum_kernel(&self) -> Option<&ChecksumKernel> {
+        self.checksums.as_ref()
     }
 
     /// Copies per driver call.

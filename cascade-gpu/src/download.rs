@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use cascade_core::tier::buffer_too_small;
 use cascade_core::{BlockId, Error, Result};
 
+use crate::checksum::finish_checksums;
 use crate::chunker::Chunker;
 use crate::copy::{DmaCopy, Flight};
 use crate::driver::cuda_error;
@@ -23,14 +24,31 @@ impl GpuTier {
     /// Copies each block into its destination; one result (the length) per item.
     pub(crate) fn download(&self, items: &[(BlockId, Side)]) -> Vec<Result<usize>> {
         let mut results: Vec<Option<Result<usize>>> = items.iter().map(|_| None).collect();
-        let outcome = self.download_into(items, &mut results);
+        let outcome = self.download_into(items, &mut results, None);
         finish(results, outcome)
     }
 
+    /// [`GpuTier::download`] that also hashes, on the device while they are copied,
+    /// the blocks bound for host memory that the DMA reaches directly; one checksum per
+    /// item (`None` for the others, and where the kernel is missing or failed).
+    pub(crate) fn download_hashed(
+        &self,
+        items: &[(BlockId, Side)],
+    ) -> (Vec<Result<usize>>, Vec<Option<u64>>) {
+        let mut results: Vec<Option<Result<usize>>> = items.iter().map(|_| None).collect();
+        let mut checksums = vec![None; items.len()];
+        let outcome = self.download_into(items, &mut results, Some(&mut checksums));
+        (finish(results, outcome), checksums)
+    }
+
+    /// Copies each block into its destination, recording each item's result; with
+    /// `checksums`, also hashes the direct host-bound blocks there (see
+    /// [`GpuTier::download_hashed`]).
     pub(crate) fn download_into(
         &self,
         items: &[(BlockId, Side)],
         results: &mut [Option<Result<usize>>],
+        checksums: Option<&mut [Option<u64>]>,
     ) -> Result<()> {
         self.engine.bind()?;
         let mut router = self.router();
@@ -42,6 +60,7 @@ impl GpuTier {
         let mut device = Grouper::new(true, group);
         let mut staged: Vec<(usize, Side, Arc<Slot>)> = Vec::new();
         let mut direct = 0u64;
+        let mut hashed: Vec<(usize, (u64, usize))> = Vec::new();
         for (i, &(id, side)) in items.iter().enumerate() {
             let Some(slot) = self.blocks.with(&id, Arc::clone) else {
                 results[i] = Some(Err(Error::not_found(id)));
@@ -68,7 +87,10 @@ impl GpuTier {
                     staged.push((i, side, slot));
                     continue;
                 }
-                Route::Direct => host.add(&mut flight, copy, (i, slot.len))?,
+                Route::Direct => {
+                    hashed.push((i, (copy.src, slot.len)));
+                    host.add(&mut flight, copy, (i, slot.len))?;
+                }
                 Route::Device => device.add(&mut flight, copy, (i, slot.len))?,
             }
             direct += slot.len as u64;
@@ -76,6 +98,16 @@ impl GpuTier {
         }
         host.flush(&mut flight)?;
         device.flush(&mut flight)?;
+        let blocks: Vec<(u64, usize)> = hashed.iter().map(|&(_, block)| block).collect();
+        let pending = match (&checksums, self.engine.checksum_kernel()) {
+            // SAFETY: `held` keeps every hashed extent allocated until the pending
+            // checksums are finished (or dropped, which waits for the kernel); the
+            // store's stripe locks keep the blocks from being rewritten meanwhile.
+            (Some(_), Some(kernel)) => unsafe { kernel.start(&blocks) }
+                .inspect_err(|e| tracing::warn!(tier = %self.name, error = %e, "checksum kernel launch failed"))
+                .ok(),
+            _ => None,
+        };
         self.direct_bytes.fetch_add(direct, Ordering::Relaxed);
         self.download_staged(&staged, results)?;
         let landed = flight.land(|blocks| {
@@ -83,6 +115,11 @@ impl GpuTier {
                 results[i] = Some(Ok(len));
             }
         });
+        if let Some(checksums) = checksums {
+            for (&(i, _), checksum) in hashed.iter().zip(finish_checksums(pending, blocks.len())) {
+                checksums[i] = checksum;
+            }
+        }
         drop(held);
         landed
     }

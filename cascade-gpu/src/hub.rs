@@ -15,6 +15,7 @@ use cascade_core::tier::HostRegion;
 use cudarc::driver::CudaContext;
 use parking_lot::Mutex;
 
+use crate::checksum::finish_checksums;
 use crate::copy::{CopyEngine, DmaCopy, Flight};
 use crate::driver::open_context;
 use crate::memory::{HostKind, HostRegistration, PinnedBuffer, query_host};
@@ -296,6 +297,27 @@ impl DeviceCopier for HostCopier {
 
     unsafe fn to_device(&self, copies: &[HostDeviceCopy]) -> Result<()> {
         self.run(copies, false)
+    }
+
+    /// The blocks are hashed by the checksum kernel on its own stream while the copies
+    /// run; a kernel that did not load or launch leaves them to the host (`None`).
+    unsafe fn to_host_hashed(
+        &self,
+        copies: &[HostDeviceCopy],
+        blocks: &[(u64, usize)],
+    ) -> Result<Vec<Option<u64>>> {
+        let engine = &self.context.engine;
+        engine.bind()?;
+        let pending = engine.checksum_kernel().and_then(|kernel| {
+            // SAFETY: the caller keeps every block valid and unchanged until this
+            // returns; the pending checksums are finished, or dropped (which waits for
+            // the kernel), before then.
+            unsafe { kernel.start(blocks) }
+                .inspect_err(|e| tracing::warn!(error = %e, "checksum kernel launch failed; the host tier hashes these blocks"))
+                .ok()
+        });
+        self.run(copies, true)?;
+        Ok(finish_checksums(pending, blocks.len()))
     }
 }
 

@@ -24,30 +24,30 @@ const THREADS: u32 = 256;
 const BYTES_PER_CTA: usize = THREADS as usize * 16 * 4;
 const MAX_CTAS_PER_BLOCK: usize = 64;
 
-/// The loaded module and its entry point; unloaded on drop.
-pub struct CopyKernel {
+/// A PTX module loaded in a context and one of its entry points; unloaded on drop.
+pub(crate) struct LoadedKernel {
     ctx: Arc<CudaContext>,
     module: sys::CUmodule,
-    function: sys::CUfunction,
+    pub(crate) function: sys::CUfunction,
 }
 
 // SAFETY: CUmodule and CUfunction are handles the driver lets any thread use once the
 // owning context is current, which every caller makes sure of.
-unsafe impl Send for CopyKernel {}
+unsafe impl Send for LoadedKernel {}
 // SAFETY: launching is thread-safe in the driver; the handles are never mutated.
-unsafe impl Sync for CopyKernel {}
+unsafe impl Sync for LoadedKernel {}
 
-impl CopyKernel {
-    /// Compiles and loads the kernel in `ctx` (current on this thread).
-    pub fn load(ctx: &Arc<CudaContext>) -> Result<Self> {
-        let image = CString::new(PTX)
+impl LoadedKernel {
+    /// Compiles `ptx` and looks up `entry` in `ctx` (current on this thread).
+    pub(crate) fn load(ctx: &Arc<CudaContext>, ptx: &str, entry: &str) -> Result<Self> {
+        let image = CString::new(ptx)
             .map_err(|_| cascade_core::Error::config("PTX text holds a NUL byte"))?;
         let mut module: sys::CUmodule = std::ptr::null_mut();
         // SAFETY: a NUL-terminated PTX image; the context is current.
         check("cuModuleLoadData", unsafe {
             sys::cuModuleLoadData(&mut module, image.as_ptr().cast::<c_void>())
         })?;
-        let name = CString::new(ENTRY)
+        let name = CString::new(entry)
             .map_err(|_| cascade_core::Error::config("entry name holds a NUL byte"))?;
         let mut function: sys::CUfunction = std::ptr::null_mut();
         // SAFETY: the module was just loaded; the name is NUL-terminated.
@@ -59,6 +59,32 @@ impl CopyKernel {
         };
         check("cuModuleGetFunction", status)?;
         Ok(kernel)
+    }
+}
+
+impl Drop for LoadedKernel {
+    fn drop(&mut self) {
+        if self.ctx.bind_to_thread().is_ok() {
+            // SAFETY: loaded in `load`, unloaded once after every launch has completed
+            // (the owners drain their streams before dropping their kernels).
+            if let Err(e) = unsafe { sys::cuModuleUnload(self.module) }.result() {
+                tracing::warn!(error = %e, "cuModuleUnload failed");
+            }
+        }
+    }
+}
+
+/// The copy kernel, loaded.
+pub struct CopyKernel {
+    kernel: LoadedKernel,
+}
+
+impl CopyKernel {
+    /// Compiles and loads the kernel in `ctx` (current on this thread).
+    pub fn load(ctx: &Arc<CudaContext>) -> Result<Self> {
+        Ok(Self {
+            kernel: LoadedKernel::load(ctx, PTX, ENTRY)?,
+        })
     }
 
     /// Enqueues the copies on `stream`, up to [`MAX_PER_LAUNCH`] per launch.
@@ -89,7 +115,7 @@ impl CopyKernel {
             // copied by the driver during the call; the caller guarantees the ranges.
             let status = unsafe {
                 sys::cuLaunchKernel(
-                    self.function,
+                    self.kernel.function,
                     ctas,
                     count,
                     1,
@@ -105,18 +131,6 @@ impl CopyKernel {
             check("cuLaunchKernel", status)?;
         }
         Ok(())
-    }
-}
-
-impl Drop for CopyKernel {
-    fn drop(&mut self) {
-        if self.ctx.bind_to_thread().is_ok() {
-            // SAFETY: loaded in `load`, unloaded once after every launch has completed
-            // (the tier drains its streams before dropping the engine).
-            if let Err(e) = unsafe { sys::cuModuleUnload(self.module) }.result() {
-                tracing::warn!(error = %e, "cuModuleUnload failed");
-            }
-        }
     }
 }
 

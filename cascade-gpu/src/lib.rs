@@ -18,6 +18,7 @@
 //! driver is missing, [`GpuTier::open`] returns [`cascade_core::ErrorKind::Unavailable`].
 
 mod ceiling;
+mod checksum;
 mod chunker;
 mod config;
 mod copy;
@@ -36,6 +37,7 @@ mod tier;
 mod upload;
 
 pub use ceiling::{PinnedCopyRate, measure_pinned_copy};
+pub use checksum::{ChecksumKernel, PendingChecksums};
 pub use config::GpuTierConfig;
 pub use driver::driver_present;
 pub use hub::{DeviceContext, HostCopier, device_access};

@@ -299,6 +299,24 @@ impl Tier for GpuTier {
         self.download(&sides)
     }
 
+    /// Blocks bound for memory the DMA reaches directly (the registered shm pool, pinned
+    /// buffers) are hashed on the device while they are copied out.
+    fn get_batch_checked(
+        &self,
+        items: &mut [(BlockId, &mut [u8])],
+    ) -> Vec<Result<(usize, Option<u64>)>> {
+        let sides: Vec<(BlockId, Side)> = items
+            .iter_mut()
+            .map(|(id, out)| (*id, Side::host(out.as_mut_ptr(), out.len())))
+            .collect();
+        let (results, checksums) = self.download_hashed(&sides);
+        results
+            .into_iter()
+            .zip(checksums)
+            .map(|(got, checksum)| got.map(|len| (len, checksum)))
+            .collect()
+    }
+
     unsafe fn put_from_device(&self, id: BlockId, src: u64, len: usize) -> Result<()> {
         // SAFETY: the trait's contract is the inherent function's.
         unsafe { GpuTier::put_from_device(self, id, src, len) }

@@ -488,3 +488,204 @@ fn store_device_io_with_shm_below() {
     let back = stream.clone_dtoh(&dst).unwrap();
     assert!(back[..len] == host_block[..], "promoted block differs");
 }
+
+/// The device's XXH3-64 of a block is the host's `cascade_hash::checksum` of it, for
+/// lengths on both sides of XXH3's 1 KiB block and 64-byte stripe bounds, odd ones
+/// (the last stripe unaligned), and large blocks; short and unaligned blocks are left
+/// to the host.
+#[test]
+fn checksum_kernel_matches_the_host_checksum() {
+    use cascade_gpu::ChecksumKernel;
+    use cudarc::driver::DevicePtr;
+
+    if open_or_skip(&small_config()).is_none() {
+        return;
+    }
+    let shared = cascade_gpu::DeviceContext::get(0).unwrap();
+    let ctx = shared.context();
+    ctx.bind_to_thread().unwrap();
+    let kernel = ChecksumKernel::load(ctx).unwrap();
+    let lens = [
+        241usize,
+        255,
+        256,
+        511,
+        1000,
+        1023,
+        1024,
+        1025,
+        1087,
+        1088,
+        2047,
+        2048,
+        4096,
+        4097,
+        65_539,
+        131_072,
+        131_079,
+        1 << 20,
+        (3 << 20) + 5,
+    ];
+    // Each block at a 256-byte aligned offset, then one 8-aligned (hashed), one
+    // unaligned and one short (both left to the host).
+    let mut offsets = Vec::new();
+    let mut total = 0usize;
+    for &len in &lens {
+        offsets.push((total, len));
+        total = (total + len).next_multiple_of(256);
+    }
+    offsets.push((total + 8, 5000));
+    offsets.push((total + 8 + 5000 + 3, 5000));
+    offsets.push((total + 20_000, 240));
+    total += 20_000 + 256;
+    let bytes = random_block(4242, total);
+    let stream = ctx.default_stream();
+    let device = stream.clone_htod(&bytes).unwrap();
+    stream.synchronize().unwrap();
+    let (base, guard) = device.device_ptr(&stream);
+    let blocks: Vec<(u64, usize)> = offsets
+        .iter()
+        .map(|&(at, len)| (base + at as u64, len))
+        .collect();
+    // SAFETY: every range lies inside `device`, which nothing writes meanwhile.
+    let sums = unsafe { kernel.start(&blocks) }.unwrap().finish().unwrap();
+    drop(guard);
+    assert_eq!(sums.len(), blocks.len());
+    let n = lens.len();
+    for (k, &(at, len)) in offsets.iter().enumerate().take(n + 1) {
+        let want = cascade_hash::checksum(&bytes[at..at + len]);
+        assert_eq!(sums[k], Some(want), "block of {len} bytes at offset {at}");
+    }
+    assert_eq!(sums[n + 1], None, "an unaligned block is left to the host");
+    assert_eq!(sums[n + 2], None, "a short block is left to the host");
+    // Many blocks in one launch (more than one CTA's worth).
+    let many: Vec<(u64, usize)> = (0..100).map(|k| (base + 4096 * k, 4096)).collect();
+    // SAFETY: as above.
+    let sums = unsafe { kernel.start(&many) }.unwrap().finish().unwrap();
+    for (k, sum) in sums.iter().enumerate() {
+        let at = 4096 * k;
+        assert_eq!(
+            *sum,
+            Some(cascade_hash::checksum(&bytes[at..at + 4096])),
+            "block {k}"
+        );
+    }
+}
+
+/// Blocks that reach shm from the GPU (demoted out of the GPU tier, and put from device
+/// memory into a store whose only tier is shm) carry the checksum the GPU computed: the
+/// pool counts them, and a reopen, which verifies every block against its stored
+/// checksum, keeps them all with their bytes.
+#[test]
+fn blocks_from_the_gpu_reach_shm_with_device_checksums_that_verify_on_reopen() {
+    use cascade_core::PutOutcome;
+    use cudarc::driver::DevicePtr;
+
+    let config = GpuTierConfig {
+        capacity: ByteSize::mib(4),
+        ..small_config()
+    };
+    let Some(gpu) = open_or_skip(&config) else {
+        return;
+    };
+    let dir = match std::path::Path::new("/dev/shm").is_dir() {
+        true => tempfile::tempdir_in("/dev/shm").unwrap(),
+        false => tempfile::tempdir().unwrap(),
+    };
+    let shm_config = cascade_shm::ShmTierConfig {
+        path: Some(dir.path().join("gpu-checksums.pool")),
+        capacity: ByteSize::mib(64),
+        ..cascade_shm::ShmTierConfig::default()
+    };
+    let len = 512 << 10;
+    let count = 24usize;
+    let blocks: Vec<Vec<u8>> = (0..count)
+        .map(|n| random_block(7100 + n as u64, len))
+        .collect();
+    let flat: Vec<u8> = blocks.concat();
+    let ctx = cudarc::driver::CudaContext::new(0).unwrap();
+    let stream = ctx.default_stream();
+    let src = stream.clone_htod(&flat).unwrap();
+    stream.synchronize().unwrap();
+    let (src_ptr, src_guard) = src.device_ptr(&stream);
+    let sources: Vec<Vec<cascade_core::device::DeviceRegion>> = (0..count)
+        .map(|n| {
+            // SAFETY: the range lies inside `src`, alive and unwritten for the test.
+            vec![unsafe {
+                cascade_core::device::DeviceRegion::new(src_ptr + (n * len) as u64, len, 0)
+            }]
+        })
+        .collect();
+    // Demotions: 24 blocks of 512 KiB through a 4 MiB GPU tier.
+    let from_gpu = {
+        let shm = Arc::new(cascade_shm::ShmTier::open("shm0", &shm_config).unwrap());
+        let store = CascadeStore::new(
+            vec![
+                Arc::new(gpu) as Arc<dyn Tier>,
+                Arc::clone(&shm) as Arc<dyn Tier>,
+            ],
+            StorePolicy::default(),
+        )
+        .unwrap();
+        for (n, data) in blocks.iter().enumerate() {
+            store.put(id(7100 + n as u64), data).unwrap();
+        }
+        let demoted = (0..count)
+            .filter(|&n| store.tier_of(id(7100 + n as u64)) == Some(1))
+            .count();
+        assert!(demoted >= 16, "{demoted} demoted");
+        assert!(
+            shm.checksums_from_fill() as usize >= demoted.saturating_sub(2),
+            "{} of {demoted} demoted blocks came with a device checksum",
+            shm.checksums_from_fill()
+        );
+        demoted
+    };
+    // Device blocks into an shm-only store, one batch: one DMA, hashed on the device.
+    let shm_only_config = cascade_shm::ShmTierConfig {
+        path: Some(dir.path().join("gpu-checksums-only.pool")),
+        ..shm_config.clone()
+    };
+    {
+        let shm = Arc::new(cascade_shm::ShmTier::open("shm1", &shm_only_config).unwrap());
+        let store = CascadeStore::new(
+            vec![Arc::clone(&shm) as Arc<dyn Tier>],
+            StorePolicy::default(),
+        )
+        .unwrap()
+        .with_device_access(cascade_gpu::device_access());
+        let batch: Vec<(BlockId, cascade_core::device::Source<'_>)> = (0..count)
+            .map(|n| {
+                (
+                    id(7200 + n as u64),
+                    cascade_core::device::Source::Device(&sources[n]),
+                )
+            })
+            .collect();
+        for r in store.put_from_batch(&batch) {
+            assert_eq!(r.unwrap(), PutOutcome::Stored);
+        }
+        assert_eq!(shm.checksums_from_fill() as usize, count);
+    }
+    drop(src_guard);
+    let shm = cascade_shm::ShmTier::open("shm0", &shm_config).unwrap();
+    assert_eq!(shm.dropped_at_open(), 0, "every device checksum verified");
+    assert_eq!(shm.recovered_blocks(), from_gpu);
+    let shm_only = cascade_shm::ShmTier::open("shm1", &shm_only_config).unwrap();
+    assert_eq!(
+        shm_only.dropped_at_open(),
+        0,
+        "every device checksum verified"
+    );
+    assert_eq!(shm_only.recovered_blocks(), count);
+    for (n, data) in blocks.iter().enumerate() {
+        let mut out = vec![0u8; len];
+        assert_eq!(shm_only.get(id(7200 + n as u64), &mut out).unwrap(), len);
+        assert!(out == *data, "block {n} differs");
+        if shm.contains(id(7100 + n as u64)) {
+            out.fill(0);
+            shm.get(id(7100 + n as u64), &mut out).unwrap();
+            assert!(out == *data, "demoted block {n} differs");
+        }
+    }
+}

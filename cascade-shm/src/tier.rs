@@ -7,8 +7,8 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use cascade_core::tier::{
-    BatchFill, BatchVisit, Capability, CheckedVisit, FillTarget, HostRegion, Tier,
-    apply_checked_visits, buffer_too_small, check_block_fits, fill_results, tier_full,
+    BatchFill, BatchVisit, Capability, CheckedFill, CheckedVisit, FillTarget, HostRegion, Tier,
+    apply_checked_visits, buffer_too_small, check_block_fits, checked_fill_results, tier_full,
 };
 use cascade_core::{BlockId, Error, ErrorKind, Extent, ExtentAllocator, Result, ShardedIndex};
 use parking_lot::Mutex;
@@ -87,6 +87,8 @@ struct Inner {
     hashers: OnceLock<Option<rayon::ThreadPool>>,
     recovered_blocks: usize,
     dropped_at_open: usize,
+    /// Blocks stored with the checksum their batch fill handed (hashed on the GPU).
+    checksums_from_fill: AtomicU64,
     // Last: the mapping and the file lock outlive every view of them above.
     pool: Pool,
 }
@@ -142,6 +144,13 @@ impl ShmTier {
     /// visible.)
     pub fn dropped_at_open(&self) -> usize {
         self.inner.dropped_at_open
+    }
+
+    /// Blocks stored with the checksum their batch fill handed
+    /// ([`Tier::put_with_batch_checked`]: blocks hashed on the GPU during their DMA)
+    /// rather than hashed here, since open.
+    pub fn checksums_from_fill(&self) -> u64 {
+        self.inner.checksums_from_fill.load(Ordering::Relaxed)
     }
 
     /// Waits until every put made so far is committed to the slot table (without
@@ -242,6 +251,7 @@ impl Inner {
             hashers: OnceLock::new(),
             recovered_blocks: recovered.blocks.len(),
             dropped_at_open: recovered.dropped,
+            checksums_from_fill: AtomicU64::new(0),
             pool,
         })
     }
@@ -324,13 +334,17 @@ impl Inner {
             seq,
             checksum: None,
         };
-        if self.commits.is_none() {
-            let checksum = checksum.unwrap_or_else(|| {
+        // A checksum already known costs nothing to commit now, background committer
+        // or not; without one, the committer (when there is one) hashes later.
+        let checksum = checksum.or_else(|| {
+            self.commits.is_none().then(|| {
                 // SAFETY: the extent is still owned by this put (not published yet).
                 let bytes = unsafe { self.extent_ref(extent, len) };
                 // Hashing right after the copy reads the bytes back from cache.
                 cascade_hash::checksum(bytes)
-            });
+            })
+        });
+        if let Some(checksum) = checksum {
             self.commit(id, &entry, checksum);
             entry.checksum = Some(checksum);
         }
@@ -341,7 +355,7 @@ impl Inner {
             self.slots.retract(old.slot as usize);
             self.release(old.slot, old.extent);
         }
-        if let Some(commits) = &self.commits {
+        if let (Some(commits), None) = (&self.commits, checksum) {
             commits.push(Pending { id, seq });
         }
     }
@@ -365,7 +379,11 @@ impl Inner {
 
     /// Reserves room for every item, lets `fill` write them in place (one batched DMA
     /// per call when the source is device memory), then publishes those filled.
-    fn store_batch(&self, items: &[(BlockId, usize)], fill: &mut BatchFill<'_>) -> Vec<Result<()>> {
+    fn store_batch(
+        &self,
+        items: &[(BlockId, usize)],
+        fill: &mut CheckedFill<'_>,
+    ) -> Vec<Result<()>> {
         let mut results: Vec<Result<()>> = Vec::with_capacity(items.len());
         let mut reserved: Vec<Reserved> = Vec::with_capacity(items.len());
         for (i, &(_, len)) in items.iter().enumerate() {
@@ -382,41 +400,45 @@ impl Inner {
             Some(hashers) => self.fill_pipelined(hashers, items, &reserved, fill, &mut results),
             None => {
                 for (reserved, outcome) in self.fill_part(items, &reserved, fill) {
-                    self.settle(items, reserved, outcome, None, &mut results);
+                    self.settle(items, reserved, outcome, &mut results);
                 }
             }
         }
         results
     }
 
-    /// Lets `fill` write the reserved extents of `part`; each item's outcome.
+    /// Lets `fill` write the reserved extents of `part`; each item's outcome, with the
+    /// checksum the fill knew.
     fn fill_part<'r>(
         &self,
         items: &[(BlockId, usize)],
         part: &'r [Reserved],
-        fill: &mut BatchFill<'_>,
-    ) -> Vec<(&'r Reserved, Result<()>)> {
+        fill: &mut CheckedFill<'_>,
+    ) -> Vec<(&'r Reserved, Result<Option<u64>>)> {
         let mut targets: Vec<FillTarget<'_>> = part
             .iter()
             // SAFETY: each extent was just allocated for this item and is not published.
             .map(|&(i, _, extent)| (i, unsafe { self.extent_mut(extent, items[i].1) }))
             .collect();
-        let filled = fill_results(fill, &mut targets);
+        let filled = checked_fill_results(fill, &mut targets);
         drop(targets);
+        let known = filled.iter().filter(|f| matches!(f, Ok(Some(_)))).count();
+        self.checksums_from_fill
+            .fetch_add(known as u64, Ordering::Relaxed);
         part.iter().zip(filled).collect()
     }
 
-    /// Publishes a filled item, or gives back the room of one its fill failed.
+    /// Publishes a filled item (with the checksum its fill knew, or hashed now), or gives
+    /// back the room of one its fill failed.
     fn settle(
         &self,
         items: &[(BlockId, usize)],
         &(i, slot, extent): &Reserved,
-        outcome: Result<()>,
-        checksum: Option<u64>,
+        outcome: Result<Option<u64>>,
         results: &mut [Result<()>],
     ) {
         match outcome {
-            Ok(()) => self.publish(items[i].0, slot, extent, items[i].1, checksum),
+            Ok(checksum) => self.publish(items[i].0, slot, extent, items[i].1, checksum),
             Err(e) => {
                 self.release(slot, extent);
                 results[i] = Err(e);
@@ -457,33 +479,49 @@ impl Inner {
     }
 
     /// Fills a large batch chunk by chunk on the caller's thread while `hashers` hash
-    /// and publish the chunks already filled.
+    /// and publish the chunks already filled. Once a chunk's fill has handed the
+    /// checksum of every block (device blocks hashed on the GPU), nothing is left to
+    /// overlap with the fill: the rest of the batch goes to it in one call, which keeps
+    /// the DMA in one batch.
     fn fill_pipelined(
         &self,
         hashers: &rayon::ThreadPool,
         items: &[(BlockId, usize)],
         reserved: &[Reserved],
-        fill: &mut BatchFill<'_>,
+        fill: &mut CheckedFill<'_>,
         results: &mut [Result<()>],
     ) {
         hashers.in_place_scope(|scope| {
-            for chunk in by_bytes(reserved, items, FILL_CHUNK_BYTES) {
-                let mut filled: Vec<Reserved> = Vec::with_capacity(chunk.len());
+            let mut rest = reserved;
+            let mut chunk_bytes = FILL_CHUNK_BYTES;
+            while !rest.is_empty() {
+                let (chunk, tail) = rest.split_at(leading_run(rest, items, chunk_bytes));
+                rest = tail;
+                let mut filled: Vec<(Reserved, Option<u64>)> = Vec::with_capacity(chunk.len());
+                let mut every_checksum_known = true;
                 for (reserved, outcome) in self.fill_part(items, chunk, fill) {
-                    if outcome.is_ok() {
-                        filled.push(*reserved);
-                    } else {
-                        self.settle(items, reserved, outcome, None, results);
+                    match outcome {
+                        Ok(checksum) => {
+                            every_checksum_known &= checksum.is_some();
+                            filled.push((*reserved, checksum));
+                        }
+                        Err(_) => self.settle(items, reserved, outcome, results),
                     }
                 }
-                for job in by_bytes(&filled, items, HASH_JOB_BYTES) {
+                if every_checksum_known {
+                    chunk_bytes = usize::MAX;
+                }
+                for job in by_bytes(&filled, |(r, _)| items[r.0].1, HASH_JOB_BYTES) {
                     let job = job.to_vec();
                     scope.spawn(move |_| {
-                        for &(i, slot, extent) in &job {
-                            // SAFETY: the extent was filled for this put and is not
-                            // published yet; nothing writes it while it is hashed.
-                            let bytes = unsafe { self.extent_ref(extent, items[i].1) };
-                            let checksum = cascade_hash::checksum(bytes);
+                        for ((i, slot, extent), known) in job {
+                            let checksum = known.unwrap_or_else(|| {
+                                // SAFETY: the extent was filled for this put and is not
+                                // published yet; nothing writes it while it is hashed.
+                                cascade_hash::checksum(unsafe {
+                                    self.extent_ref(extent, items[i].1)
+                                })
+                            });
                             self.publish(items[i].0, slot, extent, items[i].1, Some(checksum));
                         }
                     });
@@ -607,24 +645,36 @@ impl Inner {
     }
 }
 
-/// Splits `reserved` into runs of whole items of about `bytes` bytes each (an item
-/// larger than that is a run of its own).
-fn by_bytes<'r>(
-    reserved: &'r [Reserved],
-    items: &[(BlockId, usize)],
-    bytes: usize,
-) -> Vec<&'r [Reserved]> {
+/// How many of `reserved`'s first items make a run of about `bytes` bytes (at least
+/// one item: an item larger than that is a run of its own).
+fn leading_run(reserved: &[Reserved], items: &[(BlockId, usize)], bytes: usize) -> usize {
+    let mut filled = 0usize;
+    reserved
+        .iter()
+        .take_while(|&&(i, _, _)| {
+            let fits = filled == 0 || filled.saturating_add(items[i].1) <= bytes;
+            filled = filled.saturating_add(items[i].1);
+            fits
+        })
+        .count()
+        .max(1)
+        .min(reserved.len())
+}
+
+/// Splits `all` into runs of whole items of about `bytes` bytes each (`len` gives an
+/// item's bytes; an item larger than that is a run of its own).
+fn by_bytes<T>(all: &[T], len: impl Fn(&T) -> usize, bytes: usize) -> Vec<&[T]> {
     let mut runs = Vec::new();
     let (mut start, mut filled) = (0, 0);
-    for (k, &(i, _, _)) in reserved.iter().enumerate() {
-        if filled > 0 && filled + items[i].1 > bytes {
-            runs.push(&reserved[start..k]);
+    for (k, item) in all.iter().enumerate() {
+        if filled > 0 && filled + len(item) > bytes {
+            runs.push(&all[start..k]);
             (start, filled) = (k, 0);
         }
-        filled += items[i].1;
+        filled += len(item);
     }
-    if start < reserved.len() {
-        runs.push(&reserved[start..]);
+    if start < all.len() {
+        runs.push(&all[start..]);
     }
     runs
 }
@@ -676,6 +726,20 @@ impl Tier for ShmTier {
         &self,
         items: &[(BlockId, usize)],
         fill: &mut BatchFill<'_>,
+    ) -> Vec<Result<()>> {
+        self.inner.store_batch(items, &mut |targets| {
+            fill(targets)
+                .into_iter()
+                .map(|outcome| outcome.map(|()| None))
+                .collect()
+        })
+    }
+
+    /// Blocks whose checksum the fill hands are published with it, unhashed here.
+    fn put_with_batch_checked(
+        &self,
+        items: &[(BlockId, usize)],
+        fill: &mut CheckedFill<'_>,
     ) -> Vec<Result<()>> {
         self.inner.store_batch(items, fill)
     }
@@ -761,6 +825,10 @@ impl Tier for ShmTier {
             ("slots_total".into(), inner.slots.len() as f64),
             ("recovered_blocks".into(), inner.recovered_blocks as f64),
             ("dropped_at_open".into(), inner.dropped_at_open as f64),
+            (
+                "checksums_from_fill".into(),
+                inner.checksums_from_fill.load(Ordering::Relaxed) as f64,
+            ),
         ]
     }
 }

@@ -526,3 +526,103 @@ fn a_large_batch_is_checksummed_block_by_block() {
         check_tagged(n, &out);
     }
 }
+
+/// Stores `items` with `put_with_batch_checked`, each block tagged by its position; the
+/// fill hands `checksum(position, bytes)` with it.
+fn put_checked(
+    tier: &ShmTier,
+    items: &[(BlockId, usize)],
+    checksum: impl Fn(usize, &[u8]) -> Option<u64>,
+) -> Vec<cascade_core::Result<()>> {
+    tier.put_with_batch_checked(items, &mut |targets| {
+        targets
+            .iter_mut()
+            .map(|(i, out)| {
+                out.copy_from_slice(&tagged_block(*i as u64, 1, out.len()));
+                Ok(checksum(*i, out))
+            })
+            .collect()
+    })
+}
+
+/// Checksums a batch fill hands (as the GPU computes them) are stored as the tier's
+/// own: small and pipelined batches, every checksum known or only some, with and
+/// without a background committer; a reopen verifies every block against them.
+#[test]
+fn checksums_from_the_fill_are_stored_and_verified_on_reopen() {
+    for background_commit in [false, true] {
+        // 4 blocks of 64 KiB (one call), 24 of 512 KiB (12 MiB: pipelined); every
+        // checksum known, or only those of even positions.
+        for (count, len) in [(4u64, 64usize << 10), (24, 512 << 10)] {
+            for all_known in [true, false] {
+                let dir = pool_dir();
+                let mut config = config(dir.path(), 64);
+                config.background_commit = background_commit;
+                let items: Vec<(BlockId, usize)> = (0..count).map(|n| (id(n), len)).collect();
+                let known = |i: usize| all_known || i % 2 == 0;
+                {
+                    let tier = ShmTier::open("shm0", &config).unwrap();
+                    let results = put_checked(&tier, &items, |i, bytes| {
+                        known(i).then(|| cascade_hash::checksum(bytes))
+                    });
+                    assert!(results.iter().all(Result::is_ok), "{results:?}");
+                    let handed = (0..count as usize).filter(|&i| known(i)).count();
+                    assert_eq!(tier.checksums_from_fill(), handed as u64);
+                }
+                let tier = ShmTier::open("shm0", &config).unwrap();
+                let case = format!(
+                    "{count} x {len}, all known {all_known}, background {background_commit}"
+                );
+                assert_eq!(tier.recovered_blocks(), count as usize, "{case}");
+                assert_eq!(tier.dropped_at_open(), 0, "{case}");
+                for n in 0..count {
+                    let mut out = vec![0u8; len];
+                    assert_eq!(tier.get(id(n), &mut out).unwrap(), len);
+                    check_tagged(n, &out);
+                }
+            }
+        }
+    }
+}
+
+/// A fill that hands a wrong checksum loses that block, never serves it: a verifying
+/// read refuses it (and drops it), a reopen drops one not read since, and the blocks
+/// beside them are kept.
+#[test]
+fn a_wrong_checksum_from_the_fill_drops_the_block_rather_than_serving_it() {
+    let dir = pool_dir();
+    let mut config = config(dir.path(), 64);
+    config.verify_on_read = true;
+    let len = 512 << 10;
+    let items: Vec<(BlockId, usize)> = (0..24).map(|n| (id(n), len)).collect();
+    let (read_wrong, unread_wrong) = (5u64, 9u64);
+    {
+        let tier = ShmTier::open("shm0", &config).unwrap();
+        let results = put_checked(&tier, &items, |i, bytes| {
+            let sum = cascade_hash::checksum(bytes);
+            Some(if [read_wrong, unread_wrong].contains(&(i as u64)) {
+                sum ^ 1
+            } else {
+                sum
+            })
+        });
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        let err = tier.get(id(read_wrong), &mut vec![0u8; len]).err().unwrap();
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    }
+    let tier = ShmTier::open("shm0", &config).unwrap();
+    assert_eq!(tier.recovered_blocks(), 22);
+    assert_eq!(
+        tier.dropped_at_open(),
+        1,
+        "the unread block with a wrong checksum"
+    );
+    for wrong in [read_wrong, unread_wrong] {
+        assert!(!tier.contains(id(wrong)));
+    }
+    for n in (0..24u64).filter(|n| ![read_wrong, unread_wrong].contains(n)) {
+        let mut out = vec![0u8; len];
+        tier.get(id(n), &mut out).unwrap();
+        check_tagged(n, &out);
+    }
+}

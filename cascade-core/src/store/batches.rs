@@ -32,14 +32,15 @@ impl CascadeStore {
             if let Some(tier) = self.batch_tier(lens.clone()) {
                 let batch: Vec<(BlockId, &[u8])> = pending.iter().map(|&i| items[i]).collect();
                 let outcomes = self.core.tiers[tier].put_batch(&batch);
+                let mut stored = Vec::with_capacity(pending.len());
                 for (&i, outcome) in pending.iter().zip(outcomes) {
                     if outcome.is_ok() {
                         let (id, data) = items[i];
-                        let _guard = self.core.stripes.lock(&id);
-                        self.publish(id, tier, data.len() as u64, tier);
+                        stored.push((id, data.len() as u64));
                         results[i] = Some(Ok(PutOutcome::Stored));
                     }
                 }
+                self.publish_batch(&stored, tier);
             }
             results
                 .into_par_iter()

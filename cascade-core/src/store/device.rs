@@ -289,15 +289,16 @@ impl CascadeStore {
             let pending: Vec<usize> = (0..items.len()).filter(|&i| results[i].is_none()).collect();
             let lens = pending.iter().map(|&i| items[i].1.len() as u64);
             if let Some(tier) = self.batch_tier(lens) {
-                let stored = self.put_into_tier(tier, items, &pending);
-                for (&i, ok) in pending.iter().zip(stored) {
+                let outcomes = self.put_into_tier(tier, items, &pending);
+                let mut stored = Vec::with_capacity(pending.len());
+                for (&i, ok) in pending.iter().zip(outcomes) {
                     if ok {
                         let (id, source) = items[i];
-                        let _guard = self.core.stripes.lock(&id);
-                        self.publish(id, tier, source.len() as u64, tier);
+                        stored.push((id, source.len() as u64));
                         results[i] = Some(Ok(PutOutcome::Stored));
                     }
                 }
+                self.publish_batch(&stored, tier);
             }
             results
                 .into_par_iter()
@@ -322,7 +323,7 @@ impl CascadeStore {
             .iter()
             .map(|&i| (items[i].0, items[i].1.len()))
             .collect();
-        let outcomes = t.put_with_batch(&batch, &mut |targets| {
+        let outcomes = t.put_with_batch_checked(&batch, &mut |targets| {
             self.fill_targets(targets, pending.iter().map(|&i| items[i].1).collect())
         });
         outcomes.iter().map(Result::is_ok).collect()
@@ -366,41 +367,54 @@ impl CascadeStore {
     }
 
     /// Fills batch targets from their sources: host bytes by memcpy, device ranges by
-    /// one batched DMA per device for the whole batch.
+    /// one batched DMA per device for the whole batch. A block that comes whole from one
+    /// device range is hashed on the device during its DMA, and its checksum goes to the
+    /// tier with it ([`Tier::put_with_batch_checked`]).
     fn fill_targets(
         &self,
         targets: &mut [FillTarget<'_>],
         sources: Vec<Source<'_>>,
-    ) -> Vec<Result<()>> {
-        let mut results: Vec<Result<()>> = targets.iter().map(|_| Ok(())).collect();
-        let mut by_device: BTreeMap<usize, (Vec<HostDeviceCopy>, Vec<usize>)> = BTreeMap::new();
+    ) -> Vec<Result<Option<u64>>> {
+        let mut results: Vec<Result<Option<u64>>> = targets.iter().map(|_| Ok(None)).collect();
+        let mut by_device: BTreeMap<usize, DeviceFill> = BTreeMap::new();
         for (k, (i, buf)) in targets.iter_mut().enumerate() {
             match sources[*i] {
                 Source::Host(data) => buf.copy_from_slice(data),
                 Source::HostPieces(pieces) => gather(pieces, buf),
                 Source::Device(regions) => match device_of(regions) {
                     Ok(device) => {
-                        let entry = by_device
+                        let fill = by_device
                             .entry(device.unwrap_or_else(|| self.default_device()))
                             .or_default();
-                        entry
-                            .0
+                        fill.copies
                             .extend(pair_up(buf.as_mut_ptr() as usize, buf.len(), regions));
-                        entry.1.push(k);
+                        if let [whole] = regions {
+                            fill.hashed.push((k, (whole.ptr(), buf.len())));
+                        }
+                        fill.members.push(k);
                     }
                     Err(e) => results[k] = Err(e),
                 },
             }
         }
-        for (device, (copies, members)) in by_device {
-            // SAFETY: the device ranges are valid (DeviceRegion::new); the host ranges are
-            // the tier's reserved room for these blocks, disjoint, owned by this batch.
+        for (device, fill) in by_device {
+            let blocks: Vec<(u64, usize)> = fill.hashed.iter().map(|&(_, block)| block).collect();
+            // SAFETY: the device ranges are valid (DeviceRegion::new) and unchanged during
+            // the put (its contract); the host ranges are the tier's reserved room for
+            // these blocks, disjoint, owned by this batch.
             let copied = self
                 .copier(device)
-                .and_then(|copier| unsafe { copier.to_host(&copies) });
-            if let Err(e) = copied {
-                for k in members {
-                    results[k] = Err(e.clone());
+                .and_then(|copier| unsafe { copier.to_host_hashed(&fill.copies, &blocks) });
+            match copied {
+                Ok(checksums) => {
+                    for (&(k, _), checksum) in fill.hashed.iter().zip(checksums) {
+                        results[k] = Ok(checksum);
+                    }
+                }
+                Err(e) => {
+                    for k in fill.members {
+                        results[k] = Err(e.clone());
+                    }
                 }
             }
         }
@@ -666,4 +680,13 @@ fn lend(tier: &dyn Tier, id: BlockId, visit: &mut dyn FnMut(&[u8]) -> Result<()>
         visit(bytes)
     })?;
     Ok(len)
+}
+
+/// The device blocks of one batch fill bound for one device: their copies, the blocks
+/// that come whole from one range (hashed on the device), and every target they fill.
+#[derive(Default)]
+struct DeviceFill {
+    copies: Vec<HostDeviceCopy>,
+    hashed: Vec<(usize, (u64, usize))>,
+    members: Vec<usize>,
 }

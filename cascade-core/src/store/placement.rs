@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use rayon::prelude::*;
+
 use super::ledger::{Entry, Gone, Move};
 use super::{CascadeStore, Core};
 use crate::metrics::{Call, Timer};
@@ -92,6 +94,26 @@ impl CascadeStore {
             Some(super::PutOutcome::Deduplicated)
         } else {
             None
+        }
+    }
+
+    /// Records the blocks a batch call just wrote to `tier`, each under its stripe lock
+    /// as [`CascadeStore::publish`], on the store's threads: one ledger entry per block,
+    /// a few hundred of them per batch, costs as much as the batch's DMA when done on
+    /// one thread. A batch naming an id twice is recorded in order (its last copy wins,
+    /// as in the tier).
+    pub(super) fn publish_batch(&self, stored: &[(BlockId, u64)], tier: usize) {
+        let mut ids: Vec<BlockId> = stored.iter().map(|&(id, _)| id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let record = |&(id, len): &(BlockId, u64)| {
+            let _guard = self.core.stripes.lock(&id);
+            self.publish(id, tier, len, tier);
+        };
+        if ids.len() == stored.len() {
+            stored.par_iter().for_each(record);
+        } else {
+            stored.iter().for_each(record);
         }
     }
 
@@ -304,7 +326,11 @@ fn device_moves(
     super::parallel::in_chunks(
         items,
         |&(_, len)| len as u64,
-        |chunk| target.put_with_batch(chunk, &mut |targets| read_into(source, chunk, targets)),
+        |chunk| {
+            target.put_with_batch_checked(chunk, &mut |targets| {
+                read_device_into(source, chunk, targets)
+            })
+        },
     )
 }
 
@@ -336,39 +362,18 @@ fn host_chunks(items: &[(BlockId, usize)]) -> impl Iterator<Item = &[(BlockId, u
 }
 
 /// Fills `targets` (buffers of [`Tier::put_with_batch`]) with the blocks `items` names
-/// from `source`: in one batch call for a tier in device memory (one batched DMA),
-/// block by block otherwise. Runs under stripe locks, so never on the store's rayon
-/// pool: a worker waiting there could pick up a job that waits for these locks.
+/// from `source`, block by block; for a tier in device memory see [`read_device_into`].
+/// Runs under stripe locks, so never on the store's rayon pool: a worker waiting there
+/// could pick up a job that waits for these locks.
 pub(super) fn read_into(
     source: &dyn Tier,
     items: &[(BlockId, usize)],
     targets: &mut [FillTarget<'_>],
 ) -> Vec<Result<()>> {
-    let check = |id: BlockId, want: usize, got: Result<usize>| {
-        got.map_err(|e| e.at("read", source.name())).and_then(|n| {
-            if n == want {
-                Ok(())
-            } else {
-                Err(
-                    Error::new(ErrorKind::Corrupt, "block length changed while moving")
-                        .with_context("id", id)
-                        .with_context("tier", source.name())
-                        .with_context("expected_bytes", want)
-                        .with_context("read_bytes", n),
-                )
-            }
-        })
-    };
     if source.capability().device_memory {
-        let mut batch: Vec<(BlockId, &mut [u8])> = targets
-            .iter_mut()
-            .map(|(i, buf)| (items[*i].0, &mut **buf))
-            .collect();
-        let got = source.get_batch(&mut batch);
-        return batch
-            .iter()
-            .zip(got)
-            .map(|((id, buf), got)| check(*id, buf.len(), got))
+        return read_device_into(source, items, targets)
+            .into_iter()
+            .map(|outcome| outcome.map(|_| ()))
             .collect();
     }
     targets
@@ -376,9 +381,50 @@ pub(super) fn read_into(
         .map(|(i, buf)| {
             let id = items[*i].0;
             let got = source.get(id, buf);
-            check(id, buf.len(), got)
+            check_read(source, id, buf.len(), got)
         })
         .collect()
+}
+
+/// Fills `targets` from `source`, a tier in device memory, in one batch call (one
+/// batched DMA), with each block's checksum where the tier hashes on the device
+/// ([`Tier::get_batch_checked`]).
+fn read_device_into(
+    source: &dyn Tier,
+    items: &[(BlockId, usize)],
+    targets: &mut [FillTarget<'_>],
+) -> Vec<Result<Option<u64>>> {
+    let mut batch: Vec<(BlockId, &mut [u8])> = targets
+        .iter_mut()
+        .map(|(i, buf)| (items[*i].0, &mut **buf))
+        .collect();
+    let got = source.get_batch_checked(&mut batch);
+    batch
+        .iter()
+        .zip(got)
+        .map(|((id, buf), got)| match got {
+            Ok((len, checksum)) => check_read(source, *id, buf.len(), Ok(len)).map(|()| checksum),
+            Err(e) => check_read(source, *id, buf.len(), Err(e)).map(|()| None),
+        })
+        .collect()
+}
+
+/// A read of `want` bytes of `id` from `source` during a move: its error, in the tier's
+/// name, or [`ErrorKind::Corrupt`] when the block's length changed.
+fn check_read(source: &dyn Tier, id: BlockId, want: usize, got: Result<usize>) -> Result<()> {
+    got.map_err(|e| e.at("read", source.name())).and_then(|n| {
+        if n == want {
+            Ok(())
+        } else {
+            Err(
+                Error::new(ErrorKind::Corrupt, "block length changed while moving")
+                    .with_context("id", id)
+                    .with_context("tier", source.name())
+                    .with_context("expected_bytes", want)
+                    .with_context("read_bytes", n),
+            )
+        }
+    })
 }
 
 #[cfg(test)]
