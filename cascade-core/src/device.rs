@@ -132,17 +132,19 @@ pub trait DeviceCopier: Send + Sync {
     unsafe fn to_host(&self, copies: &[HostDeviceCopy]) -> Result<()>;
 
     /// [`DeviceCopier::to_host`] that also answers the XXH3-64 (seed 0, as
-    /// `cascade_hash::checksum`) of each `(device address, length)` in `blocks`, computed
-    /// on the device while the copies run, so the host never reads the bytes back to
-    /// hash them; `None` for a block it cannot hash there. The default hashes none.
+    /// `cascade_hash::checksum`) of the bytes that land in each `(host address, length)`
+    /// of `blocks`, computed on the device while the copies run, so the host never
+    /// reads them back to hash them; `None` for a range it cannot hash there (one that
+    /// no single copy, or no run of pieces it gathers on the device, fills). The
+    /// default hashes none.
     ///
     /// # Safety
-    /// As [`DeviceCopier::to_host`]; each of `blocks` must also be a valid device range
-    /// whose bytes do not change until this returns.
+    /// As [`DeviceCopier::to_host`]; the device ranges' bytes must also not change
+    /// until this returns.
     unsafe fn to_host_hashed(
         &self,
         copies: &[HostDeviceCopy],
-        blocks: &[(u64, usize)],
+        blocks: &[(usize, usize)],
     ) -> Result<Vec<Option<u64>>> {
         // SAFETY: the caller's contract is to_host's and more.
         unsafe { self.to_host(copies) }?;

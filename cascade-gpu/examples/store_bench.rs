@@ -650,8 +650,8 @@ fn shm_put_parts(a: &Args, b: &mut Buffers, block: usize) -> (f64, f64, f64, f64
                             len: block,
                         })
                         .collect();
-                    let blocks: Vec<(u64, usize)> =
-                        call.iter().map(|c| (c.device, c.len)).collect();
+                    let blocks: Vec<(usize, usize)> =
+                        call.iter().map(|c| (c.host, c.len)).collect();
                     match fill {
                         // SAFETY: as above; the targets are this batch's reserved room.
                         PartFill::Dma => unsafe { copier.to_host(&call) }.unwrap(),

@@ -55,11 +55,25 @@ impl ChecksumKernel {
     /// Each block must be a valid device range of this context whose bytes do not
     /// change until the answer is finished or dropped.
     pub unsafe fn start(&self, blocks: &[(u64, usize)]) -> Result<PendingChecksums<'_>> {
+        // SAFETY: the caller's contract.
+        unsafe { self.start_on(&self.stream, blocks) }
+    }
+
+    /// [`ChecksumKernel::start`] on `stream`, after the work already enqueued there
+    /// (blocks gathered into a device buffer by that stream's kernel).
+    ///
+    /// # Safety
+    /// As [`ChecksumKernel::start`].
+    pub unsafe fn start_on<'s>(
+        &'s self,
+        stream: &'s Arc<CudaStream>,
+        blocks: &[(u64, usize)],
+    ) -> Result<PendingChecksums<'s>> {
         let positions: Vec<usize> = (0..blocks.len())
             .filter(|&k| Self::hashes(blocks[k].0, blocks[k].1))
             .collect();
         let mut pending = PendingChecksums {
-            stream: &self.stream,
+            stream,
             count: blocks.len(),
             positions,
             out: None,
@@ -74,9 +88,8 @@ impl ChecksumKernel {
             .flat_map(|&k| [blocks[k].0, blocks[k].1 as u64])
             .collect();
         let failed = |e| cuda_error("cuMemcpyHtoDAsync", e);
-        let descs = self.stream.clone_htod(&descs).map_err(failed)?;
-        let out = self
-            .stream
+        let descs = stream.clone_htod(&descs).map_err(failed)?;
+        let out = stream
             .alloc_zeros::<u64>(pending.positions.len())
             .map_err(|e| cuda_error("cuMemAllocAsync", e))?;
         let mut count = u32::try_from(pending.positions.len()).map_err(|_| {
@@ -88,8 +101,8 @@ impl ChecksumKernel {
         })?;
         let ctas = pending.positions.len().div_ceil(BLOCKS_PER_CTA) as u32;
         let status = {
-            let (mut descs_ptr, _descs_sync) = descs.device_ptr(&self.stream);
-            let (mut out_ptr, _out_sync) = out.device_ptr(&self.stream);
+            let (mut descs_ptr, _descs_sync) = descs.device_ptr(stream);
+            let (mut out_ptr, _out_sync) = out.device_ptr(stream);
             let mut params = [
                 (&raw mut descs_ptr).cast::<c_void>(),
                 (&raw mut count).cast::<c_void>(),
@@ -109,7 +122,7 @@ impl ChecksumKernel {
                     1,
                     1,
                     0,
-                    self.stream.cu_stream(),
+                    stream.cu_stream(),
                     params.as_mut_ptr(),
                     std::ptr::null_mut(),
                 )

@@ -17,6 +17,7 @@ use crate::checksum::ChecksumKernel;
 pub use crate::dma::DmaCopy;
 use crate::driver::{check, cuda_error, has_batch_copy};
 use crate::kernel::CopyKernel;
+use crate::pieces::PieceKernel;
 
 /// Streams, a pool of events, and the batched-copy entry point.
 pub struct CopyEngine {
@@ -27,6 +28,7 @@ pub struct CopyEngine {
     batch_copy: bool,
     kernel: Option<CopyKernel>,
     checksums: Option<ChecksumKernel>,
+    pieces: Option<PieceKernel>,
     group: usize,
 }
 
@@ -45,6 +47,9 @@ impl CopyEngine {
         let checksums = ChecksumKernel::load(ctx)
             .inspect_err(|e| tracing::warn!(error = %e, "checksum kernel not loaded; host tiers hash blocks copied from the GPU themselves"))
             .ok();
+        let pieces = PieceKernel::load(ctx)
+            .inspect_err(|e| tracing::warn!(error = %e, "piece-copy kernel not loaded; blocks in small pieces are copied piece by piece"))
+            .ok();
         Ok(Self {
             ctx: Arc::clone(ctx),
             streams,
@@ -53,6 +58,7 @@ impl CopyEngine {
             batch_copy: has_batch_copy(),
             kernel,
             checksums,
+            pieces,
             group: group.max(1),
         })
     }
@@ -70,6 +76,16 @@ impl CopyEngine {
     /// The kernel that hashes device blocks, where it loaded.
     pub fn checksum_kernel(&self) -> Option<&ChecksumKernel> {
         self.checksums.as_ref()
+    }
+
+    /// The kernel that gathers and scatters small pieces, where it loaded.
+    pub fn piece_kernel(&self) -> Option<&PieceKernel> {
+        self.pieces.as_ref()
+    }
+
+    /// Stream `stream` (an index as [`CopyEngine::pick_stream`] gives).
+    pub fn stream(&self, stream: usize) -> &Arc<CudaStream> {
+        &self.streams[stream]
     }
 
     /// Copies per driver call.

@@ -7,6 +7,7 @@
 //! the context's streams; host memory the driver does not know as pinned goes through
 //! pinned (not write-combined) staging buffers.
 
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use cascade_core::Result;
@@ -18,6 +19,7 @@ use parking_lot::Mutex;
 use crate::checksum::finish_checksums;
 use crate::copy::{CopyEngine, DmaCopy, Flight};
 use crate::driver::open_context;
+use crate::gathered::{move_runs, split_runs};
 use crate::memory::{HostKind, HostRegistration, PinnedBuffer, query_host};
 
 /// Streams of a device context's copy engine.
@@ -160,8 +162,16 @@ impl HostCopier {
     }
 
     /// Runs `copies` in direction `to_host`: the direct ones as batched DMA on the
-    /// engine's streams, the others through staging buffers.
-    fn run(&self, copies: &[HostDeviceCopy], to_host: bool) -> Result<()> {
+    /// engine's streams (runs of small pieces through a device scratch buffer,
+    /// `gathered.rs`), the others through staging buffers. On the way to the host, each
+    /// of `hash` (host ranges) that one direct copy or one gathered run fills is hashed
+    /// on the device; one answer per range (`None` for the others).
+    fn run(
+        &self,
+        copies: &[HostDeviceCopy],
+        to_host: bool,
+        hash: &[(usize, usize)],
+    ) -> Result<Vec<Option<u64>>> {
         let engine = &self.context.engine;
         engine.bind()?;
         let mut known = Vec::new();
@@ -169,7 +179,46 @@ impl HostCopier {
         let mut staged = Vec::new();
         for c in copies.iter().filter(|c| c.len > 0) {
             if self.is_direct(&mut known, c.host, c.len) {
-                direct.push(if to_host {
+                direct.push(*c);
+            } else {
+                staged.push(*c);
+            }
+        }
+        let (singles, runs) = match engine.piece_kernel() {
+            Some(_) => split_runs(direct),
+            None => (direct, Vec::new()),
+        };
+        let mut answers = vec![None; hash.len()];
+        // A range one copy fills whole is hashed from the copy's device source while
+        // the copies run.
+        let by_host: HashMap<usize, &HostDeviceCopy> =
+            singles.iter().map(|c| (c.host, c)).collect();
+        let whole: Vec<(usize, (u64, usize))> = hash
+            .iter()
+            .enumerate()
+            .filter_map(|(k, &(host, len))| {
+                by_host
+                    .get(&host)
+                    .filter(|c| c.len == len)
+                    .map(|c| (k, (c.device, len)))
+            })
+            .collect();
+        let pending = match engine.checksum_kernel() {
+            Some(kernel) if to_host && !whole.is_empty() => {
+                let blocks: Vec<(u64, usize)> = whole.iter().map(|&(_, b)| b).collect();
+                // SAFETY: the caller keeps every device range valid and unchanged until
+                // this returns; the pending checksums are finished, or dropped (which
+                // waits for the kernel), before then.
+                unsafe { kernel.start(&blocks) }
+                    .inspect_err(|e| tracing::warn!(error = %e, "checksum kernel launch failed; the host tier hashes these blocks"))
+                    .ok()
+            }
+            _ => None,
+        };
+        let dma: Vec<DmaCopy> = singles
+            .iter()
+            .map(|c| {
+                if to_host {
                     DmaCopy {
                         dst: c.host as u64,
                         src: c.device,
@@ -181,20 +230,26 @@ impl HostCopier {
                         src: c.host as u64,
                         len: c.len,
                     }
-                });
-            } else {
-                staged.push(*c);
-            }
-        }
+                }
+            })
+            .collect();
         let mut flight: Flight<'_, ()> = Flight::new(engine);
         // Spread over the streams in slices of a few groups each.
-        let per_stream = direct.len().div_ceil(STREAMS).max(GROUP);
-        for slice in direct.chunks(per_stream) {
+        let per_stream = dma.len().div_ceil(STREAMS).max(GROUP);
+        for slice in dma.chunks(per_stream) {
             flight.push(slice, ())?;
         }
+        let gathered = move_runs(engine, &runs, to_host, hash);
         let landed = flight.land(|()| {});
-        let staged_done = self.run_staged(&staged, to_host);
-        landed.and(staged_done)
+        for (&(k, _), checksum) in whole.iter().zip(finish_checksums(pending, whole.len())) {
+            answers[k] = checksum;
+        }
+        for (k, checksum) in gathered? {
+            answers[k] = checksum;
+        }
+        landed?;
+        self.run_staged(&staged, to_host)?;
+        Ok(answers)
     }
 
     /// Pageable host memory: each staging buffer's worth of copies goes device ->
@@ -292,32 +347,23 @@ impl DeviceCopier for HostCopier {
     }
 
     unsafe fn to_host(&self, copies: &[HostDeviceCopy]) -> Result<()> {
-        self.run(copies, true)
+        self.run(copies, true, &[]).map(|_| ())
     }
 
     unsafe fn to_device(&self, copies: &[HostDeviceCopy]) -> Result<()> {
-        self.run(copies, false)
+        self.run(copies, false, &[]).map(|_| ())
     }
 
-    /// The blocks are hashed by the checksum kernel on its own stream while the copies
-    /// run; a kernel that did not load or launch leaves them to the host (`None`).
+    /// Each block is hashed by the checksum kernel while the copies run: from its
+    /// device source where one copy fills it, from the scratch buffer where it was
+    /// gathered from small pieces; a kernel that did not load or launch leaves it to
+    /// the host (`None`).
     unsafe fn to_host_hashed(
         &self,
         copies: &[HostDeviceCopy],
-        blocks: &[(u64, usize)],
+        blocks: &[(usize, usize)],
     ) -> Result<Vec<Option<u64>>> {
-        let engine = &self.context.engine;
-        engine.bind()?;
-        let pending = engine.checksum_kernel().and_then(|kernel| {
-            // SAFETY: the caller keeps every block valid and unchanged until this
-            // returns; the pending checksums are finished, or dropped (which waits for
-            // the kernel), before then.
-            unsafe { kernel.start(blocks) }
-                .inspect_err(|e| tracing::warn!(error = %e, "checksum kernel launch failed; the host tier hashes these blocks"))
-                .ok()
-        });
-        self.run(copies, true)?;
-        Ok(finish_checksums(pending, blocks.len()))
+        self.run(copies, true, blocks)
     }
 }
 

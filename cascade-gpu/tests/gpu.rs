@@ -689,3 +689,113 @@ fn blocks_from_the_gpu_reach_shm_with_device_checksums_that_verify_on_reopen() {
         }
     }
 }
+
+/// Blocks kept in many small device pieces (layer-major, as an engine's per-layer K and
+/// V; one piece of an odd length) go into an shm-only store gathered on the device, with
+/// their checksums computed there (a reopen verifies them), and come back scattered over
+/// other pieces, byte for byte.
+#[test]
+fn blocks_in_small_pieces_are_gathered_and_scattered_on_the_device() {
+    use cascade_core::PutOutcome;
+    use cascade_core::device::{Dest, DeviceRegion, Source};
+    use cudarc::driver::{DevicePtr, DevicePtrMut};
+
+    if open_or_skip(&small_config()).is_none() {
+        return;
+    }
+    let dir = match std::path::Path::new("/dev/shm").is_dir() {
+        true => tempfile::tempdir_in("/dev/shm").unwrap(),
+        false => tempfile::tempdir().unwrap(),
+    };
+    let shm_config = cascade_shm::ShmTierConfig {
+        path: Some(dir.path().join("gpu-pieces.pool")),
+        capacity: ByteSize::mib(64),
+        ..cascade_shm::ShmTierConfig::default()
+    };
+    let (count, pieces, piece) = (48usize, 32usize, 4096usize);
+    // Piece p of block n sits at (p * count + n) * piece; block 3's piece 7 is 4093 bytes.
+    let piece_len = |n: usize, p: usize| if (n, p) == (3, 7) { piece - 3 } else { piece };
+    let flat = random_block(8800, count * pieces * piece);
+    let expected: Vec<Vec<u8>> = (0..count)
+        .map(|n| {
+            (0..pieces)
+                .flat_map(|p| {
+                    let at = (p * count + n) * piece;
+                    flat[at..at + piece_len(n, p)].to_vec()
+                })
+                .collect()
+        })
+        .collect();
+    let ctx = cudarc::driver::CudaContext::new(0).unwrap();
+    let stream = ctx.default_stream();
+    let src = stream.clone_htod(&flat).unwrap();
+    let mut dst = stream.alloc_zeros::<u8>(flat.len()).unwrap();
+    stream.synchronize().unwrap();
+    let (src_ptr, src_guard) = src.device_ptr(&stream);
+    let dst_ptr = {
+        let (p, _g) = dst.device_ptr_mut(&stream);
+        p
+    };
+    let layout = |base: u64| -> Vec<Vec<DeviceRegion>> {
+        (0..count)
+            .map(|n| {
+                (0..pieces)
+                    .map(|p| {
+                        let at = base + ((p * count + n) * piece) as u64;
+                        // SAFETY: inside `src` / `dst`, alive for the test; nothing
+                        // else touches them during a store call.
+                        unsafe { DeviceRegion::new(at, piece_len(n, p), 0) }
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    let (put_regions, get_regions) = (layout(src_ptr), layout(dst_ptr));
+    {
+        let shm = Arc::new(cascade_shm::ShmTier::open("shm0", &shm_config).unwrap());
+        let store = CascadeStore::new(
+            vec![Arc::clone(&shm) as Arc<dyn Tier>],
+            StorePolicy::default(),
+        )
+        .unwrap()
+        .with_device_access(cascade_gpu::device_access());
+        let batch: Vec<(BlockId, Source<'_>)> = (0..count)
+            .map(|n| (id(8800 + n as u64), Source::Device(&put_regions[n])))
+            .collect();
+        for r in store.put_from_batch(&batch) {
+            assert_eq!(r.unwrap(), PutOutcome::Stored);
+        }
+        assert_eq!(
+            shm.checksums_from_fill() as usize,
+            count,
+            "every gathered block hashed on the device"
+        );
+        let mut reads: Vec<(BlockId, Dest<'_>)> = (0..count)
+            .map(|n| (id(8800 + n as u64), Dest::Device(&get_regions[n])))
+            .collect();
+        for (n, r) in store.get_into_batch(&mut reads).into_iter().enumerate() {
+            assert_eq!(r.unwrap(), Some(expected[n].len()));
+        }
+    }
+    drop(src_guard);
+    let back = stream.clone_dtoh(&dst).unwrap();
+    stream.synchronize().unwrap();
+    for n in 0..count {
+        for p in 0..pieces {
+            let at = (p * count + n) * piece;
+            let len = piece_len(n, p);
+            assert!(
+                back[at..at + len] == flat[at..at + len],
+                "block {n}, piece {p} differs after the round trip"
+            );
+        }
+    }
+    let shm = cascade_shm::ShmTier::open("shm0", &shm_config).unwrap();
+    assert_eq!(shm.dropped_at_open(), 0, "every device checksum verified");
+    assert_eq!(shm.recovered_blocks(), count);
+    for (n, want) in expected.iter().enumerate() {
+        let mut out = vec![0u8; want.len()];
+        shm.get(id(8800 + n as u64), &mut out).unwrap();
+        assert!(out == *want, "block {n} stored wrong");
+    }
+}

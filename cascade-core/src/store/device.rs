@@ -367,9 +367,9 @@ impl CascadeStore {
     }
 
     /// Fills batch targets from their sources: host bytes by memcpy, device ranges by
-    /// one batched DMA per device for the whole batch. A block that comes whole from one
-    /// device range is hashed on the device during its DMA, and its checksum goes to the
-    /// tier with it ([`Tier::put_with_batch_checked`]).
+    /// one batched DMA per device for the whole batch. Device blocks are hashed on the
+    /// device during their DMA where the copier can, and the checksums go to the tier
+    /// with them ([`Tier::put_with_batch_checked`]).
     fn fill_targets(
         &self,
         targets: &mut [FillTarget<'_>],
@@ -386,19 +386,16 @@ impl CascadeStore {
                         let fill = by_device
                             .entry(device.unwrap_or_else(|| self.default_device()))
                             .or_default();
-                        fill.copies
-                            .extend(pair_up(buf.as_mut_ptr() as usize, buf.len(), regions));
-                        if let [whole] = regions {
-                            fill.hashed.push((k, (whole.ptr(), buf.len())));
-                        }
-                        fill.members.push(k);
+                        let host = buf.as_mut_ptr() as usize;
+                        fill.copies.extend(pair_up(host, buf.len(), regions));
+                        fill.hashed.push((k, (host, buf.len())));
                     }
                     Err(e) => results[k] = Err(e),
                 },
             }
         }
         for (device, fill) in by_device {
-            let blocks: Vec<(u64, usize)> = fill.hashed.iter().map(|&(_, block)| block).collect();
+            let blocks: Vec<(usize, usize)> = fill.hashed.iter().map(|&(_, block)| block).collect();
             // SAFETY: the device ranges are valid (DeviceRegion::new) and unchanged during
             // the put (its contract); the host ranges are the tier's reserved room for
             // these blocks, disjoint, owned by this batch.
@@ -412,7 +409,7 @@ impl CascadeStore {
                     }
                 }
                 Err(e) => {
-                    for k in fill.members {
+                    for (k, _) in fill.hashed {
                         results[k] = Err(e.clone());
                     }
                 }
@@ -682,11 +679,10 @@ fn lend(tier: &dyn Tier, id: BlockId, visit: &mut dyn FnMut(&[u8]) -> Result<()>
     Ok(len)
 }
 
-/// The device blocks of one batch fill bound for one device: their copies, the blocks
-/// that come whole from one range (hashed on the device), and every target they fill.
+/// The device blocks of one batch fill bound for one device: their copies, and each
+/// target they fill with its host range (hashed on the device where the copier can).
 #[derive(Default)]
 struct DeviceFill {
     copies: Vec<HostDeviceCopy>,
-    hashed: Vec<(usize, (u64, usize))>,
-    members: Vec<usize>,
+    hashed: Vec<(usize, (usize, usize))>,
 }

@@ -2,8 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use rayon::prelude::*;
-
 use super::ledger::{Entry, Gone, Move};
 use super::{CascadeStore, Core};
 use crate::metrics::{Call, Timer};
@@ -97,23 +95,14 @@ impl CascadeStore {
         }
     }
 
-    /// Records the blocks a batch call just wrote to `tier`, each under its stripe lock
-    /// as [`CascadeStore::publish`], on the store's threads: one ledger entry per block,
-    /// a few hundred of them per batch, costs as much as the batch's DMA when done on
-    /// one thread. A batch naming an id twice is recorded in order (its last copy wins,
-    /// as in the tier).
+    /// Records the blocks a batch call just wrote to `tier`, in order, each under its
+    /// stripe lock as [`CascadeStore::publish`]. On one thread: spread over the store's
+    /// threads the ledger's shared recency order made the H200 spill's puts slower
+    /// (35% -> 23-25% of the ceiling, docs/benchmarks.md).
     pub(super) fn publish_batch(&self, stored: &[(BlockId, u64)], tier: usize) {
-        let mut ids: Vec<BlockId> = stored.iter().map(|&(id, _)| id).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let record = |&(id, len): &(BlockId, u64)| {
+        for &(id, len) in stored {
             let _guard = self.core.stripes.lock(&id);
             self.publish(id, tier, len, tier);
-        };
-        if ids.len() == stored.len() {
-            stored.par_iter().for_each(record);
-        } else {
-            stored.iter().for_each(record);
         }
     }
 
