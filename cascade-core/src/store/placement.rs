@@ -305,22 +305,20 @@ impl Core {
     }
 }
 
-/// Copies `items` out of `source` (a tier in device memory) into `target`: one batched
-/// DMA per chunk, large batches on several threads (`parallel.rs`).
+/// Copies `items` out of `source` (a tier in device memory) into `target` in one batch
+/// call: one batched DMA, the blocks hashed on the GPU on the way. On one thread: cut
+/// into chunks on several threads (as host moves are), each thread's DMA calls and
+/// kernel launches cost more than they overlapped once the GPU took the hashing over
+/// (H200, docs/benchmarks.md: demotion 53-54% -> 64-68% of the ceiling on one thread);
+/// a target that hashes itself spreads that over its own threads (the shm tier does).
 fn device_moves(
     target: &dyn Tier,
     source: &dyn Tier,
     items: &[(BlockId, usize)],
 ) -> Vec<Result<()>> {
-    super::parallel::in_chunks(
-        items,
-        |&(_, len)| len as u64,
-        |chunk| {
-            target.put_with_batch_checked(chunk, &mut |targets| {
-                read_device_into(source, chunk, targets)
-            })
-        },
-    )
+    target.put_with_batch_checked(items, &mut |targets| {
+        read_device_into(source, items, targets)
+    })
 }
 
 /// Bytes of one chunk of a host-to-host move: well inside a core's share of the cache.
