@@ -12,9 +12,9 @@ use std::ffi::c_void;
 use std::sync::Arc;
 
 use cascade_core::Result;
-use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, sys};
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr};
 
-use crate::driver::{check, cuda_error};
+use crate::driver::cuda_error;
 use crate::kernel::LoadedKernel;
 
 const PTX: &str = include_str!("xxh3_kernel.ptx");
@@ -100,7 +100,7 @@ impl ChecksumKernel {
             .with_context("blocks", pending.positions.len())
         })?;
         let ctas = pending.positions.len().div_ceil(BLOCKS_PER_CTA) as u32;
-        let status = {
+        let launched = {
             let (mut descs_ptr, _descs_sync) = descs.device_ptr(stream);
             let (mut out_ptr, _out_sync) = out.device_ptr(stream);
             let mut params = [
@@ -108,29 +108,17 @@ impl ChecksumKernel {
                 (&raw mut count).cast::<c_void>(),
                 (&raw mut out_ptr).cast::<c_void>(),
             ];
-            // SAFETY: the parameters match the kernel's (const Desc*, unsigned, u64*) and
-            // are copied by the driver during the call; `descs` and `out` live in
-            // `pending` until the stream has finished with them, and the caller keeps
-            // the blocks valid as long.
+            // SAFETY: the parameters match the kernel's (const Desc*, unsigned, u64*);
+            // `descs` and `out` live in `pending` until the stream has finished with
+            // them, and the caller keeps the blocks valid as long.
             unsafe {
-                sys::cuLaunchKernel(
-                    self.kernel.function,
-                    ctas,
-                    1,
-                    1,
-                    THREADS,
-                    1,
-                    1,
-                    0,
-                    stream.cu_stream(),
-                    params.as_mut_ptr(),
-                    std::ptr::null_mut(),
-                )
+                self.kernel
+                    .launch(stream.cu_stream(), ctas, THREADS, &mut params)
             }
         };
         pending._descs = Some(descs);
         pending.out = Some(out);
-        check("cuLaunchKernel", status)?;
+        launched?;
         Ok(pending)
     }
 }

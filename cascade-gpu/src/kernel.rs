@@ -62,6 +62,41 @@ impl LoadedKernel {
     }
 }
 
+impl LoadedKernel {
+    /// Launches the entry on `stream` with `ctas` one-dimensional CTAs of `threads`
+    /// threads; the status of the launch.
+    ///
+    /// # Safety
+    /// `params` must point at values of the entry's parameter types, in order; every
+    /// address among them, and all memory the kernel touches, must stay valid until the
+    /// stream has run the launch.
+    pub(crate) unsafe fn launch(
+        &self,
+        stream: sys::CUstream,
+        ctas: u32,
+        threads: u32,
+        params: &mut [*mut c_void],
+    ) -> Result<()> {
+        // SAFETY: the caller's contract; the driver copies the parameters during the call.
+        let status = unsafe {
+            sys::cuLaunchKernel(
+                self.function,
+                ctas,
+                1,
+                1,
+                threads,
+                1,
+                1,
+                0,
+                stream,
+                params.as_mut_ptr(),
+                std::ptr::null_mut(),
+            )
+        };
+        check("cuLaunchKernel", status)
+    }
+}
+
 impl Drop for LoadedKernel {
     fn drop(&mut self) {
         if self.ctx.bind_to_thread().is_ok() {

@@ -6,10 +6,10 @@ use std::ffi::c_void;
 use std::sync::Arc;
 
 use cascade_core::Result;
-use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, sys};
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr};
 
 use crate::dma::DmaCopy;
-use crate::driver::{check, cuda_error};
+use crate::driver::cuda_error;
 use crate::kernel::LoadedKernel;
 
 const PTX: &str = include_str!("gather_kernel.ptx");
@@ -60,33 +60,20 @@ impl PieceKernel {
             .with_context("pieces", pieces.len())
         })?;
         let ctas = pieces.len().min(MAX_CTAS) as u32;
-        let status = {
+        {
             let (mut descs_ptr, _sync) = descs.device_ptr(stream);
             let mut params = [
                 (&raw mut descs_ptr).cast::<c_void>(),
                 (&raw mut count).cast::<c_void>(),
             ];
-            // SAFETY: the parameters match the kernel's (const Piece*, unsigned) and are
-            // copied by the driver during the call; the descriptors are returned to the
-            // caller, who keeps them until the stream has run the launch, and the caller
-            // guarantees the ranges.
+            // SAFETY: the parameters match the kernel's (const Piece*, unsigned); the
+            // descriptors are returned to the caller, who keeps them until the stream
+            // has run the launch, and the caller guarantees the ranges.
             unsafe {
-                sys::cuLaunchKernel(
-                    self.kernel.function,
-                    ctas,
-                    1,
-                    1,
-                    THREADS,
-                    1,
-                    1,
-                    0,
-                    stream.cu_stream(),
-                    params.as_mut_ptr(),
-                    std::ptr::null_mut(),
-                )
-            }
-        };
-        check("cuLaunchKernel", status)?;
+                self.kernel
+                    .launch(stream.cu_stream(), ctas, THREADS, &mut params)
+            }?;
+        }
         Ok(Some(descs))
     }
 }

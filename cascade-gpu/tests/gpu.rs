@@ -33,6 +33,22 @@ fn open_or_skip(config: &GpuTierConfig) -> Option<GpuTier> {
     }
 }
 
+/// A 64 MiB shm pool named `file` in a fresh directory, on /dev/shm where it exists:
+/// Linux pins shmem pages for long, but not pages of a disk-backed file, so DMA reaches
+/// the pool directly as in a deployment. The directory goes when the guard drops.
+fn shm_pool(file: &str) -> (tempfile::TempDir, cascade_shm::ShmTierConfig) {
+    let dir = match std::path::Path::new("/dev/shm").is_dir() {
+        true => tempfile::tempdir_in("/dev/shm").unwrap(),
+        false => tempfile::tempdir().unwrap(),
+    };
+    let config = cascade_shm::ShmTierConfig {
+        path: Some(dir.path().join(file)),
+        capacity: ByteSize::mib(64),
+        ..cascade_shm::ShmTierConfig::default()
+    };
+    (dir, config)
+}
+
 fn id(n: u64) -> BlockId {
     BlockId::from_u128(u128::from(n) * 0x9E37_79B9_7F4A_7C15 + 17)
 }
@@ -276,17 +292,7 @@ fn demotion_and_promotion_with_memory_below() {
 
 #[test]
 fn demotion_and_promotion_with_shm_below() {
-    // Linux pins shmem pages for long, but not pages of a disk-backed file: use /dev/shm
-    // where it exists, as a deployment would.
-    let dir = match std::path::Path::new("/dev/shm").is_dir() {
-        true => tempfile::tempdir_in("/dev/shm").unwrap(),
-        false => tempfile::tempdir().unwrap(),
-    };
-    let config = cascade_shm::ShmTierConfig {
-        path: Some(dir.path().join("gpu-test.pool")),
-        capacity: ByteSize::mib(64),
-        ..cascade_shm::ShmTierConfig::default()
-    };
+    let (dir, config) = shm_pool("gpu-test.pool");
     let below = cascade_shm::ShmTier::open("shm0", &config).unwrap();
     let on_shmem = dir.path().starts_with("/dev/shm");
     demote_and_promote(Arc::new(below), on_shmem);
@@ -381,15 +387,7 @@ fn store_device_io_with_shm_below() {
     let Some(gpu) = open_or_skip(&config) else {
         return;
     };
-    let dir = match std::path::Path::new("/dev/shm").is_dir() {
-        true => tempfile::tempdir_in("/dev/shm").unwrap(),
-        false => tempfile::tempdir().unwrap(),
-    };
-    let shm_config = cascade_shm::ShmTierConfig {
-        path: Some(dir.path().join("gpu-store-device.pool")),
-        capacity: ByteSize::mib(64),
-        ..cascade_shm::ShmTierConfig::default()
-    };
+    let (_dir, shm_config) = shm_pool("gpu-store-device.pool");
     let below = Arc::new(cascade_shm::ShmTier::open("shm0", &shm_config).unwrap());
     let store = CascadeStore::new(
         vec![Arc::new(gpu) as Arc<dyn Tier>, below as Arc<dyn Tier>],
@@ -588,15 +586,7 @@ fn blocks_from_the_gpu_reach_shm_with_device_checksums_that_verify_on_reopen() {
     let Some(gpu) = open_or_skip(&config) else {
         return;
     };
-    let dir = match std::path::Path::new("/dev/shm").is_dir() {
-        true => tempfile::tempdir_in("/dev/shm").unwrap(),
-        false => tempfile::tempdir().unwrap(),
-    };
-    let shm_config = cascade_shm::ShmTierConfig {
-        path: Some(dir.path().join("gpu-checksums.pool")),
-        capacity: ByteSize::mib(64),
-        ..cascade_shm::ShmTierConfig::default()
-    };
+    let (dir, shm_config) = shm_pool("gpu-checksums.pool");
     let len = 512 << 10;
     let count = 24usize;
     let blocks: Vec<Vec<u8>> = (0..count)
@@ -703,15 +693,7 @@ fn blocks_in_small_pieces_are_gathered_and_scattered_on_the_device() {
     if open_or_skip(&small_config()).is_none() {
         return;
     }
-    let dir = match std::path::Path::new("/dev/shm").is_dir() {
-        true => tempfile::tempdir_in("/dev/shm").unwrap(),
-        false => tempfile::tempdir().unwrap(),
-    };
-    let shm_config = cascade_shm::ShmTierConfig {
-        path: Some(dir.path().join("gpu-pieces.pool")),
-        capacity: ByteSize::mib(64),
-        ..cascade_shm::ShmTierConfig::default()
-    };
+    let (_dir, shm_config) = shm_pool("gpu-pieces.pool");
     let (count, pieces, piece) = (48usize, 32usize, 4096usize);
     // Piece p of block n sits at (p * count + n) * piece; block 3's piece 7 is 4093 bytes.
     let piece_len = |n: usize, p: usize| if (n, p) == (3, 7) { piece - 3 } else { piece };
