@@ -93,6 +93,13 @@ pub(crate) fn move_runs(
     hash: &[(usize, usize)],
 ) -> Result<Vec<(usize, Option<u64>)>> {
     let mut answers = Vec::new();
+    // The ranges to hash by address, so each run finds those inside it by a search.
+    let mut by_host: Vec<(usize, usize, usize)> = hash
+        .iter()
+        .enumerate()
+        .map(|(p, &(host, len))| (host, len, p))
+        .collect();
+    by_host.sort_unstable();
     let passes = into_passes(runs);
     for group in passes.chunks(PASSES_IN_FLIGHT) {
         // Dropped last (locals drop in reverse): the flight drains its streams and the
@@ -153,11 +160,8 @@ pub(crate) fn move_runs(
                     }
                 });
                 if to_host {
-                    for (p, &(host, len)) in hash.iter().enumerate() {
-                        if host >= run.host && host + len <= run.host + run.len {
-                            let inside = (host - run.host) as u64;
-                            hashed.push((p, (base + at + inside, len)));
-                        }
+                    for (p, inside, len) in ranges_inside(&by_host, run.host, run.len) {
+                        hashed.push((p, (base + at + inside as u64, len)));
                     }
                 }
                 at += run.len.next_multiple_of(SCRATCH_ALIGNMENT) as u64;
@@ -203,6 +207,21 @@ pub(crate) fn move_runs(
         drop(scratches);
     }
     Ok(answers)
+}
+
+/// The ranges of `by_host` (`(host, len, position)`, sorted by host) that lie wholly
+/// inside the run of `len` bytes at `host`: `(position, offset in the run, length)`.
+fn ranges_inside(
+    by_host: &[(usize, usize, usize)],
+    host: usize,
+    len: usize,
+) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+    let first = by_host.partition_point(|&(h, _, _)| h < host);
+    by_host[first..]
+        .iter()
+        .take_while(move |&&(h, _, _)| h < host + len)
+        .filter(move |&&(h, l, _)| h + l <= host + len)
+        .map(move |&(h, l, p)| (p, h - host, l))
 }
 
 /// `runs` grouped into passes of about [`PASS_BYTES`] (a run larger than that is a pass
@@ -255,6 +274,25 @@ mod tests {
         let singles: Vec<(usize, u64, usize)> =
             singles.iter().map(|c| (c.host, c.device, c.len)).collect();
         assert_eq!(singles, vec![(20_000, 7, 100), (20_100, 8, SMALL_COPY)]);
+    }
+
+    #[test]
+    fn a_run_finds_exactly_the_ranges_wholly_inside_it() {
+        // (host, len, position), sorted by host.
+        let by_host = [
+            (0, 100, 4),
+            (100, 50, 0),
+            (150, 60, 3),
+            (210, 10, 1),
+            (300, 5, 2),
+        ];
+        let inside: Vec<_> = ranges_inside(&by_host, 100, 120).collect();
+        // 150..210 lies inside 100..220, 210..220 too; 0..100 ends where the run starts.
+        assert_eq!(inside, vec![(0, 0, 50), (3, 50, 60), (1, 110, 10)]);
+        // A range that sticks out of the run is not one of it.
+        let inside: Vec<_> = ranges_inside(&by_host, 100, 100).collect();
+        assert_eq!(inside, vec![(0, 0, 50)]);
+        assert_eq!(ranges_inside(&by_host, 400, 10).count(), 0);
     }
 
     #[test]
