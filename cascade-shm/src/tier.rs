@@ -495,7 +495,7 @@ impl Inner {
             let mut rest = reserved;
             let mut chunk_bytes = FILL_CHUNK_BYTES;
             while !rest.is_empty() {
-                let (chunk, tail) = rest.split_at(leading_run(rest, items, chunk_bytes));
+                let (chunk, tail) = rest.split_at(leading_run(rest, |r| items[r.0].1, chunk_bytes));
                 rest = tail;
                 let mut filled: Vec<(Reserved, Option<u64>)> = Vec::with_capacity(chunk.len());
                 let mut every_checksum_known = true;
@@ -508,7 +508,7 @@ impl Inner {
                         Err(_) => self.settle(items, reserved, outcome, results),
                     }
                 }
-                if every_checksum_known {
+                if every_checksum_known && !filled.is_empty() {
                     chunk_bytes = usize::MAX;
                 }
                 for job in by_bytes(&filled, |(r, _)| items[r.0].1, HASH_JOB_BYTES) {
@@ -645,36 +645,30 @@ impl Inner {
     }
 }
 
-/// How many of `reserved`'s first items make a run of about `bytes` bytes (at least
-/// one item: an item larger than that is a run of its own).
-fn leading_run(reserved: &[Reserved], items: &[(BlockId, usize)], bytes: usize) -> usize {
+/// How many of `all`'s first items make a run of about `bytes` bytes (`len` gives an
+/// item's bytes): at least one item, so an item larger than that is a run of its own.
+fn leading_run<T>(all: &[T], len: impl Fn(&T) -> usize, bytes: usize) -> usize {
     let mut filled = 0usize;
-    reserved
-        .iter()
-        .take_while(|&&(i, _, _)| {
-            let fits = filled == 0 || filled.saturating_add(items[i].1) <= bytes;
-            filled = filled.saturating_add(items[i].1);
+    all.iter()
+        .take_while(|item| {
+            let fits = filled == 0 || filled.saturating_add(len(item)) <= bytes;
+            filled = filled.saturating_add(len(item));
             fits
         })
         .count()
         .max(1)
-        .min(reserved.len())
+        .min(all.len())
 }
 
-/// Splits `all` into runs of whole items of about `bytes` bytes each (`len` gives an
-/// item's bytes; an item larger than that is a run of its own).
+/// Splits `all` into consecutive runs of whole items of about `bytes` bytes each (see
+/// [`leading_run`]).
 fn by_bytes<T>(all: &[T], len: impl Fn(&T) -> usize, bytes: usize) -> Vec<&[T]> {
     let mut runs = Vec::new();
-    let (mut start, mut filled) = (0, 0);
-    for (k, item) in all.iter().enumerate() {
-        if filled > 0 && filled + len(item) > bytes {
-            runs.push(&all[start..k]);
-            (start, filled) = (k, 0);
-        }
-        filled += len(item);
-    }
-    if start < all.len() {
-        runs.push(&all[start..]);
+    let mut rest = all;
+    while !rest.is_empty() {
+        let (run, tail) = rest.split_at(leading_run(rest, &len, bytes));
+        runs.push(run);
+        rest = tail;
     }
     runs
 }
@@ -830,5 +824,24 @@ impl Tier for ShmTier {
                 inner.checksums_from_fill.load(Ordering::Relaxed) as f64,
             ),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_cover_every_item_once_in_order_within_their_bytes() {
+        let lens = [3usize, 3, 3, 10, 1, 1, 2];
+        let runs = by_bytes(&lens, |&l| l, 6);
+        assert_eq!(
+            runs,
+            vec![&[3, 3][..], &[3][..], &[10][..], &[1, 1, 2][..]],
+            "whole items, at most 6 bytes a run unless one item is larger"
+        );
+        assert_eq!(leading_run(&lens, |&l| l, usize::MAX), lens.len());
+        assert_eq!(leading_run(&lens, |&l| l, 0), 1, "at least one item");
+        assert!(by_bytes(&[] as &[usize], |&l| l, 6).is_empty());
     }
 }

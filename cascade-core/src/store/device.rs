@@ -388,14 +388,15 @@ impl CascadeStore {
                             .or_default();
                         let host = buf.as_mut_ptr() as usize;
                         fill.copies.extend(pair_up(host, buf.len(), regions));
-                        fill.hashed.push((k, (host, buf.len())));
+                        fill.targets.push((k, (host, buf.len())));
                     }
                     Err(e) => results[k] = Err(e),
                 },
             }
         }
         for (device, fill) in by_device {
-            let blocks: Vec<(usize, usize)> = fill.hashed.iter().map(|&(_, block)| block).collect();
+            let blocks: Vec<(usize, usize)> =
+                fill.targets.iter().map(|&(_, block)| block).collect();
             // SAFETY: the device ranges are valid (DeviceRegion::new) and unchanged during
             // the put (its contract); the host ranges are the tier's reserved room for
             // these blocks, disjoint, owned by this batch.
@@ -404,12 +405,12 @@ impl CascadeStore {
                 .and_then(|copier| unsafe { copier.to_host_hashed(&fill.copies, &blocks) });
             match copied {
                 Ok(checksums) => {
-                    for (&(k, _), checksum) in fill.hashed.iter().zip(checksums) {
+                    for (&(k, _), checksum) in fill.targets.iter().zip(checksums) {
                         results[k] = Ok(checksum);
                     }
                 }
                 Err(e) => {
-                    for (k, _) in fill.hashed {
+                    for (k, _) in fill.targets {
                         results[k] = Err(e.clone());
                     }
                 }
@@ -680,9 +681,10 @@ fn lend(tier: &dyn Tier, id: BlockId, visit: &mut dyn FnMut(&[u8]) -> Result<()>
 }
 
 /// The device blocks of one batch fill bound for one device: their copies, and each
-/// target they fill with its host range (hashed on the device where the copier can).
+/// target they fill (its position among the fill's targets) with its host range, which
+/// the copier hashes on the device where it can.
 #[derive(Default)]
 struct DeviceFill {
     copies: Vec<HostDeviceCopy>,
-    hashed: Vec<(usize, (usize, usize))>,
+    targets: Vec<(usize, (usize, usize))>,
 }

@@ -389,9 +389,9 @@ fn read_device_into(
     batch
         .iter()
         .zip(got)
-        .map(|((id, buf), got)| match got {
-            Ok((len, checksum)) => check_read(source, *id, buf.len(), Ok(len)).map(|()| checksum),
-            Err(e) => check_read(source, *id, buf.len(), Err(e)).map(|()| None),
+        .map(|((id, buf), got)| {
+            let checksum = got.as_ref().ok().and_then(|&(_, checksum)| checksum);
+            check_read(source, *id, buf.len(), got.map(|(len, _)| len)).map(|()| checksum)
         })
         .collect()
 }
