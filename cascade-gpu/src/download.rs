@@ -88,7 +88,9 @@ impl GpuTier {
                     continue;
                 }
                 Route::Direct => {
-                    hashed.push((i, (copy.src, slot.len)));
+                    if checksums.is_some() {
+                        hashed.push((i, (copy.src, slot.len)));
+                    }
                     host.add(&mut flight, copy, (i, slot.len))?;
                 }
                 Route::Device => device.add(&mut flight, copy, (i, slot.len))?,

@@ -92,6 +92,15 @@ pub(crate) fn move_runs(
     to_host: bool,
     hash: &[(usize, usize)],
 ) -> Result<Vec<(usize, Option<u64>)>> {
+    if runs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let kernel = engine.piece_kernel().ok_or_else(|| {
+        cascade_core::Error::new(
+            cascade_core::ErrorKind::Unavailable,
+            "the piece-copy kernel is not loaded",
+        )
+    })?;
     let mut answers = Vec::new();
     // The ranges to hash by address, so each run finds those inside it by a search.
     let mut by_host: Vec<(usize, usize, usize)> = hash
@@ -132,33 +141,16 @@ pub(crate) fn move_runs(
             for run in pass.iter() {
                 for &(device, offset, len) in &run.pieces {
                     let scratch_at = base + at + offset as u64;
-                    pieces.push(if to_host {
-                        DmaCopy {
-                            dst: scratch_at,
-                            src: device,
-                            len,
-                        }
-                    } else {
-                        DmaCopy {
-                            dst: device,
-                            src: scratch_at,
-                            len,
-                        }
-                    });
+                    // The scratch is the pieces' host side: filled from them on the
+                    // way out, emptied into them on the way in.
+                    pieces.push(DmaCopy::toward(to_host, scratch_at, device, len));
                 }
-                dma.push(if to_host {
-                    DmaCopy {
-                        dst: run.host as u64,
-                        src: base + at,
-                        len: run.len,
-                    }
-                } else {
-                    DmaCopy {
-                        dst: base + at,
-                        src: run.host as u64,
-                        len: run.len,
-                    }
-                });
+                dma.push(DmaCopy::toward(
+                    to_host,
+                    run.host as u64,
+                    base + at,
+                    run.len,
+                ));
                 if to_host {
                     for (p, inside, len) in ranges_inside(&by_host, run.host, run.len) {
                         hashed.push((p, (base + at + inside as u64, len)));
@@ -166,12 +158,6 @@ pub(crate) fn move_runs(
                 }
                 at += run.len.next_multiple_of(SCRATCH_ALIGNMENT) as u64;
             }
-            let kernel = engine.piece_kernel().ok_or_else(|| {
-                cascade_core::Error::new(
-                    cascade_core::ErrorKind::Unavailable,
-                    "the piece-copy kernel is not loaded",
-                )
-            })?;
             if to_host {
                 // SAFETY: the pieces' device ranges are the caller's, valid until this
                 // returns; the scratch lives in `scratches` until the flight landed.

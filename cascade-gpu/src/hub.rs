@@ -191,18 +191,7 @@ impl HostCopier {
         let mut answers = vec![None; hash.len()];
         // A range one copy fills whole is hashed from the copy's device source while
         // the copies run.
-        let by_host: HashMap<usize, &HostDeviceCopy> =
-            singles.iter().map(|c| (c.host, c)).collect();
-        let whole: Vec<(usize, (u64, usize))> = hash
-            .iter()
-            .enumerate()
-            .filter_map(|(k, &(host, len))| {
-                by_host
-                    .get(&host)
-                    .filter(|c| c.len == len)
-                    .map(|c| (k, (c.device, len)))
-            })
-            .collect();
+        let whole = whole_copies(&singles, hash);
         let pending = match engine.checksum_kernel() {
             Some(kernel) if to_host && !whole.is_empty() => {
                 let blocks: Vec<(u64, usize)> = whole.iter().map(|&(_, b)| b).collect();
@@ -217,21 +206,7 @@ impl HostCopier {
         };
         let dma: Vec<DmaCopy> = singles
             .iter()
-            .map(|c| {
-                if to_host {
-                    DmaCopy {
-                        dst: c.host as u64,
-                        src: c.device,
-                        len: c.len,
-                    }
-                } else {
-                    DmaCopy {
-                        dst: c.device,
-                        src: c.host as u64,
-                        len: c.len,
-                    }
-                }
-            })
+            .map(|c| DmaCopy::toward(to_host, c.host as u64, c.device, c.len))
             .collect();
         let mut flight: Flight<'_, ()> = Flight::new(engine);
         // Spread over the streams in slices of a few groups each.
@@ -282,19 +257,7 @@ impl HostCopier {
                 .iter()
                 .map(|(c, at)| {
                     let staging = base as u64 + *at as u64;
-                    if to_host {
-                        DmaCopy {
-                            dst: staging,
-                            src: c.device,
-                            len: c.len,
-                        }
-                    } else {
-                        DmaCopy {
-                            dst: c.device,
-                            src: staging,
-                            len: c.len,
-                        }
-                    }
+                    DmaCopy::toward(to_host, staging, c.device, c.len)
                 })
                 .collect();
             let mut flight: Flight<'_, ()> = Flight::new(engine);
@@ -367,6 +330,24 @@ impl DeviceCopier for HostCopier {
     }
 }
 
+/// `(position in hash, (device address, length))` of each range of `hash` that one of
+/// `copies` fills whole.
+fn whole_copies(copies: &[HostDeviceCopy], hash: &[(usize, usize)]) -> Vec<(usize, (u64, usize))> {
+    if hash.is_empty() {
+        return Vec::new();
+    }
+    let by_host: HashMap<usize, &HostDeviceCopy> = copies.iter().map(|c| (c.host, c)).collect();
+    hash.iter()
+        .enumerate()
+        .filter_map(|(k, &(host, len))| {
+            by_host
+                .get(&host)
+                .filter(|c| c.len == len)
+                .map(|c| (k, (c.device, len)))
+        })
+        .collect()
+}
+
 fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
@@ -374,4 +355,22 @@ fn page_size() -> usize {
         .ok()
         .filter(|&s| s > 0)
         .unwrap_or(4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_ranges_one_copy_fills_whole_are_hashed_from_the_source() {
+        let copy = |host, device, len| HostDeviceCopy { host, device, len };
+        let copies = [copy(0, 900, 100), copy(100, 500, 50), copy(4096, 7, 4096)];
+        // Filled whole by a copy; longer than its copy; starting where no copy starts.
+        let hash = [(4096, 4096), (0, 150), (50, 50), (100, 50)];
+        assert_eq!(
+            whole_copies(&copies, &hash),
+            vec![(0, (7, 4096)), (3, (500, 50))]
+        );
+        assert!(whole_copies(&copies, &[]).is_empty());
+    }
 }

@@ -228,6 +228,14 @@ impl GpuTier {
     }
 }
 
+/// The host buffers of a batch read as download destinations.
+fn host_sides(items: &mut [(BlockId, &mut [u8])]) -> Vec<(BlockId, Side)> {
+    items
+        .iter_mut()
+        .map(|(id, out)| (*id, Side::host(out.as_mut_ptr(), out.len())))
+        .collect()
+}
+
 fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
@@ -292,11 +300,7 @@ impl Tier for GpuTier {
     }
 
     fn get_batch(&self, items: &mut [(BlockId, &mut [u8])]) -> Vec<Result<usize>> {
-        let sides: Vec<(BlockId, Side)> = items
-            .iter_mut()
-            .map(|(id, out)| (*id, Side::host(out.as_mut_ptr(), out.len())))
-            .collect();
-        self.download(&sides)
+        self.download(&host_sides(items))
     }
 
     /// Blocks bound for memory the DMA reaches directly (the registered shm pool, pinned
@@ -305,11 +309,7 @@ impl Tier for GpuTier {
         &self,
         items: &mut [(BlockId, &mut [u8])],
     ) -> Vec<Result<(usize, Option<u64>)>> {
-        let sides: Vec<(BlockId, Side)> = items
-            .iter_mut()
-            .map(|(id, out)| (*id, Side::host(out.as_mut_ptr(), out.len())))
-            .collect();
-        let (results, checksums) = self.download_hashed(&sides);
+        let (results, checksums) = self.download_hashed(&host_sides(items));
         results
             .into_iter()
             .zip(checksums)
