@@ -97,8 +97,8 @@ impl CascadeStore {
 
     /// Records the blocks a batch call just wrote to `tier`, in order, each under its
     /// stripe lock as [`CascadeStore::publish`]. On one thread: spread over the store's
-    /// threads the ledger's shared recency order made the H200 spill's puts slower
-    /// (35% -> 23-25% of the ceiling, docs/benchmarks.md).
+    /// threads, the ledger's shared per-tier recency order made the H200 spill's puts
+    /// slower than this loop (docs/benchmarks.md, run 11).
     pub(super) fn publish_batch(&self, stored: &[(BlockId, u64)], tier: usize) {
         for &(id, len) in stored {
             let _guard = self.core.stripes.lock(&id);
