@@ -5,7 +5,9 @@
 //! - single rank: rank 0 alone writes and reads its blocks while the others wait (their
 //!   progress threads idle), the baseline of the aggregate figures;
 //! - write, local read: every rank at once, each on its own blocks;
-//! - remote read: every rank reads the blocks rank r+1 wrote, in `--batch` batches;
+//! - remote read: every rank reads the blocks rank r+1 wrote, in `--batch` batches:
+//!   first as configured (ranks on one node copy each other's blocks straight from their
+//!   shm pools), then with direct reads off, every block over MPI as between nodes;
 //! - dedup: every rank puts the same blocks; the bytes stored cluster-wide must be one
 //!   copy;
 //! - MPI point-to-point: every rank sends blocks of the same size to rank r+1 while
@@ -64,6 +66,9 @@ pub struct ClusterReport {
     pub p2p: Option<(f64, f64)>,
     /// Bytes the dedup round stored over all ranks, and one copy of its blocks.
     pub dedup_bytes: (u64, u64),
+    /// With direct reads on: blocks of the direct pass read straight from another rank's
+    /// shm pool, and the pass's remote blocks (the rest came over MPI).
+    pub direct_reads: Option<(u64, u64)>,
 }
 
 /// Runs the cluster benchmark on this rank; rank 0 prints the report (and writes
@@ -283,17 +288,26 @@ fn run(cluster: &ClusterStore, mpi: &Mpi, args: &Args, command: String) -> Resul
     fill(&mut data.shared, 0xD0D0);
     fill(&mut data.out, 1);
     let (mut solo_w, mut solo_r) = (Samples::default(), Samples::default());
-    let (mut write, mut local, mut remote, mut dedup) = (
+    let (mut write, mut local, mut remote, mut remote_mpi, mut dedup) = (
+        Samples::default(),
         Samples::default(),
         Samples::default(),
         Samples::default(),
         Samples::default(),
     );
+    // Direct reads (from the shm pools of ranks on this node) as configured, then every
+    // remote block over MPI; both against the same round's point-to-point bandwidth.
+    let direct = cluster.direct_reads();
+    let mut direct_blocks = 0u64;
     let mut p2p: Vec<P2pBandwidth> = Vec::new();
     let mut dedup_bytes = (0, 0);
     let solo_bytes: Vec<u64> = (0..ranks).map(|r| if r == 0 { bytes } else { 0 }).collect();
     let all_bytes = vec![bytes; ranks];
-    for round in 0..args.repeat {
+    // Round 0 is an untimed warm-up: it maps every rank's pool into the others (a
+    // reader's first touch of a pool page costs a page-table fill), as the pools of a
+    // long-running job are mapped after its first reads.
+    for round in 0..=args.repeat {
+        let warm_up = round == 0;
         // Rank 0 alone: the single-rank baseline of this round.
         let s = timed(cluster, || {
             if rank == 0 {
@@ -301,35 +315,63 @@ fn run(cluster: &ClusterStore, mpi: &Mpi, args: &Args, command: String) -> Resul
             }
             Ok(())
         })?;
-        record(&mut solo_w, &s, &solo_bytes);
+        if !warm_up {
+            record(&mut solo_w, &s, &solo_bytes);
+        }
         let s = timed(cluster, || {
             if rank == 0 {
                 get_all(cluster, &mut data.out, size, batch, |i| id(round, 0, 0, i))?;
             }
             Ok(())
         })?;
-        record(&mut solo_r, &s, &solo_bytes);
+        if !warm_up {
+            record(&mut solo_r, &s, &solo_bytes);
+        }
         clear(cluster)?;
         // Every rank at once.
         let s = timed(cluster, || {
             put_all(cluster, &data.mine, size, batch, |i| id(round, 1, rank, i))
         })?;
-        record(&mut write, &s, &all_bytes);
+        if !warm_up {
+            record(&mut write, &s, &all_bytes);
+        }
         let s = timed(cluster, || {
             get_all(cluster, &mut data.out, size, batch, |i| {
                 id(round, 1, rank, i)
             })
         })?;
-        record(&mut local, &s, &all_bytes);
+        if !warm_up {
+            record(&mut local, &s, &all_bytes);
+        }
         if ranks > 1 {
             let peer = (rank + 1) % ranks;
-            let s = timed(cluster, || {
-                get_all(cluster, &mut data.out, size, batch, |i| {
-                    id(round, 1, peer, i)
-                })
-            })?;
-            record(&mut remote, &s, &all_bytes);
-            if let Some(measured) = p2p_bandwidth(size, blocks, batch)? {
+            let mut read_peer = |samples: &mut Samples| -> Result<()> {
+                let s = timed(cluster, || {
+                    get_all(cluster, &mut data.out, size, batch, |i| {
+                        id(round, 1, peer, i)
+                    })
+                })?;
+                if !warm_up {
+                    record(samples, &s, &all_bytes);
+                }
+                Ok(())
+            };
+            if direct {
+                let before = cluster.stats().direct_hits;
+                read_peer(&mut remote)?;
+                if !warm_up {
+                    direct_blocks += cluster.stats().direct_hits - before;
+                }
+                cluster.set_direct_reads(false);
+                let over_mpi = read_peer(&mut remote_mpi);
+                cluster.set_direct_reads(true);
+                over_mpi?;
+            } else {
+                read_peer(&mut remote_mpi)?;
+            }
+            if let Some(measured) = p2p_bandwidth(size, blocks, batch)?
+                && !warm_up
+            {
                 p2p.push(measured);
             }
         }
@@ -339,9 +381,13 @@ fn run(cluster: &ClusterStore, mpi: &Mpi, args: &Args, command: String) -> Resul
         let s = timed(cluster, || {
             put_all(cluster, &data.shared, size, batch, |i| id(round, 2, 0, i))
         })?;
-        record(&mut dedup, &s, &all_bytes);
+        if !warm_up {
+            record(&mut dedup, &s, &all_bytes);
+        }
         let after = cluster.totals()?;
-        dedup_bytes = (after.bytes - before.bytes, bytes);
+        if !warm_up {
+            dedup_bytes = (after.bytes - before.bytes, bytes);
+        }
         clear(cluster)?;
     }
     let solo_write = median(&solo_w.aggregate);
@@ -362,8 +408,13 @@ fn run(cluster: &ClusterStore, mpi: &Mpi, args: &Args, command: String) -> Resul
             Some((format!("{ranks} x single rank"), n * solo_read)),
         ),
     ];
+    let direct_blocks: u64 = cluster.gather(direct_blocks)?.iter().sum();
     if let Some((_, agg)) = p2p_figure {
-        figures.push(remote.figure("remote read", Some(("MPI p2p, same size".into(), agg))));
+        let limit = || Some(("MPI p2p, same size".to_string(), agg));
+        if direct {
+            figures.push(remote.figure("remote read (same node: direct from shm)", limit()));
+        }
+        figures.push(remote_mpi.figure("remote read (over MPI)", limit()));
     }
     figures.push(dedup.figure("dedup put (same blocks on every rank)", None));
     Ok(ClusterReport {
@@ -382,6 +433,10 @@ fn run(cluster: &ClusterStore, mpi: &Mpi, args: &Args, command: String) -> Resul
         ],
         figures,
         p2p: p2p_figure,
+        direct_reads: direct.then_some((
+            direct_blocks,
+            (blocks * ranks) as u64 * u64::from(args.repeat),
+        )),
         dedup_bytes,
     })
 }
@@ -405,7 +460,7 @@ pub fn to_text(r: &ClusterReport) -> String {
     );
     let _ = writeln!(
         t,
-        "{} ranks, {} blocks of {} KiB per rank, batches of {}, medians of {} rounds\n",
+        "{} ranks, {} blocks of {} KiB per rank, batches of {}, medians of {} rounds after an untimed warm-up round\n",
         r.ranks,
         r.blocks,
         r.block_size / 1024,
@@ -448,9 +503,21 @@ pub fn to_text(r: &ClusterReport) -> String {
             r.block_size / 1024
         );
     }
+    match r.direct_reads {
+        Some((direct, of)) => {
+            let _ = writeln!(
+                t,
+                "\ndirect reads: {direct} of {of} remote blocks of the direct pass came from a pool on this node (the rest over MPI); {} to turn them off",
+                cascade::mpi::DIRECT_READS_ENV.to_string() + "=0"
+            );
+        }
+        None => {
+            let _ = writeln!(t, "\ndirect reads: off (every remote block over MPI)");
+        }
+    }
     let _ = writeln!(
         t,
-        "\ndedup: every rank put the same {} blocks; bytes stored cluster-wide {} (one copy: {}){}",
+        "dedup: every rank put the same {} blocks; bytes stored cluster-wide {} (one copy: {}){}",
         r.blocks,
         r.dedup_bytes.0,
         r.dedup_bytes.1,
@@ -502,6 +569,7 @@ mod tests {
             }],
             p2p: Some((2.0, 4.0)),
             dedup_bytes: (4 << 17, 4 << 17),
+            direct_reads: Some((3, 8)),
         };
         let text = to_text(&report);
         assert!(
@@ -509,6 +577,10 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("NOT one copy"), "{text}");
+        assert!(
+            text.contains("direct reads: 3 of 8 remote blocks"),
+            "{text}"
+        );
         report.dedup_bytes.0 *= 2;
         assert!(to_text(&report).contains("NOT one copy"));
     }

@@ -72,4 +72,4 @@ pub use store::{
     CascadeStore, GetBatchHandle, GetBatchOutput, PrefetchHandle, PrefetchProgress, PrefetchResult,
     PrefetchTarget, Prefetched, PutOutcome, RefreshReport, TierRefreshCounts,
 };
-pub use tier::{Capability, Tier, TierRefresh};
+pub use tier::{Capability, SharedFile, SharedPlace, Tier, TierRefresh};

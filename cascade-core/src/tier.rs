@@ -349,6 +349,22 @@ pub trait Tier: Send + Sync {
         None
     }
 
+    /// The file holding the tier's blocks, when other processes of the same user on this
+    /// node may map it and read blocks from it themselves (the shm pool); see
+    /// [`Tier::shared_places`].
+    fn shared_file(&self) -> Option<SharedFile> {
+        None
+    }
+
+    /// Where each block lies in [`Tier::shared_file`], with the checksum it was stored
+    /// with; `None` for a block the tier does not hold, or whose place or checksum is not
+    /// known yet. A place is a hint, not a lend: the block may move or be replaced the
+    /// moment this returns, so a reader in another process must check the bytes it copies
+    /// against the checksum, and treat a mismatch as "not read here".
+    fn shared_places(&self, ids: &[BlockId]) -> Vec<Option<SharedPlace>> {
+        vec![None; ids.len()]
+    }
+
     /// Called once by the store with the tier directly below this one, so a tier can
     /// prepare direct transfers to it (the GPU tier registers the shm pool with CUDA).
     fn attach_below(&self, below: &dyn Tier) -> Result<()> {
@@ -483,6 +499,32 @@ pub struct HostRegion {
     pub base: *mut u8,
     /// Length in bytes.
     pub len: usize,
+}
+
+/// A tier's file that other processes on the node may map read-only to read blocks from
+/// it ([`Tier::shared_places`] says where each block lies).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedFile {
+    /// The file's path.
+    pub path: std::path::PathBuf,
+    /// The device and inode of the file, so that a reader can tell it opened this very
+    /// file (and not another one at the same path, in another mount namespace).
+    pub device: u64,
+    /// See `device`.
+    pub inode: u64,
+    /// The file's length in bytes when the tier opened it; the tier never shrinks it.
+    pub len: u64,
+}
+
+/// Where a block lies in its tier's [`SharedFile`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedPlace {
+    /// The block's first byte, from the start of the file.
+    pub offset: u64,
+    /// The block's length.
+    pub len: u64,
+    /// The XXH3-64 checksum (seed 0) the block was stored with.
+    pub checksum: u64,
 }
 
 // SAFETY: a HostRegion is only an address range; whoever dereferences it must follow the

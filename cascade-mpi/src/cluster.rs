@@ -12,11 +12,12 @@ use cascade_core::{
 use parking_lot::Mutex;
 
 use crate::comm::{Comm, TAG_MAX};
+use crate::direct::{self, DirectReads, copy_place};
 use crate::directory::Directory;
 use crate::owner::owner_of;
 use crate::runtime::Mpi;
 use crate::server::{self, Counters, REQUEST_TAG, Shared, bump};
-use crate::wire::{FetchState, Op, Reader, Writer};
+use crate::wire::{FetchState, Op, Places, Reader, Writer};
 use crate::{ClusterStats, ClusterTotals};
 
 /// A block's length and holder ranks, or `None` when no rank holds it.
@@ -52,6 +53,7 @@ pub struct ClusterStore {
     next_tag: AtomicU32,
     ranks: usize,
     dedup: bool,
+    direct: DirectReads,
     closed: AtomicBool,
 }
 
@@ -81,7 +83,12 @@ impl ClusterStore {
         let rank = control.rank();
         let ranks = usize::try_from(control.size()).unwrap_or(1);
         let local = open_local(&crate::config::for_rank(config, rank as usize));
-        let failed = control.sum_u64(&[u64::from(local.is_err())])?;
+        // One collective for both: whether any rank failed, and each rank's node.
+        let mut mine = vec![0u64; ranks + 1];
+        mine[0] = u64::from(local.is_err());
+        mine[rank as usize + 1] = direct::node_id();
+        let summed = control.sum_u64(&mine)?;
+        let (failed, nodes) = summed.split_at(1);
         let store = match local {
             Err(e) => return Err(e.with_context("rank", rank)),
             Ok(_) if failed[0] > 0 => {
@@ -118,6 +125,7 @@ impl ClusterStore {
             next_tag: AtomicU32::new(0),
             ranks,
             dedup: config.dedup,
+            direct: DirectReads::new(nodes.to_vec(), rank as usize, direct::enabled_by_env()),
             closed: AtomicBool::new(false),
         };
         cluster.barrier()?;
@@ -173,6 +181,19 @@ impl ClusterStore {
     /// This rank's local store.
     pub fn local(&self) -> &CascadeStore {
         &self.shared.store
+    }
+
+    /// Whether blocks held by ranks on this node are read straight from their shm pools
+    /// (on unless `CASCADE_CLUSTER_DIRECT_READS=0` was set at open); see
+    /// [`ClusterStore::get_batch`].
+    pub fn direct_reads(&self) -> bool {
+        self.direct.enabled()
+    }
+
+    /// Turns direct reads from other ranks' shm pools on this node on or off (off: every
+    /// remote block comes over MPI, as between nodes).
+    pub fn set_direct_reads(&self, on: bool) {
+        self.direct.set_enabled(on);
     }
 
     /// The owner rank of `id`.
@@ -444,10 +465,12 @@ impl ClusterStore {
 
     /// Reads many blocks into their buffers; one result per item, in order (`Ok(None)`
     /// for a miss). Blocks this rank holds are read locally; the others are located with
-    /// one message per owner rank and fetched with one request per holder rank, each
-    /// block received straight into its buffer and checked against the checksum the
-    /// holder computed. A failed or mismatching transfer is a miss (`Ok(None)`); the
-    /// buffer's bytes are then unspecified.
+    /// one message per owner rank. A holder on this node (same kernel boot id) is asked
+    /// where its blocks lie in its shm pool, and they are copied from there
+    /// ([`ClusterStore::direct_reads`]); the rest are fetched with one request per holder
+    /// rank, each block received straight into its buffer. Every block is checked
+    /// against the checksum it was stored with. A failed or mismatching transfer is a
+    /// miss (`Ok(None)`); the buffer's bytes are then unspecified.
     pub fn get_batch(&self, items: &mut [(BlockId, &mut [u8])]) -> Vec<Result<Option<usize>>> {
         if let Err(e) = self.check_open() {
             return items.iter().map(|_| Err(e.clone_kind())).collect();
@@ -498,8 +521,87 @@ impl ClusterStore {
                 Err(e) => results[i] = Err(e),
             }
         }
+        self.read_direct(items, &pending, &lens, &mut by_holder, &mut results);
         self.fetch(items, &pending, &lens, &by_holder, &mut results);
         results
+    }
+
+    /// Copies the blocks of holders on this node straight out of their shm pools (see
+    /// [`crate::direct`]) and takes them out of `by_holder`; what is left (blocks not in a
+    /// pool, copies that failed their checksum, holders that did not answer) is fetched
+    /// over MPI.
+    fn read_direct(
+        &self,
+        items: &mut [(BlockId, &mut [u8])],
+        pending: &[usize],
+        lens: &[u64],
+        by_holder: &mut BTreeMap<usize, Vec<usize>>,
+        results: &mut [Result<Option<usize>>],
+    ) {
+        if !self.direct.enabled() {
+            return;
+        }
+        let holders: Vec<usize> = by_holder
+            .keys()
+            .copied()
+            .filter(|&h| self.direct.same_node(h))
+            .collect();
+        if holders.is_empty() {
+            return;
+        }
+        let calls = holders
+            .iter()
+            .map(|&holder| {
+                let members = &by_holder[&holder];
+                self.call(holder, Op::Place, members.len(), |w| {
+                    for &p in members {
+                        w.id(items[pending[p]].0);
+                    }
+                })
+            })
+            .collect();
+        for (&holder, reply) in holders.iter().zip(self.exchange(calls)) {
+            let Some(members) = by_holder.remove(&holder) else {
+                continue;
+            };
+            let places = match reply.and_then(|b| Places::decode(&b, holder, members.len())) {
+                Ok(places) => places,
+                Err(e) => {
+                    tracing::debug!(holder, error = %e, "no places from a rank on this node; fetching over MPI");
+                    by_holder.insert(holder, members);
+                    continue;
+                }
+            };
+            let maps: Vec<_> = places
+                .files
+                .iter()
+                .map(|(tier, file)| (*tier, self.direct.mapping(holder as u32, file)))
+                .collect();
+            let mut left = Vec::new();
+            for (&p, place) in members.iter().zip(places.items) {
+                let i = pending[p];
+                let read =
+                    place
+                        .filter(|(_, place)| place.len == lens[p])
+                        .and_then(|(tier, place)| {
+                            let map = maps.iter().find(|(t, _)| *t == tier)?.1.as_ref()?;
+                            copy_place(map, &place, items[i].1).then_some(place.len)
+                        });
+                match read {
+                    Some(len) => {
+                        let counters = &self.shared.counters;
+                        bump(&counters.remote_hits, 1);
+                        bump(&counters.remote_bytes, len);
+                        bump(&counters.direct_hits, 1);
+                        results[i] = Ok(Some(len as usize));
+                    }
+                    None => left.push(p),
+                }
+            }
+            if !left.is_empty() {
+                by_holder.insert(holder, left);
+            }
+        }
     }
 
     /// A block the cluster does not have: a miss, unless the local read failed (that
@@ -743,6 +845,7 @@ impl ClusterStore {
             ranks: self.ranks,
             owned_blocks: self.shared.directory.len() as u64,
             remote_hits: read(&c.remote_hits),
+            direct_hits: read(&c.direct_hits),
             remote_misses: read(&c.remote_misses),
             remote_bytes: read(&c.remote_bytes),
             dedup_hits: read(&c.dedup_hits),

@@ -37,6 +37,7 @@
 mod cluster;
 mod comm;
 pub mod config;
+mod direct;
 mod directory;
 mod owner;
 mod p2p;
@@ -45,6 +46,7 @@ mod server;
 mod wire;
 
 pub use cluster::ClusterStore;
+pub use direct::DIRECT_READS_ENV;
 pub use owner::owner_of;
 pub use p2p::{P2pBandwidth, p2p_bandwidth};
 pub use runtime::Mpi;
@@ -62,6 +64,8 @@ pub struct ClusterStats {
     pub owned_blocks: u64,
     /// Blocks this rank read from other ranks.
     pub remote_hits: u64,
+    /// Of those, blocks copied straight from the shm pool of a rank on this node.
+    pub direct_hits: u64,
     /// Blocks neither this rank nor any other held.
     pub remote_misses: u64,
     /// Bytes this rank read from other ranks.

@@ -17,7 +17,7 @@ use cascade_core::{BlockId, CascadeStore, Result};
 
 use crate::comm::{Comm, Sends};
 use crate::directory::Directory;
-use crate::wire::{self, FetchState, Op, Reader, Writer};
+use crate::wire::{self, FetchState, Op, Places, Reader, Writer};
 
 /// The tag of every request on the request communicator.
 pub(crate) const REQUEST_TAG: i32 = 1;
@@ -46,6 +46,7 @@ pub(crate) struct Shared {
 #[derive(Default)]
 pub(crate) struct Counters {
     pub remote_hits: AtomicU64,
+    pub direct_hits: AtomicU64,
     pub remote_misses: AtomicU64,
     pub remote_bytes: AtomicU64,
     pub dedup_hits: AtomicU64,
@@ -196,11 +197,37 @@ pub(crate) fn handle(
                 reply.u8(u8::from(removed));
             }
         }
+        Op::Place => {
+            let ids = (0..reader.items(items, 16)?)
+                .map(|_| reader.id())
+                .collect::<Result<Vec<BlockId>>>()?;
+            return Ok(places(&shared.store, &ids).encode());
+        }
         Op::Fetch | Op::Stop => {
             return Err(wire::malformed(format!("{op:?} is not answered here")));
         }
     }
     Ok(reply.finish())
+}
+
+/// Where each of `ids` lies in this rank's shared pool files, for a reader on this node.
+fn places(store: &CascadeStore, ids: &[BlockId]) -> Places {
+    let mut answer = Places::default();
+    let mut listed: Vec<usize> = Vec::new();
+    for place in store.shared_places(ids) {
+        let item = place.and_then(|(tier, place)| {
+            let wire_tier = u32::try_from(tier).ok()?;
+            if !listed.contains(&tier) {
+                listed.push(tier);
+                if let Some(file) = store.shared_file(tier) {
+                    answer.files.push((wire_tier, file));
+                }
+            }
+            Some((wire_tier, place))
+        });
+        answer.items.push(item);
+    }
+    answer
 }
 
 /// Blocks lent by the store per step of a fetch. A step's blocks stay lent (the shm

@@ -2,7 +2,7 @@
 //! back on, and its items; every reply starts with a status byte. Decoding checks every
 //! length, so a damaged message is an error, never a panic.
 
-use cascade_core::{BlockId, Error, ErrorKind, Result};
+use cascade_core::{BlockId, Error, ErrorKind, Result, SharedFile, SharedPlace};
 
 /// What a request asks its target rank to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +22,8 @@ pub(crate) enum Op {
     Remove = 6,
     /// Sent by a rank to its own progress thread at close.
     Stop = 7,
+    /// Holder on the same node: where each block lies in its shared pool files.
+    Place = 8,
 }
 
 impl Op {
@@ -34,6 +36,7 @@ impl Op {
             5 => Op::Fetch,
             6 => Op::Remove,
             7 => Op::Stop,
+            8 => Op::Place,
             other => return Err(malformed(format!("unknown operation {other}"))),
         })
     }
@@ -100,6 +103,12 @@ impl Writer {
     }
     pub(crate) fn id(&mut self, id: BlockId) {
         self.bytes.extend_from_slice(id.as_bytes());
+    }
+    /// A length-prefixed byte string.
+    pub(crate) fn bytes(&mut self, v: &[u8]) {
+        self.u32(u32::try_from(v.len()).unwrap_or(u32::MAX));
+        self.bytes
+            .extend_from_slice(&v[..v.len().min(u32::MAX as usize)]);
     }
     pub(crate) fn finish(self) -> Vec<u8> {
         self.bytes
@@ -182,6 +191,11 @@ impl<'a> Reader<'a> {
         b.copy_from_slice(self.take(16)?);
         Ok(BlockId::from_bytes(b))
     }
+    /// A length-prefixed byte string.
+    pub(crate) fn bytes(&mut self) -> Result<&'a [u8]> {
+        let len = self.u32()? as usize;
+        self.take(len)
+    }
     /// Checks that an item count can be real (each item takes at least `min_item`
     /// bytes), so a damaged count cannot make a reader allocate without bound.
     pub(crate) fn items(&self, count: usize, min_item: usize) -> Result<usize> {
@@ -192,9 +206,125 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A holder's answer to [`Op::Place`]: its shared files, by tier, and where each asked
+/// block lies in one of them (`None`: not readable that way; fetch it).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Places {
+    pub files: Vec<(u32, SharedFile)>,
+    pub items: Vec<Option<(u32, SharedPlace)>>,
+}
+
+impl Places {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        use std::os::unix::ffi::OsStrExt;
+        let mut w = Writer::reply();
+        w.u16(u16::try_from(self.files.len()).unwrap_or(u16::MAX));
+        for (tier, file) in self.files.iter().take(usize::from(u16::MAX)) {
+            w.u32(*tier);
+            w.u64(file.device);
+            w.u64(file.inode);
+            w.u64(file.len);
+            w.bytes(file.path.as_os_str().as_bytes());
+        }
+        w.u32(u32::try_from(self.items.len()).unwrap_or(u32::MAX));
+        for item in &self.items {
+            match item {
+                Some((tier, place)) => {
+                    w.u8(1);
+                    w.u32(*tier);
+                    w.u64(place.offset);
+                    w.u64(place.len);
+                    w.u64(place.checksum);
+                }
+                None => w.u8(0),
+            }
+        }
+        w.finish()
+    }
+
+    /// Decodes `rank`'s reply; an answer for another number of blocks than `expected` is
+    /// malformed.
+    pub(crate) fn decode(bytes: &[u8], rank: usize, expected: usize) -> Result<Self> {
+        use std::os::unix::ffi::OsStrExt;
+        let mut r = Reader::reply(bytes, rank)?;
+        let files = usize::from(r.u16()?);
+        let files = r.items(files, 32)?;
+        let files = (0..files)
+            .map(|_| {
+                let tier = r.u32()?;
+                let (device, inode, len) = (r.u64()?, r.u64()?, r.u64()?);
+                let path = std::ffi::OsStr::from_bytes(r.bytes()?).into();
+                Ok((
+                    tier,
+                    SharedFile {
+                        path,
+                        device,
+                        inode,
+                        len,
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let count = r.u32()? as usize;
+        let count = r.items(count, 1)?;
+        if count != expected {
+            return Err(malformed(format!("{count} places for {expected} blocks")));
+        }
+        let items = (0..count)
+            .map(|_| {
+                Ok(match r.u8()? {
+                    0 => None,
+                    1 => Some((
+                        r.u32()?,
+                        SharedPlace {
+                            offset: r.u64()?,
+                            len: r.u64()?,
+                            checksum: r.u64()?,
+                        },
+                    )),
+                    other => return Err(malformed(format!("place marker {other}"))),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { files, items })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn places_round_trip_and_damaged_ones_are_errors() {
+        let places = Places {
+            files: vec![(
+                1,
+                SharedFile {
+                    path: "/dev/shm/cascade-1000-shm-rank1.pool".into(),
+                    device: 25,
+                    inode: 4242,
+                    len: 1 << 30,
+                },
+            )],
+            items: vec![
+                Some((
+                    1,
+                    SharedPlace {
+                        offset: 8192,
+                        len: 131072,
+                        checksum: 0xfeed,
+                    },
+                )),
+                None,
+            ],
+        };
+        let bytes = places.encode();
+        assert_eq!(Places::decode(&bytes, 1, 2).expect("decodes"), places);
+        assert!(Places::decode(&bytes, 1, 3).is_err());
+        for cut in 0..bytes.len() {
+            assert!(Places::decode(&bytes[..cut], 1, 2).is_err(), "cut at {cut}");
+        }
+    }
 
     #[test]
     fn a_request_round_trips() {

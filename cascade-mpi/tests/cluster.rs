@@ -241,6 +241,11 @@ fn scenarios(mpi: &Mpi, dir: &Path) -> TestResult {
         scenario(&cluster).map_err(|e| format!("{name}: {e}"))?;
         cluster.close().map_err(|e| format!("{name}: close: {e}"))?;
     }
+    let pool_dir = dir.join("damaged");
+    let cluster = open(mpi, &tiered_config(&pool_dir, true))?;
+    damaged_in_the_pool_is_a_miss(&cluster, &pool_dir)
+        .map_err(|e| format!("damaged in the pool: {e}"))?;
+    cluster.close().map_err(|e| e.to_string())?;
     let cluster = open(mpi, &file_only_config(&dir.join("corrupt").join("{rank}")))?;
     corrupt_remote_is_a_miss(&cluster, &dir.join("corrupt"))
         .map_err(|e| format!("corrupt: {e}"))?;
@@ -350,11 +355,104 @@ fn remote_get(cluster: &ClusterStore) -> TestResult {
     ensure(stats.remote_hits == 24 * (ranks as u64 - 1), || {
         format!("remote hits {stats:?}")
     })?;
+    // Every rank of this job runs on this machine, and the blocks are in shm pools: with
+    // direct reads on, each remote block was copied straight from its holder's pool.
+    let direct = if cluster.direct_reads() {
+        stats.remote_hits
+    } else {
+        0
+    };
+    ensure(stats.direct_hits == direct, || {
+        format!(
+            "direct hits (direct reads {}): {stats:?}",
+            cluster.direct_reads()
+        )
+    })?;
     ensure(
         !cluster.local().contains(id_of(1, (rank + 1) % ranks, 0)),
         || "a remote read must not copy the block into this rank".into(),
     )?;
+    // Over MPI, as between nodes: the same bytes, and no direct read.
+    cluster.set_direct_reads(false);
+    let other = (rank + 1) % ranks;
+    let mut outs: Vec<Vec<u8>> = (0..24).map(|_| vec![0u8; len]).collect();
+    let mut batch: Vec<(BlockId, &mut [u8])> = outs
+        .iter_mut()
+        .enumerate()
+        .map(|(i, o)| (id_of(1, other, i), o.as_mut_slice()))
+        .collect();
+    let results = cluster.get_batch(&mut batch);
+    cluster.set_direct_reads(direct > 0);
+    for (i, (r, out)) in results.iter().zip(&outs).enumerate() {
+        ensure(
+            matches!(r, Ok(Some(n)) if *n == len) && *out == block(1, other, i, len),
+            || format!("block {i} of rank {other} over MPI: {r:?}"),
+        )?;
+    }
+    let after = cluster.stats();
+    ensure(
+        after.remote_hits == stats.remote_hits + 24 && after.direct_hits == stats.direct_hits,
+        || format!("over MPI: before {stats:?}, after {after:?}"),
+    )?;
     cluster.barrier().map_err(|e| e.to_string())
+}
+
+/// A block damaged in its holder's shm pool fails the direct read's checksum and then the
+/// MPI fetch's: a miss, never the damaged bytes.
+fn damaged_in_the_pool_is_a_miss(cluster: &ClusterStore, dir: &Path) -> TestResult {
+    let (rank, ranks) = (cluster.rank(), cluster.ranks());
+    let len = 64 * 1024;
+    let mine: Vec<(BlockId, Vec<u8>)> = (0..4)
+        .map(|i| (id_of(9, rank, i), block(9, rank, i, len)))
+        .collect();
+    put_all(cluster, &mine)?;
+    cluster.flush().map_err(|e| e.to_string())?;
+    // Each rank damages its own block 0 in its pool (the pool file is the mapping's
+    // backing, so the tier and every reader see the flipped byte).
+    flip_a_byte_in_pool(&dir.join(format!("shm-{rank}.pool")), &mine[0].1)?;
+    cluster.barrier().map_err(|e| e.to_string())?;
+    let before = cluster.stats();
+    let other = (rank + 1) % ranks;
+    let mut out = vec![0u8; len];
+    let damaged = cluster
+        .get(id_of(9, other, 0), &mut out)
+        .map_err(|e| e.to_string())?;
+    ensure(damaged.is_none(), || {
+        format!("a block damaged in its holder's pool must be a miss: {damaged:?}")
+    })?;
+    let intact = cluster
+        .get(id_of(9, other, 1), &mut out)
+        .map_err(|e| e.to_string())?;
+    ensure(
+        intact == Some(len) && out == block(9, other, 1, len),
+        || format!("intact: {intact:?}"),
+    )?;
+    let after = cluster.stats();
+    let direct = u64::from(cluster.direct_reads());
+    ensure(
+        after.direct_hits == before.direct_hits + direct
+            && after.remote_hits == before.remote_hits + 1,
+        || format!("only the intact block is a hit: before {before:?}, after {after:?}"),
+    )?;
+    cluster.barrier().map_err(|e| e.to_string())
+}
+
+/// Flips one byte of `payload` where it lies in the shm pool file `pool`.
+fn flip_a_byte_in_pool(pool: &Path, payload: &[u8]) -> TestResult {
+    use std::os::unix::fs::FileExt;
+    let needle = &payload[1000..1064];
+    let bytes = std::fs::read(pool).map_err(|e| format!("{}: {e}", pool.display()))?;
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .ok_or_else(|| format!("block bytes not found in {}", pool.display()))?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(pool)
+        .map_err(|e| e.to_string())?;
+    file.write_at(&[bytes[at + 10] ^ 0xFF], (at + 10) as u64)
+        .map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 fn dedup(cluster: &ClusterStore) -> TestResult {

@@ -144,6 +144,21 @@ impl PyClusterStore {
         Ok(self.store()?.ranks())
     }
 
+    /// Whether blocks held by ranks on this node are copied straight from their shm
+    /// pools (checked against their stored checksum) instead of sent over MPI. On by
+    /// default; `CASCADE_CLUSTER_DIRECT_READS=0` at open, or setting this to False, turns
+    /// it off for this rank.
+    #[getter]
+    fn direct_reads(&self) -> PyResult<bool> {
+        Ok(self.store()?.direct_reads())
+    }
+
+    #[setter]
+    fn set_direct_reads(&self, on: bool) -> PyResult<()> {
+        self.store()?.set_direct_reads(on);
+        Ok(())
+    }
+
     /// The rank that owns `block_id` (records its holders).
     fn owner(&self, block_id: &Bound<'_, PyAny>) -> PyResult<usize> {
         Ok(self.store()?.owner(ids::parse(block_id)?))
@@ -261,7 +276,7 @@ impl PyClusterStore {
     }
 
     /// This rank's counters: the local store's (`local`, as `CascadeStore.get_stats()`)
-    /// and the cluster's (remote_hits, remote_misses, remote_bytes, dedup_hits,
+    /// and the cluster's (remote_hits, direct_hits, remote_misses, remote_bytes, dedup_hits,
     /// dedup_bytes_saved, transfer_failures, owned_blocks, blocks_served, bytes_served).
     fn get_stats(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let store = self.store()?;

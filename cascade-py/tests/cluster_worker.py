@@ -49,6 +49,16 @@ def main(directory: str) -> None:
         assert totals["blocks"] == 8 * ranks + 4, totals
         stats = store.get_stats()
         assert stats["remote_hits"] == 9, stats
+        # Every rank of the test runs on this machine: with direct reads on (the
+        # default), each remote block came straight from its holder's shm pool.
+        assert store.direct_reads is True
+        assert stats["direct_hits"] == 9, stats
+        store.direct_reads = False
+        out[:] = 0
+        assert store.get(their_ids[1], out) == (True, size)
+        assert np.array_equal(out, theirs[1])
+        assert store.get_stats()["direct_hits"] == 9
+        store.direct_reads = True
         assert stats["local"]["blocks"] >= 8
         store.barrier()
     try:

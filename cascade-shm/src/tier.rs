@@ -10,7 +10,10 @@ use cascade_core::tier::{
     BatchFill, BatchVisit, Capability, CheckedFill, CheckedVisit, FillTarget, HostRegion, Tier,
     apply_checked_visits, buffer_too_small, check_block_fits, checked_fill_results, tier_full,
 };
-use cascade_core::{BlockId, Error, ErrorKind, Extent, ExtentAllocator, Result, ShardedIndex};
+use cascade_core::{
+    BlockId, Error, ErrorKind, Extent, ExtentAllocator, Result, ShardedIndex, SharedFile,
+    SharedPlace,
+};
 use parking_lot::Mutex;
 
 use crate::commit::{CommitQueue, Pending};
@@ -75,6 +78,10 @@ struct Inner {
     slots: SlotTable,
     data: NonNull<u8>,
     data_len: u64,
+    /// Where the data region starts in the pool file.
+    data_offset: u64,
+    /// The pool file as other processes of the node may map it.
+    shared: Option<SharedFile>,
     allocator: ExtentAllocator,
     blocks: ShardedIndex<Entry>,
     free_slots: Mutex<Vec<u32>>,
@@ -176,6 +183,24 @@ impl Drop for ShmTier {
     }
 }
 
+/// The pool file's identity for readers in other processes; `None` (with a note in the
+/// log) when it cannot be read, which only turns off their direct reads.
+fn shared_file(path: &Path, len: u64) -> Option<SharedFile> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(path) {
+        Ok(meta) => Some(SharedFile {
+            path: path.to_path_buf(),
+            device: meta.dev(),
+            inode: meta.ino(),
+            len,
+        }),
+        Err(e) => {
+            tracing::debug!(path = %path.display(), error = %e, "cannot stat the shm pool; other processes will not read it directly");
+            None
+        }
+    }
+}
+
 impl Inner {
     fn open(name: String, config: &ShmTierConfig) -> Result<Self> {
         let path = config.resolved_path(&name);
@@ -228,6 +253,7 @@ impl Inner {
             .rev()
             .filter(|&s| !used[s as usize])
             .collect();
+        let shared = shared_file(&path, layout.file_len());
         if recovered.dropped > 0 {
             tracing::warn!(
                 tier = %name,
@@ -242,6 +268,8 @@ impl Inner {
             slots,
             data,
             data_len: layout.data_len,
+            data_offset: layout.data_offset,
+            shared,
             allocator,
             blocks,
             free_slots: Mutex::new(free_slots),
@@ -808,6 +836,25 @@ impl Tier for ShmTier {
             base: self.inner.data.as_ptr(),
             len: self.inner.data_len as usize,
         })
+    }
+
+    fn shared_file(&self) -> Option<SharedFile> {
+        self.inner.shared.clone()
+    }
+
+    fn shared_places(&self, ids: &[BlockId]) -> Vec<Option<SharedPlace>> {
+        let inner = &self.inner;
+        ids.iter()
+            .map(|id| {
+                inner.blocks.with(id, |entry| {
+                    entry.checksum.map(|checksum| SharedPlace {
+                        offset: inner.data_offset + entry.extent.offset,
+                        len: entry.len,
+                        checksum,
+                    })
+                })?
+            })
+            .collect()
     }
 
     fn extra_stats(&self) -> Vec<(String, f64)> {

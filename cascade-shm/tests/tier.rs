@@ -626,3 +626,38 @@ fn a_wrong_checksum_from_the_fill_drops_the_block_rather_than_serving_it() {
         check_tagged(n, &out);
     }
 }
+
+#[test]
+fn shared_places_name_where_another_process_finds_each_block() {
+    let dir = pool_dir();
+    let config = config(dir.path(), 16);
+    let tier = ShmTier::open("shm0", &config).unwrap();
+    let blocks: Vec<Vec<u8>> = [4096usize, 100_000, 1]
+        .iter()
+        .enumerate()
+        .map(|(n, &len)| tagged_block(n as u64, 1, len))
+        .collect();
+    for (n, b) in blocks.iter().enumerate() {
+        tier.put(id(n as u64), b).unwrap();
+    }
+    let file = tier.shared_file().expect("the pool is a shared file");
+    assert_eq!(file.path.as_path(), config.path.as_deref().unwrap());
+    let meta = std::fs::metadata(&file.path).unwrap();
+    assert_eq!(meta.len(), file.len);
+    // Another opener of the file (here: a plain read of it) finds each block's bytes at
+    // its place, and the checksum is the block's XXH3-64.
+    let pool = std::fs::File::open(&file.path).unwrap();
+    let ids: Vec<BlockId> = (0..4).map(id).collect();
+    let places = tier.shared_places(&ids);
+    for (n, b) in blocks.iter().enumerate() {
+        let place = places[n].expect("a stored block has a place");
+        assert_eq!(place.len, b.len() as u64);
+        let mut read = vec![0u8; b.len()];
+        pool.read_exact_at(&mut read, place.offset).unwrap();
+        assert_eq!(&read, b, "block {n}");
+        assert_eq!(place.checksum, cascade_hash::checksum(b));
+    }
+    assert!(places[3].is_none(), "a block not stored has no place");
+    assert!(tier.remove(id(0)).unwrap());
+    assert!(tier.shared_places(&ids[..1])[0].is_none());
+}

@@ -44,7 +44,7 @@ use parking_lot::{Mutex, MutexGuard};
 
 use crate::config::{CascadeConfig, WritePolicy};
 use crate::stats::{StoreStats, TierStats, read};
-use crate::tier::Tier;
+use crate::tier::{SharedFile, SharedPlace, Tier};
 use crate::{BlockId, Error, Hasher, Result};
 
 pub use async_get::{ASYNC_GET_THREADS, GetBatchHandle, GetBatchOutput};
@@ -394,6 +394,41 @@ impl CascadeStore {
     /// Every stored id.
     pub fn ids(&self) -> Vec<BlockId> {
         self.core.ledger.ids()
+    }
+
+    /// The file of tier `tier` that other processes on this node may map to read its
+    /// blocks ([`crate::Tier::shared_file`]); `None` for a tier without one.
+    pub fn shared_file(&self, tier: usize) -> Option<SharedFile> {
+        self.core.tiers.get(tier)?.shared_file()
+    }
+
+    /// For each id, the tier serving it and where the block lies in that tier's
+    /// [`CascadeStore::shared_file`], when it has one (`None` otherwise, and for blocks
+    /// not held). Each placed block counts as used now, as a read would. The places are
+    /// hints for readers in other processes (a cluster rank on the same node), who check
+    /// what they copy against the checksum: see [`crate::Tier::shared_places`].
+    pub fn shared_places(&self, ids: &[BlockId]) -> Vec<Option<(usize, SharedPlace)>> {
+        let mut places = vec![None; ids.len()];
+        let mut by_tier: Vec<Vec<usize>> = vec![Vec::new(); self.core.tiers.len()];
+        for (i, id) in ids.iter().enumerate() {
+            if let Some(at) = self.core.ledger.get(id) {
+                by_tier[at.tier].push(i);
+            }
+        }
+        for (tier, members) in by_tier.iter().enumerate() {
+            if members.is_empty() || self.core.tiers[tier].shared_file().is_none() {
+                continue;
+            }
+            let wanted: Vec<BlockId> = members.iter().map(|&i| ids[i]).collect();
+            let found = self.core.tiers[tier].shared_places(&wanted);
+            for (&i, place) in members.iter().zip(found) {
+                if let Some(place) = place {
+                    self.core.ledger.touch(tier, &ids[i]);
+                    places[i] = Some((tier, place));
+                }
+            }
+        }
+        places
     }
 }
 

@@ -290,6 +290,13 @@ class ClusterStore:
     def rank(self) -> int: ...
     @property
     def ranks(self) -> int: ...
+    @property
+    def direct_reads(self) -> bool:
+        """Whether blocks of ranks on this node are copied from their shm pools (checked
+        against their stored checksum) rather than sent over MPI; settable. On unless
+        CASCADE_CLUSTER_DIRECT_READS=0 at open."""
+    @direct_reads.setter
+    def direct_reads(self, on: bool) -> None: ...
     def owner(self, block_id: _BlockId) -> int:
         """The rank that records which ranks hold `block_id`."""
     def put(self, block_id: _BlockId, data: _Buffer) -> bool:
@@ -312,7 +319,8 @@ class ClusterStore:
     def lookup_prefix(self, keys: Sequence[_BlockId]) -> int:
         """How many leading keys some rank holds."""
     def get_stats(self) -> dict[str, Any]:
-        """This rank's counters; `local` is its CascadeStore's get_stats()."""
+        """This rank's counters (remote_hits, of them direct_hits read straight from a pool
+        on this node, ...); `local` is its CascadeStore's get_stats()."""
     def totals(self) -> dict[str, int]:
         """Blocks and bytes over all ranks (collective)."""
     def barrier(self) -> None:
