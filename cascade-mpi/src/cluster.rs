@@ -579,6 +579,9 @@ impl ClusterStore {
                 .collect();
             let mut left = Vec::new();
             for (&p, place) in members.iter().zip(places.items) {
+                // Between blocks, answer what other ranks asked of this one (their own
+                // places and locates wait on this rank's core otherwise).
+                server::serve_pending(&self.shared);
                 let i = pending[p];
                 let read =
                     place

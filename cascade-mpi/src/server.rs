@@ -102,6 +102,31 @@ pub(crate) fn serve(shared: Arc<Shared>) {
     }
 }
 
+/// Answers one request that is waiting, if any, on the calling thread: a thread of this
+/// rank busy copying (direct reads) calls it between blocks, so that requests to this
+/// rank are not left waiting until the progress thread next gets the core (with a core
+/// per rank, up to a whole batch's copy; ranks that wait on each other that way fall into
+/// lockstep at half speed). A stop request is for the progress thread: it is sent on to
+/// it again.
+pub(crate) fn serve_pending(shared: &Shared) {
+    let Ok(Some(matched)) = shared.requests.probe_any(REQUEST_TAG) else {
+        return;
+    };
+    let source = matched.source;
+    let message = match shared.requests.receive(matched) {
+        Ok(message) => message,
+        Err(e) => {
+            tracing::warn!(error = %e, source, "cluster request: receive failed");
+            return;
+        }
+    };
+    if serve_one(shared, source, &message) == Flow::Stop
+        && let Err(e) = shared.requests.send(&message, source, REQUEST_TAG)
+    {
+        tracing::warn!(error = %e, "could not pass the stop request on to the progress thread");
+    }
+}
+
 #[derive(PartialEq, Eq)]
 enum Flow {
     Continue,
