@@ -433,7 +433,7 @@ fn run(cluster: &ClusterStore, mpi: &Mpi, args: &Args, command: String) -> Resul
         ],
         figures,
         p2p: p2p_figure,
-        direct_reads: direct.then_some((
+        direct_reads: (direct && ranks > 1).then_some((
             direct_blocks,
             (blocks * ranks) as u64 * u64::from(args.repeat),
         )),
@@ -504,6 +504,9 @@ pub fn to_text(r: &ClusterReport) -> String {
         );
     }
     match r.direct_reads {
+        _ if r.ranks < 2 => {
+            let _ = writeln!(t);
+        }
         Some((direct, of)) => {
             let _ = writeln!(
                 t,
