@@ -11,19 +11,6 @@ use crate::ids::{CascadeBlockId, id_slice};
 use crate::status::CascadeStatus;
 use crate::store::{CascadeHandle, open_store};
 
-/// Runs a batch call so that its parallel steps run inline on a rayon worker. A store
-/// without I/O threads of its own (`num_io_threads = 0`) runs a batch on the caller's
-/// rayon pool; from a C thread, which is in no pool, each parallel step of the batch
-/// would be handed to rayon's global pool and waited for on its own (a sleep and a
-/// wake-up each), and the steps between them would leave the pool idle.
-pub(crate) fn on_worker<R: Send>(store: &CascadeStore, job: impl FnOnce() -> R + Send) -> R {
-    if store.policy().num_io_threads == 0 && rayon::current_thread_index().is_none() {
-        rayon::scope(|_| job())
-    } else {
-        job()
-    }
-}
-
 /// Writes each item's status, records the first failure as the thread's last error and
 /// returns it as the call's result.
 pub(crate) fn settle(
@@ -103,7 +90,7 @@ pub unsafe extern "C" fn cascade_put_batch(
             let data = unsafe { args::slice(ptr, len, &format_args!("blocks[{i}]")) }?;
             items.push(((*id).into(), data));
         }
-        let results = on_worker(store, || store.put_batch(&items));
+        let results = store.put_batch(&items);
         settle(
             results
                 .into_iter()
@@ -166,7 +153,7 @@ pub unsafe extern "C" fn cascade_get_batch(
             let out = unsafe { args::bytes_mut(ptr, capacity, &format_args!("outs[{i}]")) }?;
             items.push(((*id).into(), out));
         }
-        let results = on_worker(store, || store.get_batch(&mut items));
+        let results = store.get_batch(&mut items);
         let read = items.iter().map(|(id, out)| (*id, out.len()));
         report_reads(store, results, read, lens, statuses, found)
     })

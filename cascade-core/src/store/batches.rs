@@ -22,7 +22,7 @@ impl CascadeStore {
     }
 
     fn put_batch_untimed(&self, items: &[(BlockId, &[u8])]) -> Vec<Result<PutOutcome>> {
-        self.run(|| {
+        self.run(items.len(), || {
             let mut results: Vec<Option<Result<PutOutcome>>> = items
                 .iter()
                 .map(|(id, data)| self.dedup_hit(id, data.len()).map(Ok))
@@ -83,7 +83,7 @@ impl CascadeStore {
         for (id, _) in items.iter() {
             self.prefetcher.wait_for(id);
         }
-        self.run(|| {
+        self.run(items.len(), || {
             let mut results: Vec<Option<Result<Option<usize>>>> = Vec::with_capacity(items.len());
             let mut groups: Vec<Vec<(usize, super::Entry)>> =
                 vec![Vec::new(); self.core.tiers.len()];

@@ -281,7 +281,7 @@ impl CascadeStore {
     /// one batched DMA straight into the tier's memory. Items it could not take are
     /// placed one by one as [`CascadeStore::put_from`] does.
     pub fn put_from_batch(&self, items: &[(BlockId, Source<'_>)]) -> Vec<Result<PutOutcome>> {
-        self.run(|| {
+        self.run(items.len(), || {
             let mut results: Vec<Option<Result<PutOutcome>>> = items
                 .iter()
                 .map(|(id, source)| self.dedup_hit(id, source.len()).map(Ok))
@@ -431,7 +431,7 @@ impl CascadeStore {
         for (id, _) in items.iter() {
             self.prefetcher.wait_for(id);
         }
-        self.run(|| {
+        self.run(items.len(), || {
             let mut results: Vec<Option<Result<Option<usize>>>> = Vec::with_capacity(items.len());
             let mut groups: Vec<Vec<(usize, Entry)>> = vec![Vec::new(); self.core.tiers.len()];
             for (i, (id, dest)) in items.iter().enumerate() {

@@ -263,9 +263,18 @@ impl CascadeStore {
         &self.core.policy
     }
 
-    fn run<R: Send>(&self, job: impl FnOnce() -> R + Send) -> R {
+    /// Runs a batch of `items` items on the store's pool, or on the caller's rayon pool.
+    ///
+    /// A batch of several items called from a thread outside any rayon pool (a plain
+    /// thread of the caller's: C's, OpenMP's, Python's) is handed to one of rayon's
+    /// workers as a whole, so that its parallel steps run inline there: called from the
+    /// plain thread, each step would be handed to the workers and waited for on its own
+    /// (a wake-up each way per step). A single item is run where it is, as its steps do
+    /// not split.
+    fn run<R: Send>(&self, items: usize, job: impl FnOnce() -> R + Send) -> R {
         match &self.pool {
             Some(pool) => pool.install(job),
+            None if items > 1 && rayon::current_thread_index().is_none() => rayon::scope(|_| job()),
             None => job(),
         }
     }
