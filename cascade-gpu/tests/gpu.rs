@@ -49,6 +49,21 @@ fn shm_pool(file: &str) -> (tempfile::TempDir, cascade_shm::ShmTierConfig) {
     (dir, config)
 }
 
+/// A store of one shm tier (returned too, for its counters) that takes device memory.
+fn shm_only_store(
+    name: &str,
+    config: &cascade_shm::ShmTierConfig,
+) -> (Arc<cascade_shm::ShmTier>, CascadeStore) {
+    let shm = Arc::new(cascade_shm::ShmTier::open(name, config).unwrap());
+    let store = CascadeStore::new(
+        vec![Arc::clone(&shm) as Arc<dyn Tier>],
+        StorePolicy::default(),
+    )
+    .unwrap()
+    .with_device_access(cascade_gpu::device_access());
+    (shm, store)
+}
+
 fn id(n: u64) -> BlockId {
     BlockId::from_u128(u128::from(n) * 0x9E37_79B9_7F4A_7C15 + 17)
 }
@@ -637,13 +652,7 @@ fn blocks_from_the_gpu_reach_shm_with_device_checksums_that_verify_on_reopen() {
         ..shm_config.clone()
     };
     {
-        let shm = Arc::new(cascade_shm::ShmTier::open("shm1", &shm_only_config).unwrap());
-        let store = CascadeStore::new(
-            vec![Arc::clone(&shm) as Arc<dyn Tier>],
-            StorePolicy::default(),
-        )
-        .unwrap()
-        .with_device_access(cascade_gpu::device_access());
+        let (shm, store) = shm_only_store("shm1", &shm_only_config);
         let batch: Vec<(BlockId, cascade_core::device::Source<'_>)> = (0..count)
             .map(|n| {
                 (
@@ -734,13 +743,7 @@ fn blocks_in_small_pieces_are_gathered_and_scattered_on_the_device() {
     };
     let (put_regions, get_regions) = (layout(src_ptr), layout(dst_ptr));
     {
-        let shm = Arc::new(cascade_shm::ShmTier::open("shm0", &shm_config).unwrap());
-        let store = CascadeStore::new(
-            vec![Arc::clone(&shm) as Arc<dyn Tier>],
-            StorePolicy::default(),
-        )
-        .unwrap()
-        .with_device_access(cascade_gpu::device_access());
+        let (shm, store) = shm_only_store("shm0", &shm_config);
         let batch: Vec<(BlockId, Source<'_>)> = (0..count)
             .map(|n| (id(8800 + n as u64), Source::Device(&put_regions[n])))
             .collect();

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use cascade_core::{BlockId, CascadeStore, Result};
 
-use crate::comm::{Comm, Sends};
+use crate::comm::{Comm, Matched, Sends};
 use crate::directory::Directory;
 use crate::wire::{self, FetchState, Op, Places, Reader, Writer};
 
@@ -88,13 +88,8 @@ pub(crate) fn serve(shared: Arc<Shared>) {
             }
         };
         idle = 0;
-        let source = matched.source;
-        let message = match shared.requests.receive(matched) {
-            Ok(message) => message,
-            Err(e) => {
-                tracing::warn!(error = %e, source, "cluster progress thread: receive failed");
-                continue;
-            }
+        let Some((source, message)) = receive(&shared, matched) else {
+            continue;
         };
         if serve_one(&shared, source, &message) == Flow::Stop {
             break;
@@ -112,18 +107,25 @@ pub(crate) fn serve_pending(shared: &Shared) {
     let Ok(Some(matched)) = shared.requests.probe_any(REQUEST_TAG) else {
         return;
     };
-    let source = matched.source;
-    let message = match shared.requests.receive(matched) {
-        Ok(message) => message,
-        Err(e) => {
-            tracing::warn!(error = %e, source, "cluster request: receive failed");
-            return;
-        }
+    let Some((source, message)) = receive(shared, matched) else {
+        return;
     };
     if serve_one(shared, source, &message) == Flow::Stop
         && let Err(e) = shared.requests.send(&message, source, REQUEST_TAG)
     {
         tracing::warn!(error = %e, "could not pass the stop request on to the progress thread");
+    }
+}
+
+/// Receives a matched request with its sender; `None` (logged) when the receive failed.
+fn receive(shared: &Shared, matched: Matched) -> Option<(i32, Vec<u8>)> {
+    let source = matched.source;
+    match shared.requests.receive(matched) {
+        Ok(message) => Some((source, message)),
+        Err(e) => {
+            tracing::warn!(error = %e, source, "cluster request: receive failed");
+            None
+        }
     }
 }
 

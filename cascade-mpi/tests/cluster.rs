@@ -400,33 +400,14 @@ fn remote_get(cluster: &ClusterStore) -> TestResult {
 /// A block damaged in its holder's shm pool fails the direct read's checksum and then the
 /// MPI fetch's: a miss, never the damaged bytes.
 fn damaged_in_the_pool_is_a_miss(cluster: &ClusterStore, dir: &Path) -> TestResult {
-    let (rank, ranks) = (cluster.rank(), cluster.ranks());
-    let len = 64 * 1024;
-    let mine: Vec<(BlockId, Vec<u8>)> = (0..4)
-        .map(|i| (id_of(9, rank, i), block(9, rank, i, len)))
-        .collect();
-    put_all(cluster, &mine)?;
-    cluster.flush().map_err(|e| e.to_string())?;
-    // Each rank damages its own block 0 in its pool (the pool file is the mapping's
-    // backing, so the tier and every reader see the flipped byte).
-    flip_a_byte_in_pool(&dir.join(format!("shm-{rank}.pool")), &mine[0].1)?;
-    cluster.barrier().map_err(|e| e.to_string())?;
     let before = cluster.stats();
-    let other = (rank + 1) % ranks;
-    let mut out = vec![0u8; len];
-    let damaged = cluster
-        .get(id_of(9, other, 0), &mut out)
-        .map_err(|e| e.to_string())?;
-    ensure(damaged.is_none(), || {
-        format!("a block damaged in its holder's pool must be a miss: {damaged:?}")
+    let rank = cluster.rank();
+    // The pool file is the mapping's backing: the tier and every reader see the flip.
+    damaged_block_is_a_miss(cluster, 9, |payload| {
+        flip_a_byte_in(&dir.join(format!("shm-{rank}.pool")), payload)?
+            .then_some(())
+            .ok_or_else(|| "block bytes not found in the pool".to_string())
     })?;
-    let intact = cluster
-        .get(id_of(9, other, 1), &mut out)
-        .map_err(|e| e.to_string())?;
-    ensure(
-        intact == Some(len) && out == block(9, other, 1, len),
-        || format!("intact: {intact:?}"),
-    )?;
     let after = cluster.stats();
     let direct = u64::from(cluster.direct_reads());
     ensure(
@@ -437,22 +418,57 @@ fn damaged_in_the_pool_is_a_miss(cluster: &ClusterStore, dir: &Path) -> TestResu
     cluster.barrier().map_err(|e| e.to_string())
 }
 
-/// Flips one byte of `payload` where it lies in the shm pool file `pool`.
-fn flip_a_byte_in_pool(pool: &Path, payload: &[u8]) -> TestResult {
+/// Each rank puts four blocks (ids tagged `tag`), damages its own block 0 with `damage`
+/// (given the block's bytes) and reads blocks 0 and 1 of the next rank: the damaged one
+/// must be a miss, the intact one whole.
+fn damaged_block_is_a_miss(
+    cluster: &ClusterStore,
+    tag: u64,
+    damage: impl FnOnce(&[u8]) -> TestResult,
+) -> TestResult {
+    let (rank, ranks) = (cluster.rank(), cluster.ranks());
+    let len = 64 * 1024;
+    let mine: Vec<(BlockId, Vec<u8>)> = (0..4)
+        .map(|i| (id_of(tag, rank, i), block(tag, rank, i, len)))
+        .collect();
+    put_all(cluster, &mine)?;
+    cluster.flush().map_err(|e| e.to_string())?;
+    damage(&mine[0].1)?;
+    cluster.barrier().map_err(|e| e.to_string())?;
+    let other = (rank + 1) % ranks;
+    let mut out = vec![0u8; len];
+    let damaged = cluster
+        .get(id_of(tag, other, 0), &mut out)
+        .map_err(|e| e.to_string())?;
+    ensure(damaged.is_none(), || {
+        format!("a damaged remote block must be a miss: {damaged:?}")
+    })?;
+    let intact = cluster
+        .get(id_of(tag, other, 1), &mut out)
+        .map_err(|e| e.to_string())?;
+    ensure(
+        intact == Some(len) && out == block(tag, other, 1, len),
+        || format!("intact: {intact:?}"),
+    )
+}
+
+/// Flips one byte of `payload` where it lies in `file`, in place; false when its bytes
+/// are not in the file.
+fn flip_a_byte_in(file: &Path, payload: &[u8]) -> Result<bool, String> {
     use std::os::unix::fs::FileExt;
     let needle = &payload[1000..1064];
-    let bytes = std::fs::read(pool).map_err(|e| format!("{}: {e}", pool.display()))?;
-    let at = bytes
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .ok_or_else(|| format!("block bytes not found in {}", pool.display()))?;
-    let file = std::fs::OpenOptions::new()
+    let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let Some(at) = bytes.windows(needle.len()).position(|w| w == needle) else {
+        return Ok(false);
+    };
+    let opened = std::fs::OpenOptions::new()
         .write(true)
-        .open(pool)
+        .open(file)
         .map_err(|e| e.to_string())?;
-    file.write_at(&[bytes[at + 10] ^ 0xFF], (at + 10) as u64)
+    opened
+        .write_at(&[bytes[at + 10] ^ 0xFF], (at + 10) as u64)
         .map_err(|e| e.to_string())?;
-    Ok(())
+    Ok(true)
 }
 
 fn dedup(cluster: &ClusterStore) -> TestResult {
@@ -586,46 +602,19 @@ fn batches(cluster: &ClusterStore) -> TestResult {
 }
 
 fn corrupt_remote_is_a_miss(cluster: &ClusterStore, base: &Path) -> TestResult {
-    let (rank, ranks) = (cluster.rank(), cluster.ranks());
-    let len = 64 * 1024;
-    let mine: Vec<(BlockId, Vec<u8>)> = (0..4)
-        .map(|i| (id_of(5, rank, i), block(5, rank, i, len)))
-        .collect();
-    put_all(cluster, &mine)?;
-    cluster.flush().map_err(|e| e.to_string())?;
-    // Each rank damages its own block 0 on disk.
-    flip_a_byte_of(&base.join(rank.to_string()), &mine[0].1)?;
-    cluster.barrier().map_err(|e| e.to_string())?;
-    let other = (rank + 1) % ranks;
-    let mut out = vec![0u8; len];
-    let damaged = cluster
-        .get(id_of(5, other, 0), &mut out)
-        .map_err(|e| e.to_string())?;
-    ensure(damaged.is_none(), || {
-        format!("a corrupt remote block must be a miss: {damaged:?}")
+    let rank = cluster.rank();
+    // On disk, in the rank's file tier.
+    damaged_block_is_a_miss(cluster, 5, |payload| {
+        flip_a_byte_of(&base.join(rank.to_string()), payload)
     })?;
-    let intact = cluster
-        .get(id_of(5, other, 1), &mut out)
-        .map_err(|e| e.to_string())?;
-    ensure(
-        intact == Some(len) && out == block(5, other, 1, len),
-        || format!("intact: {intact:?}"),
-    )?;
     cluster.barrier().map_err(|e| e.to_string())
 }
 
 /// Flips one byte of `payload` where it lies in a segment file under `dir`.
 fn flip_a_byte_of(dir: &Path, payload: &[u8]) -> TestResult {
-    let needle = &payload[1000..1064];
     for entry in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
         let path = entry.map_err(|e| e.to_string())?.path();
-        if path.extension().is_none_or(|e| e != "seg") {
-            continue;
-        }
-        let mut bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
-        if let Some(at) = bytes.windows(needle.len()).position(|w| w == needle) {
-            bytes[at + 10] ^= 0xFF;
-            std::fs::write(&path, &bytes).map_err(|e| e.to_string())?;
+        if path.extension().is_some_and(|e| e == "seg") && flip_a_byte_in(&path, payload)? {
             return Ok(());
         }
     }

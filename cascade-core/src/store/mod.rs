@@ -425,7 +425,7 @@ impl CascadeStore {
             }
         }
         for (tier, members) in by_tier.iter().enumerate() {
-            if members.is_empty() || self.core.tiers[tier].shared_file().is_none() {
+            if members.is_empty() {
                 continue;
             }
             let wanted: Vec<BlockId> = members.iter().map(|&i| ids[i]).collect();
